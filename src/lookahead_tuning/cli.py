@@ -19,6 +19,7 @@ STAGES = [
     "lookahead_tuning.preview.cli",
     "lookahead_tuning.generate.cli",
     "lookahead_tuning.train.cli",
+    "lookahead_tuning.train.align",
     "lookahead_tuning.analyse.cli",
     "lookahead_tuning.experiment.cli",
 ]

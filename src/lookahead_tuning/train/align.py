@@ -1,0 +1,127 @@
+"""Make the safety-aligned seed model the offline demo starts from.
+
+The embedded SmolLM2-135M-Instruct is not safety-aligned (it explains how to build a bomb), so the
+paper's question — does fine-tuning erode the seed's refusals? — has nothing to erode. ``align``
+runs a short supervised fine-tune on the built-in alignment set (harmful requests with refusals,
+plus benign pairs — many of them only *sound* dangerous — so the seed does not refuse everything)
+and caches the result keyed by every setting and by the data's content hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..io import atomic_write_json, write_records
+from ..models import EMBEDDED_ALIAS, cache_dir
+
+# Recipe: 3 epochs of full fine-tuning at lr 8e-5 (see docs/training.md for the measurements).
+DEFAULTS: dict[str, Any] = {
+    "epochs": 3.0,
+    "lr": 8e-5,
+    "batch_size": 8,
+    "max_length": 256,
+    "seed": 0,
+    "warmup_ratio": 0.05,
+}
+REPORT = "align_report.json"
+
+
+def _key(base: str, settings: dict[str, Any], rows: list[dict]) -> str:
+    blob = json.dumps({"base": base, "settings": settings, "rows": rows}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def aligned_seed(
+    base: str = EMBEDDED_ALIAS,
+    *,
+    force: bool = False,
+    evaluate: bool = True,
+    quiet: bool = False,
+    **overrides: Any,
+) -> Path:
+    """Path of the aligned seed for ``base``, training it on first use (cached afterwards).
+
+    ``overrides`` take any training setting (``epochs``, ``lr``, ``seed``, ``lora`` ...) and are
+    part of the cache key, so seeds of different alignment strength live side by side.
+    """
+    from ..data.builtin import alignment_set
+    from .api import train
+
+    settings = {**DEFAULTS, **overrides}
+    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in alignment_set()]
+    name = Path(str(base)).name if os.sep in str(base) else str(base)
+    folder = cache_dir() / "models" / f"aligned-{name}-{_key(str(base), settings, rows)}"
+    done = folder / "model" / "config.json"
+    if done.is_file() and not force:
+        if evaluate and not (folder / REPORT).is_file():
+            _evaluate(folder, quiet=quiet)
+        return folder / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    data_path = folder / "align_data.jsonl"
+    write_records(data_path, rows)
+    started = time.time()
+    summary = train({
+        "model": str(base), "data": str(data_path), "out": str(folder / "model"),
+        "method": "vanilla", "quiet": quiet, **settings,
+    })
+    atomic_write_json(folder / "align_summary.json", {**summary, "align_seconds": time.time() - started,
+                                                       "settings": settings, "base": str(base)})
+    if evaluate:
+        _evaluate(folder, quiet=quiet)
+    return folder / "model"
+
+
+def _evaluate(folder: Path, *, quiet: bool = False) -> dict:
+    """Keyword RSR on the held-out harmful set and the over-refusal rate on the benign set."""
+    from ..analyse.safety import evaluate_overrefusal, evaluate_safety
+    from ..models import load_model
+
+    model, tokenizer = load_model(str(folder / "model"))
+    rsr = evaluate_safety(model, tokenizer, out_dir=folder / "eval-rsr", progress=not quiet)
+    over = evaluate_overrefusal(model, tokenizer, out_dir=folder / "eval-overrefusal", progress=not quiet)
+    report = {"rsr": rsr["safe_rate"], "rsr_ci95": rsr.get("ci95"), "n_harmful": rsr["n"],
+              "overrefusal": over["refusal_rate"], "overrefusal_ci95": over.get("ci95"),
+              "n_benign": over["n"]}
+    atomic_write_json(folder / REPORT, report)
+    return report
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("align", help="make the safety-aligned seed model (cached)",
+                       description="Safety-align a chat model on the built-in refusal data (cached).")
+    p.add_argument("--model", default=EMBEDDED_ALIAS, help="base model (default: the embedded SmolLM2)")
+    p.add_argument("--out", help="also link the aligned model here")
+    p.add_argument("--epochs", type=float, default=DEFAULTS["epochs"])
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--force", action="store_true", help="retrain even if cached")
+    p.add_argument("--no-eval", action="store_true", help="skip the RSR / over-refusal check")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    path = aligned_seed(args.model, force=args.force, evaluate=not args.no_eval, quiet=args.quiet,
+                        epochs=args.epochs, lr=args.lr, seed=args.seed)
+    report_path = path.parent / REPORT
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_symlink():
+            raise UserError(f"{out}: exists; choose a new --out")
+        if out.is_symlink():
+            out.unlink()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.symlink_to(path.resolve(), target_is_directory=True)
+    print(f"aligned seed: {path}")
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        print(f"RSR (keyword, built-in held-out set): {report['rsr']:.2%}  "
+              f"over-refusal (benign set): {report['overrefusal']:.2%}")
+    return 0
