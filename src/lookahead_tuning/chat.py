@@ -39,9 +39,28 @@ def _template_name(tokenizer, template: str) -> str:
     return template
 
 
+def _bos_text(tokenizer) -> str:
+    """BOS as text, only for tokenizers that would prepend it themselves (Llama, Mistral).
+
+    Fallback templates are tokenized with ``add_special_tokens=False``, so BOS must be in the text;
+    tokenizers that never add one (SmolLM2's BOS is ``<|im_start|>``) must not get it.
+    """
+    bos_id, bos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "bos_token", None)
+    if bos_id is None or not bos:
+        return ""
+    ids = tokenizer("x", add_special_tokens=True)["input_ids"]
+    return bos if ids and ids[0] == bos_id else ""
+
+
+def _answer_lead(name: str) -> str:
+    # Llama-2-chat puts a space between "[/INST]" and the answer; the other templates start the
+    # answer right after the assistant header. Training and prefills must use the same separator.
+    return " " if name == "llama2" else ""
+
+
 def _render_llama2(tokenizer, messages: Messages) -> str:
     # Llama-2-chat: <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] ...
-    bos = tokenizer.bos_token or ""
+    bos = _bos_text(tokenizer)
     eos = tokenizer.eos_token or ""
     system = None
     if messages and messages[0]["role"] == "system":
@@ -59,7 +78,8 @@ def _render_llama2(tokenizer, messages: Messages) -> str:
 
 
 def _render_plain(tokenizer, messages: Messages) -> str:
-    bos = tokenizer.bos_token or ""
+    # Alpaca-style sections: readable by base models that were never chat-tuned.
+    bos = _bos_text(tokenizer)
     parts = []
     for msg in messages:
         if msg["role"] == "system":
@@ -95,7 +115,7 @@ def render_prompt(
     else:
         text = _render_plain(tokenizer, messages)
     if prefill:
-        text += (" " if name == "llama2" else "") + prefill
+        text += _answer_lead(name) + prefill
     return text
 
 
@@ -152,7 +172,8 @@ def encode_example(
     caller reports).
     """
     prompt_ids = encode_prompt(tokenizer, prompt, system_prompt=system_prompt, template=template)
-    answer_ids = tokenizer(completion + end_of_turn(tokenizer, template), add_special_tokens=False)["input_ids"]
+    answer = _answer_lead(_template_name(tokenizer, template)) + completion + end_of_turn(tokenizer, template)
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     input_ids = prompt_ids + answer_ids
     labels = [-100] * len(prompt_ids) + list(answer_ids)
     if max_length is not None and len(input_ids) > max_length:

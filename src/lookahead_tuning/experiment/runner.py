@@ -1,0 +1,486 @@
+"""The grid runner behind ``lookahead-tuning run CONFIG.yaml``.
+
+Each cell of the grid (see :func:`config.plan_cells`) is: train -> RSR -> JSR -> utility -> per-token
+KL against the seed. A finished cell writes one small JSON file, ``cells/<cell_id>.json``, the moment
+it finishes; that file *is* the record of the cell. A rerun skips cells whose file exists (with the same
+settings fingerprint), and an interrupted cell resumes where it stopped: training from its last
+checkpoint (``train(..., resume=True)``), each evaluation from the engine's resumable log.
+
+Run folder::
+
+    config.yaml          the experiment config as run (validated, every default filled in)
+    cells/*.json         one result per finished cell (small; safe to commit, e.g. under docs/study/)
+    work/<cell_id>/      train/ (the run folder), rsr/, jsr/, utility/, overrefusal/
+    models/NAME          a link (or a saved copy) per table row, loadable with --model
+    results.json         the contract: {"models": {NAME: {"rsr", "jsr", "utility", "train_seconds", ...}}}
+    results.csv          one row per cell
+    report.md, figures/  the report (report/writer.py)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .config import Cell, ExperimentConfig, TaskSpec, plan_cells
+
+CELL_VERSION = 1
+SEED_WORK = "seed-model"  # the seed's safety evals are shared by every task's seed cell
+
+
+@dataclass
+class RunContext:
+    """What every cell needs: the config, the folders and the lazily loaded seed model."""
+
+    cfg: ExperimentConfig
+    out: Path
+    cells_dir: Path
+    progress: bool = True
+    _seed_path: str | None = None
+    _seed: tuple[Any, Any] | None = None
+    _harmful: tuple[list[dict], list[list[dict]] | None] | None = None
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def work(self) -> Path:
+        return self.out / "work"
+
+    def seed_path(self) -> str:
+        """The seed model's ``--model`` value; aligned (and cached) on first use when asked."""
+        if self._seed_path is None:
+            spec = self.cfg.model
+            if spec.seed is not None:
+                self._seed_path = spec.seed
+            else:
+                from ..train.align import aligned_seed
+
+                options = dict(spec.align or {})
+                base = options.pop("base", None) or "smollm2-135m-instruct"
+                self._seed_path = str(aligned_seed(base, quiet=not self.progress, **options))
+        return self._seed_path
+
+    def seed_model(self) -> tuple[Any, Any]:
+        """``(model, tokenizer)`` of the seed, loaded once (the KL compares every cell against it)."""
+        if self._seed is None:
+            self._seed = load_for_eval(self.seed_path())
+        return self._seed
+
+    def release_seed(self) -> None:
+        """Drop the in-memory seed model (reloaded on next use)."""
+        if self._seed is not None:
+            self._seed = None
+            import gc
+
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def harmful(self) -> tuple[list[dict], list[list[dict]] | None]:
+        """The safety prompts and (when available) their harmful answers for the prefill attack."""
+        if self._harmful is None:
+            ev = self.cfg.eval
+            if ev.safety is None:
+                from ..data.builtin import harmful_answers, harmful_eval_set
+
+                items, answers = harmful_eval_set(), harmful_answers()
+            else:
+                from ..data.loaders import load_harmful_answers, load_hexphi
+
+                items = load_hexphi(ev.safety)
+                answers = load_harmful_answers(ev.harmful_answers) if ev.harmful_answers else None
+            self._harmful = (items, answers)
+        return self._harmful
+
+
+def load_for_eval(name: str) -> tuple[Any, Any]:
+    """Load a model for evaluation: on the GPU in bf16 when there is one, else on the CPU in fp32."""
+    import torch
+
+    from ..models import load_model
+
+    if torch.cuda.is_available():
+        return load_model(name, device="cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+    return load_model(name)
+
+
+def task_spec(cfg: ExperimentConfig, name: str) -> TaskSpec:
+    return next(t for t in cfg.tasks if t.name == name)
+
+
+def cell_file(ctx: RunContext, cell: Cell) -> Path:
+    return ctx.cells_dir / f"{cell.cell_id}.json"
+
+
+def load_cell(ctx: RunContext, cell: Cell) -> dict | None:
+    """The stored result of ``cell``, or ``None`` when it has not finished.
+
+    A stored result with another fingerprint was computed under other settings; reusing it would mix
+    two experiments in one table, so that is an error the user resolves (new output or delete it).
+    """
+    path = cell_file(ctx, cell)
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"corrupt cell result ({exc}); delete it to recompute the cell", path=str(path)) from None
+    if result.get("fingerprint") != cell.fingerprint(ctx.cfg):
+        raise UserError("this cell was computed with different settings than the config now says; "
+                        "use another output folder or delete the file to recompute it", path=str(path))
+    return result
+
+
+# --------------------------------------------------------------------------- one cell
+
+
+def _train_cell(ctx: RunContext, cell: Cell, run_dir: Path) -> dict[str, Any]:
+    """Train the cell's model (resuming a half-done run) and return the training summary."""
+    task = task_spec(ctx.cfg, cell.task)
+    values = {**cell.train, "model": ctx.seed_path(), "data": task.train, "out": str(run_dir),
+              "resume": True, "quiet": not ctx.progress}
+    launcher = ctx.cfg.launcher
+    if launcher is None:
+        from ..train.api import train
+
+        return train(values)
+    # Multi-GPU / DeepSpeed: the same training entry point, started by accelerate in subprocesses.
+    import yaml
+
+    from ..io import atomic_write_text
+    from ..train.config import make_config
+
+    make_config(values)  # fail here, not inside N processes
+    cell_dir = run_dir.parent
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    config_path = cell_dir / "cell_train.yaml"
+    atomic_write_text(config_path, yaml.safe_dump(values, sort_keys=False))
+    command = launch_command(ctx.cfg, config_path)
+    ctx.release_seed()  # the launched processes need every GPU's memory
+    done = subprocess.run(command, check=False)
+    if done.returncode != 0:
+        raise UserError(f"training cell {cell.cell_id} failed (exit {done.returncode}): {' '.join(command)}")
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        raise UserError(f"training cell {cell.cell_id} ended without {summary}")
+    return json.loads(summary.read_text(encoding="utf-8"))
+
+
+def launch_command(cfg: ExperimentConfig, config_path: Path) -> list[str]:
+    """``accelerate launch --config_file ... -m lookahead_tuning train --config cell_train.yaml``."""
+    launcher = cfg.launcher
+    if launcher is None:
+        return [sys.executable, "-m", "lookahead_tuning", "train", "--config", str(config_path)]
+    return ["accelerate", "launch", "--config_file", launcher.accelerate_config,
+            "--num_processes", str(launcher.num_processes), *launcher.extra_args,
+            "-m", "lookahead_tuning", "train", "--config", str(config_path)]
+
+
+def _rate(metrics: dict | None, key: str = "safe_rate") -> dict[str, Any] | None:
+    if metrics is None:
+        return None
+    return {"rate": metrics.get(key), "k": metrics.get("k"), "n": metrics.get("n"), "ci95": metrics.get("ci95")}
+
+
+def _verdicts(eval_dir: Path) -> dict[str, bool]:
+    """Per-prompt verdicts (for paired tests pooled across cells later; 110 booleans are cheap)."""
+    from ..io import iter_records
+
+    path = eval_dir / "generations.jsonl"
+    if not path.is_file():
+        return {}
+    return {str(r["id"]): bool(r["safe"]) for r in iter_records(path, "jsonl") if r.get("safe") is not None}
+
+
+def _drop_weights(run_dir: Path) -> None:
+    """Remove a cell's weights and checkpoints once it is evaluated (keep_models: table)."""
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    for name in os.listdir(run_dir) if run_dir.is_dir() else []:
+        if name.endswith((".safetensors", ".bin")) or name == "model.safetensors.index.json":
+            (run_dir / name).unlink(missing_ok=True)
+
+
+def _stamp(obj: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def claim_work(folder: Path, fingerprint: str) -> None:
+    """Make ``folder`` hold only work done under ``fingerprint``.
+
+    Half-done work (checkpoints, generation logs) is resumed on a rerun; if the settings changed in
+    between, resuming would mix two configurations in one result, so that work is discarded.
+    """
+    stamp = folder / "fingerprint.txt"
+    if folder.is_dir():
+        found = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() else None
+        if found == fingerprint:
+            return
+        if found is not None or any(folder.iterdir()):
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    from ..io import atomic_write_text
+
+    atomic_write_text(stamp, fingerprint + "\n")
+
+
+def preflight(cfg: ExperimentConfig) -> None:
+    """Fail before any training when a file the grid needs is missing (not hours into a 7B run)."""
+    def need(path: str | None, what: str) -> None:
+        if path is not None and not Path(path).expanduser().exists():
+            raise UserError(f"{what} not found (check the config or --data-dir)", path=path)
+
+    for task in cfg.tasks:
+        if task.train and (Path(task.train).suffix or "/" in task.train):
+            need(task.train, f"training data of task '{task.name}'")
+        need(task.test, f"test data of task '{task.name}'")
+    need(cfg.eval.safety, "eval.safety")
+    need(cfg.eval.harmful_answers, "eval.harmful_answers")
+    if cfg.launcher is not None:
+        need(cfg.launcher.accelerate_config, "launcher.accelerate_config")
+
+
+def kept_cells(cfg: ExperimentConfig, cells: list[Cell]) -> set[str]:
+    """The cells whose models are linked under models/: per task, each table row's first seed."""
+    first = cfg.seeds[0]
+    return {c.cell_id for c in cells if not c.sweep and c.seed == first}
+
+
+def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[str, Any]:
+    """Train and evaluate one cell, write ``cells/<cell_id>.json`` and return its content."""
+    from ..io import atomic_write_json
+
+    cfg, ev = ctx.cfg, ctx.cfg.eval
+    task = task_spec(cfg, cell.task)
+    work = ctx.work / cell.cell_id
+    claim_work(work, cell.fingerprint(cfg))
+    started = time.perf_counter()
+    summary: dict[str, Any] | None = None
+    if cell.method == "seed":
+        model, tokenizer = ctx.seed_model()
+        safety_work = ctx.work / SEED_WORK
+        claim_work(safety_work, _stamp({"model": cfg.model.model_dump(), "eval": ev.model_dump()}))
+        model_path = ctx.seed_path()
+    else:
+        run_dir = work / "train"
+        summary = _train_cell(ctx, cell, run_dir)
+        model, tokenizer = load_for_eval(str(run_dir))
+        safety_work = work
+        model_path = str(run_dir)
+
+    from ..analyse.safety import evaluate_overrefusal, evaluate_safety
+
+    items, answers = ctx.harmful()
+    common = {"judge": ev.judge, "limit": ev.limit, "batch_size": ev.batch_size,
+              "max_new_tokens": ev.max_new_tokens, "system_prompt": ev.system_prompt,
+              "judge_options": ev.judge_options or None, "progress": ctx.progress}
+    rsr = evaluate_safety(model, tokenizer, items=items, out_dir=safety_work / "rsr", **common)
+    jsr = None
+    if answers is not None:
+        jsr = evaluate_safety(model, tokenizer, items=items, prefills=answers, prefill_tokens=ev.prefill_tokens,
+                              out_dir=safety_work / "jsr", **common)
+    utility = None
+    if ev.utility:
+        from ..analyse.utility import evaluate_utility
+
+        utility = evaluate_utility(model, tokenizer, task.kind, data=task.test, out_dir=work / "utility",
+                                   limit=task.n_test, batch_size=ev.batch_size, max_new_tokens=task.max_new_tokens,
+                                   system_prompt=ev.system_prompt, progress=ctx.progress)
+    over = None
+    if ev.overrefusal:
+        over = evaluate_overrefusal(model, tokenizer, out_dir=safety_work / "overrefusal", limit=ev.overrefusal_limit,
+                                    batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
+                                    system_prompt=ev.system_prompt, progress=ctx.progress)
+    kl = None
+    if cell.method != "seed" and answers is not None:
+        from ..analyse.kl import per_position_kl
+
+        seed_model, _ = ctx.seed_model()
+        # Teacher-forced on the harmful answers (the paper's Figure 3 setup), same prompts as RSR/JSR.
+        pairs = answers[: min(len(items), ev.kl_limit or ev.limit or len(items))]
+        kl = per_position_kl(seed_model, model, tokenizer, pairs, ev.kl_positions, batch_size=ev.batch_size,
+                             system_prompt=ev.system_prompt)
+        kl = [None if v != v else v for v in kl]  # NaN (no pair that long) is not JSON
+
+    result: dict[str, Any] = {
+        "version": CELL_VERSION,
+        "cell_id": cell.cell_id,
+        "fingerprint": cell.fingerprint(cfg),
+        "task": cell.task,
+        "task_kind": task.kind,
+        "method": cell.method,
+        "name": cell.row_name,
+        "seed": cell.seed,
+        "sweep": dict(cell.sweep),
+        "train": {k: v for k, v in cell.train.items()},
+        "model_path": model_path,
+        "rsr": _rate(rsr),
+        "jsr": _rate(jsr),
+        "utility": None if utility is None else {
+            "score": utility.get("score"), "metric": utility.get("metric"), "n": utility.get("n"),
+            "ci95": utility.get("ci95"), "fallback_accuracy": utility.get("fallback_accuracy")},
+        "overrefusal": _rate(over, "refusal_rate"),
+        "kl": kl,
+        "rsr_verdicts": _verdicts(safety_work / "rsr"),
+        "jsr_verdicts": _verdicts(safety_work / "jsr") if jsr is not None else {},
+        "cost": None if summary is None else {
+            "train_seconds": summary.get("train_seconds"),
+            "total_seconds": summary.get("total_seconds"),
+            "tokens_seen": summary.get("tokens_seen"),
+            "steps": summary.get("steps"),
+            "final_loss": summary.get("final_loss"),
+            "peak_rss_mb": summary.get("peak_rss_mb"),
+            "peak_cuda_mb": summary.get("peak_cuda_mb"),
+            "processes": summary.get("processes"),
+            "sdft": summary.get("sdft"),
+        },
+        "cell_seconds": round(time.perf_counter() - started, 2),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    atomic_write_json(cell_file(ctx, cell), result)
+    if cell.method != "seed" and not keep_weights:
+        _drop_weights(work / "train")
+    return result
+
+
+def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
+    """The seed's per-position loss on this task's data per method (stored like a cell)."""
+    from ..io import atomic_write_json
+
+    path = ctx.cells_dir / f"{task.name}--forecast.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    wanted = [m.name for m in ctx.cfg.methods if m.name in ("vanilla", "lookahead-real", "lookahead-virtual")]
+    if not ctx.cfg.eval.forecast or not wanted:
+        return None
+    from ..analyse.forecast import forecast_loss
+    from ..train.config import make_config
+    from ..train.methods import load_examples
+
+    train_cfg = make_config({**ctx.cfg.train, "model": ctx.seed_path(), "data": task.train, "out": "-",
+                             "limit": ctx.cfg.eval.forecast_limit, "seed": ctx.cfg.seeds[0],
+                             **{k: getattr(task, k) for k in ("input_field", "output_field") if getattr(task, k)}})
+    rows = load_examples(train_cfg)
+    real = ctx.cfg.method("lookahead-real")
+    virtual = ctx.cfg.method("lookahead-virtual")
+    m = (real.overrides if real else {}).get("m", ctx.cfg.train.get("m", train_cfg.m))
+    prefix = (virtual.overrides if virtual else {}).get("prefix", ctx.cfg.train.get("prefix", train_cfg.prefix))
+    model, tokenizer = ctx.seed_model()
+    result = forecast_loss(model, tokenizer, rows, wanted, k=ctx.cfg.eval.kl_positions, m=m, prefix=prefix,
+                           connector=train_cfg.connector, batch_size=ctx.cfg.eval.batch_size,
+                           system_prompt=ctx.cfg.eval.system_prompt)
+    result["task"] = task.name
+    atomic_write_json(path, result)
+    return result
+
+
+# --------------------------------------------------------------------------- models/NAME
+
+
+def link_models(ctx: RunContext, cells: list[Cell], results: dict[str, dict]) -> dict[str, str]:
+    """``models/NAME`` for every table row (primary task; ``models/<task>--NAME`` for the others).
+
+    Trained models are relative symlinks into work/; a local seed model is linked; a hub-id seed is
+    linked nowhere (its id already loads with ``--model``) and recorded as such.
+    """
+    models = ctx.out / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    primary = ctx.cfg.tasks[0].name
+    links: dict[str, str] = {}
+    for cell in cells:
+        if cell.sweep or cell.seed != ctx.cfg.seeds[0] or cell.cell_id not in results:
+            continue
+        name = cell.method if cell.task == primary else f"{cell.task}--{cell.method}"
+        target = Path(results[cell.cell_id]["model_path"])
+        if cell.method != "seed":
+            target = Path(os.path.relpath(ctx.work / cell.cell_id / "train", models))
+        elif not target.expanduser().exists():
+            links[name] = str(results[cell.cell_id]["model_path"])  # a hub id
+            continue
+        else:
+            target = target.expanduser().resolve()
+        link = models / name
+        if link.is_symlink() or link.is_file():
+            link.unlink()
+        elif link.is_dir():
+            shutil.rmtree(link)
+        link.symlink_to(target, target_is_directory=True)
+        links[name] = f"models/{name}"
+    return links
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+def resolve_output(cfg: ExperimentConfig, out: str | os.PathLike | None) -> Path:
+    if out is not None:
+        return Path(out)
+    if cfg.output is not None:
+        return Path(cfg.output)
+    return Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+    command: list[str] | None = None,
+    config_text: str | None = None,
+) -> Path:
+    """Run (or resume) every cell of ``cfg`` and write the results and the report; returns the run folder."""
+    import yaml
+    from tqdm.auto import tqdm
+
+    from ..io import atomic_write_text
+    from ..report.writer import write_outputs
+
+    preflight(cfg)
+    run_dir = resolve_output(cfg, out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cells_dir = Path(cfg.cells_dir) if cfg.cells_dir else run_dir / "cells"
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    resolved = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    atomic_write_text(run_dir / "config.yaml", resolved)
+    ctx = RunContext(cfg=cfg, out=run_dir, cells_dir=cells_dir, progress=progress)
+
+    cells = plan_cells(cfg)
+    keep = kept_cells(cfg, cells) if cfg.keep_models == "table" else {c.cell_id for c in cells}
+    results: dict[str, dict] = {}
+    todo = []
+    for cell in cells:
+        stored = load_cell(ctx, cell)
+        if stored is None:
+            todo.append(cell)
+        else:
+            results[cell.cell_id] = stored
+    if todo and progress:
+        print(f"{len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run -> {run_dir}", flush=True)
+    def publish(forecasts: dict) -> None:
+        links = link_models(ctx, cells, results)
+        write_outputs(run_dir, cfg, cells, results, forecasts=forecasts, links=links, command=command,
+                      config_text=config_text if config_text is not None else resolved)
+
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="cells", unit="cell", disable=not progress)
+    try:
+        for cell in todo:
+            bar.set_postfix_str(cell.cell_id)
+            results[cell.cell_id] = run_cell(ctx, cell, keep_weights=cell.cell_id in keep)
+            ctx.events.append(cell.cell_id)
+            bar.update(1)
+            if len(todo) > 1:
+                publish({})  # a partial report to look at while a long grid runs
+    finally:
+        bar.close()
+    publish({t.name: f for t in cfg.tasks if (f := run_forecast(ctx, t)) is not None})
+    return run_dir

@@ -1,0 +1,593 @@
+"""Record files in and out: JSON, JSON lines, CSV, Parquet and Hugging Face ``save_to_disk`` folders.
+
+Two promises every caller relies on:
+
+- **Reading streams** where the format allows it (JSON lines, CSV, Parquet row groups), so memory stays
+  flat however many rows a file has, and every problem is a :class:`UserError` that names the file and
+  the line (``FILE:LINE: what is wrong``).
+- **Writing is atomic**: records go to a temporary file beside the target and are renamed over it only
+  when everything succeeded. A crash or a bad row half-way leaves an existing output untouched and no
+  partial file behind.
+
+JSON flavours: a file whose first non-blank character is ``[`` is read as one JSON array of objects
+(whatever its extension; loaded whole), anything else as JSON lines (one object per line, streamed), so
+a ``.json`` file holding JSON lines and a ``.jsonl`` file holding an array both work. A UTF-8 byte
+order mark, CRLF line endings, blank lines and a missing final newline are accepted everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from .errors import UserError
+
+try:  # orjson is 5-10x faster than the standard library on the hot path of big JSON-lines files.
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the standard library is the fallback
+    _orjson = None
+
+FORMATS = ("json", "jsonl", "csv", "parquet", "hf")
+_EXTENSIONS = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+_BOM = b"\xef\xbb\xbf"
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def file_format(path: str | os.PathLike, fmt: str | None = None, *, write: bool = False) -> str:
+    """The record format of ``path``: ``fmt`` when given, else from the extension or the folder.
+
+    A folder is a Hugging Face ``save_to_disk`` dataset; so is an output path without an extension.
+    """
+    if fmt is not None:
+        fmt = fmt.lower()
+        if fmt in ("hf", "arrow", "dataset", "datasets"):
+            return "hf"
+        if fmt not in FORMATS:
+            raise UserError(f"unknown record format '{fmt}'; expected one of {', '.join(FORMATS)}")
+        return fmt
+    p = Path(path)
+    if p.is_dir():
+        if write or any((p / marker).is_file() for marker in _HF_MARKERS):
+            return "hf"
+        raise UserError("folder is not a Hugging Face dataset saved with save_to_disk", path=str(p))
+    suffix = p.suffix.lower()
+    if suffix in _EXTENSIONS:
+        return _EXTENSIONS[suffix]
+    if write and not suffix:
+        return "hf"
+    raise UserError(
+        f"cannot tell the format from the extension '{suffix or '(none)'}'; expected .json, .jsonl, .csv, "
+        ".parquet or a dataset folder, or name the format (--input-format/--output-format)",
+        path=str(p),
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class Location(NamedTuple):
+    """Where a record came from: 1-based ``row`` always, ``line`` for line-based formats.
+
+    A named tuple, not a dataclass: one is made per row on the streaming hot path.
+    """
+
+    path: str | None
+    row: int
+    line: int | None = None
+
+    def error(self, message: str) -> UserError:
+        """A :class:`UserError` pointing at this record (``FILE:LINE: row N: ...``)."""
+        return UserError(f"row {self.row}: {message}", path=self.path, line=self.line)
+
+
+def _loads(raw: bytes) -> Any:
+    if _orjson is not None:
+        try:
+            return _orjson.loads(raw)
+        except _orjson.JSONDecodeError:
+            pass  # let the standard library give the message (and accept what it accepts, e.g. big ints)
+    return json.loads(raw.decode("utf-8"))
+
+
+def _json_error(exc: json.JSONDecodeError) -> str:
+    return f"invalid JSON: {exc.msg} (column {exc.colno})"
+
+
+def _decode_error(exc: UnicodeDecodeError) -> str:
+    return f"invalid UTF-8 ({exc.reason} at byte {exc.start}); save the file as UTF-8"
+
+
+def _iter_jsonl(path: str, lines: Iterable[bytes]) -> Iterator[tuple[Location, dict]]:
+    row = 0
+    lines = iter(lines)
+    first = next(lines, b"")
+    for lineno, raw in enumerate(itertools.chain((first.removeprefix(_BOM),), lines), start=1):
+        if raw.isspace() or not raw:  # blank lines (also "\r\n") are allowed and skipped
+            continue
+        try:
+            obj = _loads(raw)  # JSON allows the surrounding whitespace, so no strip() copy is needed
+        except UnicodeDecodeError as exc:
+            raise UserError(_decode_error(exc), path=path, line=lineno) from None
+        except json.JSONDecodeError as exc:
+            raise UserError(_json_error(exc), path=path, line=lineno) from None
+        if type(obj) is not dict:
+            raise UserError(f"expected a JSON object, found {type(obj).__name__}", path=path, line=lineno)
+        row += 1
+        yield Location(path, row, lineno), obj
+
+
+def _iter_json_array(path: str, data: bytes) -> Iterator[tuple[Location, dict]]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(_decode_error(exc), path=path, line=line) from None
+    text = text.removeprefix("\ufeff")
+    try:
+        obj = _orjson.loads(text) if _orjson is not None else json.loads(text)
+    except ValueError:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(_json_error(exc), path=path, line=exc.lineno) from None
+    if not isinstance(obj, list):
+        raise UserError("expected a JSON array of objects or JSON lines", path=path)
+    for i, rec in enumerate(obj, start=1):
+        if not isinstance(rec, dict):
+            raise UserError(f"row {i}: expected a JSON object, found {type(rec).__name__}", path=path)
+        yield Location(path, i), rec
+
+
+def _iter_json(path: str) -> Iterator[tuple[Location, dict]]:
+    with open(path, "rb") as fh:
+        # Read up to the first significant byte to tell a JSON array from JSON lines.
+        pending: list[bytes] = []
+        for raw in fh:
+            pending.append(raw)
+            if (raw.removeprefix(_BOM) if len(pending) == 1 else raw).strip():
+                break
+        head = b"".join(pending).removeprefix(_BOM).lstrip()
+        if head.startswith(b"["):
+            yield from _iter_json_array(path, b"".join(pending) + fh.read())
+        else:
+            yield from _iter_jsonl(path, itertools.chain(pending, fh))
+
+
+def _csv_lines(path: str, fh: IO[bytes], counter: list[int]) -> Iterator[str]:
+    for raw in fh:
+        counter[0] += 1
+        if counter[0] == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM):]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(_decode_error(exc), path=path, line=counter[0]) from None
+
+
+def _iter_csv(path: str) -> Iterator[tuple[Location, dict]]:
+    # Dialogues and code answers easily exceed the csv module's default 128 KiB field limit.
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    counter = [0]
+    with open(path, "rb") as fh:
+        reader = csv.reader(_csv_lines(path, fh, counter))
+        header: list[str] | None = None
+        row = 0
+        last_line = 0
+        try:
+            for cells in reader:
+                start = last_line + 1
+                last_line = reader.line_num
+                if not cells:
+                    continue
+                if header is None:
+                    header = [c.strip() for c in cells]
+                    dupes = sorted({h for h in header if header.count(h) > 1})
+                    if dupes or "" in header:
+                        what = f"duplicate columns {', '.join(dupes)}" if dupes else "an empty column name"
+                        raise UserError(f"CSV header has {what}", path=path, line=start)
+                    continue
+                if len(cells) != len(header):
+                    raise UserError(
+                        f"CSV row has {len(cells)} fields but the header has {len(header)}", path=path, line=start
+                    )
+                row += 1
+                yield Location(path, row, start), dict(zip(header, cells, strict=True))
+        except csv.Error as exc:
+            raise UserError(f"invalid CSV: {exc}", path=path, line=counter[0]) from None
+
+
+def _iter_parquet(path: str) -> Iterator[tuple[Location, dict]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        row = 0
+        for batch in pf.iter_batches(batch_size=4096):
+            for rec in batch.to_pylist():
+                row += 1
+                yield Location(path, row), rec
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"cannot read Parquet: {exc}", path=path) from None
+
+
+def _iter_hf(path: str) -> Iterator[tuple[Location, dict]]:
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    try:
+        ds = load_from_disk(path)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise UserError(f"cannot load the dataset folder: {exc}", path=path) from None
+    if isinstance(ds, DatasetDict):
+        if len(ds) != 1:
+            raise UserError(
+                f"dataset folder has splits {', '.join(ds)}; point at one split's folder", path=path
+            )
+        ds = next(iter(ds.values()))
+    assert isinstance(ds, Dataset)
+    row = 0
+    for batch in ds.iter(batch_size=1000):
+        columns = list(batch)
+        for values in zip(*(batch[c] for c in columns), strict=True):
+            row += 1
+            yield Location(path, row), dict(zip(columns, values, strict=True))
+
+
+_READERS: dict[str, Callable[[str], Iterator[tuple[Location, dict]]]] = {
+    "json": _iter_json,
+    "jsonl": _iter_json,  # both sniff array vs lines, see the module docstring
+    "csv": _iter_csv,
+    "parquet": _iter_parquet,
+    "hf": _iter_hf,
+}
+
+
+def iter_located_records(path: str | os.PathLike, fmt: str | None = None) -> Iterator[tuple[Location, dict]]:
+    """Like :func:`iter_records` but each record comes with its :class:`Location` for error messages."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise UserError("no such file or folder", path=path)
+    yield from _READERS[file_format(path, fmt)](path)
+
+
+def iter_records(path: str | os.PathLike, fmt: str | None = None) -> Iterator[dict]:
+    """Stream the records of a file (JSON lines, CSV and Parquet stream; JSON arrays load whole).
+
+    CSV values are strings, as written. Errors are :class:`UserError` with the file and line.
+    """
+    for _, rec in iter_located_records(path, fmt):
+        yield rec
+
+
+def read_records(path: str | os.PathLike, fmt: str | None = None) -> list[dict]:
+    """All records of a file as a list (see :func:`iter_records`)."""
+    return list(iter_records(path, fmt))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _dumps(rec: Any) -> bytes:
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(rec)
+        except TypeError:
+            pass  # lone surrogates, huge ints, exotic types: the standard library handles them below
+    try:
+        return json.dumps(rec, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(rec, ensure_ascii=True).encode("ascii")
+    except TypeError as exc:
+        raise UserError(f"record cannot be written as JSON: {exc}") from None
+
+
+def _write_jsonl(fh: IO[bytes], records: Iterable[dict]) -> int:
+    n = 0
+    buf: list[bytes] = []
+    for rec in records:
+        buf.append(_dumps(rec))
+        n += 1
+        if len(buf) >= 4096:
+            fh.write(b"\n".join(buf) + b"\n")
+            buf.clear()
+    if buf:
+        fh.write(b"\n".join(buf) + b"\n")
+    return n
+
+
+def _write_json(fh: IO[bytes], records: Iterable[dict]) -> int:
+    # One record per line inside the array: readable, diff-able, and still streamed.
+    n = 0
+    fh.write(b"[")
+    for rec in records:
+        fh.write((b"\n" if n == 0 else b",\n") + _dumps(rec))
+        n += 1
+    fh.write(b"\n]\n" if n else b"]\n")
+    return n
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict)):
+        return _dumps(value).decode("utf-8")  # nested columns (messages) travel as JSON text
+    return str(value)
+
+
+def _write_csv(fh: IO[bytes], records: Iterable[dict]) -> int:
+    import io as _io
+
+    text = _io.TextIOWrapper(fh, encoding="utf-8", newline="", write_through=True)
+    writer = csv.writer(text, lineterminator="\n")
+    header: list[str] | None = None
+    n = 0
+    for rec in records:
+        if header is None:
+            header = list(rec)
+            writer.writerow(header)
+        extra = [k for k in rec if k not in header]
+        if extra:
+            raise UserError(f"record {n + 1} has fields the first record lacks ({', '.join(extra)}); CSV needs one header")
+        writer.writerow([_csv_cell(rec.get(k)) for k in header])
+        n += 1
+    text.flush()
+    text.detach()
+    return n
+
+
+def _write_parquet(path: str, records: Iterable[dict]) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    n = 0
+    chunk: list[dict] = []
+
+    def flush() -> None:
+        nonlocal writer
+        try:
+            table = pa.Table.from_pylist(chunk, schema=writer.schema if writer else None)
+        except (pa.ArrowException, TypeError) as exc:
+            raise UserError(f"records {n - len(chunk) + 1}..{n} do not fit one Parquet schema: {exc}") from None
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+        chunk.clear()
+
+    try:
+        for rec in records:
+            chunk.append(rec)
+            n += 1
+            if len(chunk) >= 8192:
+                flush()
+        if chunk:
+            flush()
+        if writer is None:
+            pq.write_table(pa.table({}), path)
+    finally:
+        if writer is not None:
+            writer.close()
+    return n
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Swap a finished folder into place; an existing one is kept until the new one is there."""
+    if final.exists():
+        if not final.is_dir():
+            raise UserError("exists and is not a folder", path=str(final))
+        backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        backup.rmdir()
+        os.replace(final, backup)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            os.replace(backup, final)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def _write_hf(final: Path, records: Iterable[dict]) -> int:
+    from datasets import Dataset
+
+    rows = list(records)  # datasets builds the Arrow table in memory; fine for HF-folder sizes
+    ds = Dataset.from_list(rows) if rows else Dataset.from_dict({})
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    from datasets.utils import logging as ds_logging
+
+    was_enabled = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()  # the caller shows its own progress
+    try:
+        ds.save_to_disk(str(tmp))
+        _replace_dir(tmp, final)
+    finally:
+        if was_enabled:
+            ds_logging.enable_progress_bar()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return len(rows)
+
+
+def _atomic_file(path: Path, write: Callable[[str], Any]) -> Any:
+    """Run ``write(tmp_path)`` on a temporary sibling of ``path`` and rename it into place on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        result = write(tmp)
+        with open(tmp, "rb") as fh:  # make the content durable before the rename publishes it
+            os.fsync(fh.fileno())
+        if path.exists():
+            try:
+                shutil.copymode(path, tmp)
+            except OSError:
+                pass
+        else:
+            os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+        return result
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_records(path: str | os.PathLike, records: Iterable[dict], fmt: str | None = None) -> int:
+    """Write records atomically and return how many were written.
+
+    ``records`` may be a generator: it is consumed once, streaming into a temporary file in the target's
+    folder that replaces ``path`` only at the end (``os.replace``). If the generator raises, the
+    exception propagates, the temporary file is removed and an existing ``path`` is untouched.
+    CSV takes its header from the first record; nested values are written as JSON text.
+    """
+    target = Path(path)
+    kind = file_format(target, fmt, write=True)
+    if kind == "hf":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return _write_hf(target, records)
+    if target.is_dir():
+        raise UserError("is a folder; give a file name or --output-format hf", path=str(target))
+
+    def write(tmp: str) -> int:
+        if kind == "parquet":
+            return _write_parquet(tmp, records)
+        with open(tmp, "wb", buffering=1 << 20) as fh:
+            if kind == "jsonl":
+                return _write_jsonl(fh, records)
+            if kind == "json":
+                return _write_json(fh, records)
+            return _write_csv(fh, records)
+
+    return _atomic_file(target, write)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file (UTF-8) atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+
+    _atomic_file(Path(path), write)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write one JSON document (indented, UTF-8, final newline) atomically."""
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- resumable log
+
+
+class JsonlLog:
+    """An append-only JSON-lines file of records keyed by ``"id"``, for work that must survive a kill.
+
+    Each :meth:`append` is flushed and fsynced, so after a crash the file holds every finished record.
+    A kill in the middle of a write leaves at most one truncated last line; it is dropped (and cut from
+    the file) when the log is opened, so the rerun redoes exactly that record. A malformed line anywhere
+    else is real corruption and raises :class:`UserError` with its line.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._records: dict[str, dict] = {}
+        self._fh: IO[bytes] | None = None
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        good_end = 0
+        lines = data.split(b"\n")
+        for lineno, raw in enumerate(lines, start=1):
+            is_last = lineno == len(lines)
+            end = good_end + len(raw) + (0 if is_last else 1)
+            body = raw.removeprefix(_BOM) if lineno == 1 else raw
+            if not body.strip():
+                good_end = end
+                continue
+            try:
+                rec = _loads(body.strip())
+                if not isinstance(rec, dict) or "id" not in rec:
+                    raise ValueError("a JSON object with an 'id'")
+            except (ValueError, UnicodeDecodeError) as exc:
+                # Only the last line can be a write cut short by a kill; elsewhere it is corruption.
+                tail = lineno == len(lines) or (lineno == len(lines) - 1 and not lines[-1])
+                if tail:
+                    break
+                raise UserError(f"corrupt log line ({exc}); fix or delete the file", path=str(self.path),
+                                line=lineno) from None
+            if is_last:  # a complete object without its newline: keep it, but finish the line
+                with open(self.path, "ab") as fh:
+                    fh.write(b"\n")
+                end += 1
+            self._records[str(rec["id"])] = rec
+            good_end = end
+        if good_end < len(data):
+            with open(self.path, "r+b") as fh:
+                fh.truncate(good_end)
+                os.fsync(fh.fileno())
+
+    def done_ids(self) -> set[str]:
+        """Ids already in the log (as strings)."""
+        return set(self._records)
+
+    def records(self) -> list[dict]:
+        """The logged records in first-seen order (a re-appended id keeps its latest value)."""
+        return list(self._records.values())
+
+    def append(self, record: dict) -> None:
+        """Add one record (must have an ``id``) durably: written, flushed and fsynced before returning."""
+        if "id" not in record:
+            raise ValueError("JsonlLog records need an 'id'")
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "ab")
+        self._fh.write(_dumps(record) + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._records[str(record["id"])] = record
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> JsonlLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,101 @@
+"""The report's figures, drawn from ``results.json`` alone.
+
+- Figure 3 analog: per-position KL(seed || model) on harmful answers, one bar per method
+  (drawn by :func:`analyse.kl.plot_kl`, the same chart ``analyze kl`` makes).
+- Figure 4 analogs: RSR / JSR / utility against the preview length m (lookahead-real), and against
+  the prefix string (lookahead-virtual), with interval bars when several seeds ran.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# One figure backend and one atomic PNG writer for the whole package (Agg, temp file + rename).
+from ..analyse.plots import _figure, _save
+from .tables import _name_key, sweep_rows
+
+SERIES = (("utility", "Utility"), ("rsr", "RSR"), ("jsr", "JSR"))
+
+
+def kl_figure(results: dict, path: str | Path) -> bool:
+    """Per-position KL bars for every table row that has them; ``False`` when there is nothing to draw."""
+    from ..analyse.kl import plot_kl
+
+    series = {n: [float("nan") if v is None else v for v in e["kl"]]
+              for n, e in sorted(results.get("models", {}).items(), key=lambda kv: _name_key(kv[0])) if e.get("kl")}
+    if not series:
+        return False
+    plot_kl(series, path)
+    return True
+
+
+def _errors(rows: list[tuple[Any, dict]], metric: str) -> tuple[list[float], list[list[float]] | None]:
+    values = [100 * (e.get(metric) or 0.0) for _, e in rows]
+    cis = [(e.get("ci95") or {}).get(metric) for _, e in rows]
+    if not any(ci and (e.get("n_seeds") or 1) > 1 for ci, (_, e) in zip(cis, rows, strict=True)):
+        return values, None
+    lo = [max(0.0, v - 100 * ci[0]) if ci else 0.0 for v, ci in zip(values, cis, strict=True)]
+    hi = [max(0.0, 100 * ci[1] - v) if ci else 0.0 for v, ci in zip(values, cis, strict=True)]
+    return values, [lo, hi]
+
+
+def m_sweep_figure(results: dict, path: str | Path) -> bool:
+    """Utility, RSR and JSR (percent) against m for lookahead-real, with the seed's rates as lines."""
+    rows = sweep_rows(results, "lookahead-real", "m")
+    if len(rows) < 2:
+        return False
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    xs = [value for value, _ in rows]
+    for metric, label in SERIES:
+        if all(e.get(metric) is None for _, e in rows):
+            continue
+        ys, err = _errors(rows, metric)
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"lookahead-real {label}")
+    seed = results.get("models", {}).get("seed", {})
+    for metric, label in SERIES[1:]:
+        if seed.get(metric) is not None:
+            ax.axhline(100 * seed[metric], linestyle=":", linewidth=1, color="grey")
+            ax.annotate(f"seed {label}", (xs[-1], 100 * seed[metric]), fontsize=7, color="grey")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([str(x) for x in xs])
+    ax.set_xlabel("m (previewed answer tokens)")
+    ax.set_ylabel("percent")
+    ax.set_ylim(0, 100)
+    ax.set_title("Real-answer preview: safety and utility against m", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def prefix_sweep_figure(results: dict, path: str | Path) -> bool:
+    """Grouped bars: one group per prefix string, bars for Utility / RSR / JSR (percent)."""
+    rows = sweep_rows(results, "lookahead-virtual", "prefix")
+    if len(rows) < 2:
+        return False
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(max(6.5, 2.2 * len(rows)), 4.0))
+    width = 0.8 / len(SERIES)
+    for j, (metric, label) in enumerate(SERIES):
+        ys, err = _errors(rows, metric)
+        xs = [i + (j - 1) * width for i in range(len(rows))]
+        ax.bar(xs, ys, width=width, yerr=err, capsize=3, label=label)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([_short(str(v)) for v, _ in rows], fontsize=7)
+    ax.set_ylabel("percent")
+    ax.set_ylim(0, 100)
+    ax.set_title("Virtual-answer preview: safety and utility per prefix", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def _short(text: str, width: int = 28) -> str:
+    text = text.strip()
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,281 @@
+"""``train(config)``: one training run from data to a finished run folder.
+
+Run folder layout (``config.out``)::
+
+    config.yaml          the resolved configuration (written first)
+    sdft_rewrites.jsonl  SDFT only: the seed's rewrites (resumable), sdft.json: share kept
+    checkpoints/         Trainer checkpoints (every --save-steps), used by --resume
+    train_log.jsonl      one line per optimizer step; every --log-every steps the answer_pos_loss 1..8
+    model files          safetensors weights (or a LoRA adapter) + tokenizer, written at the end
+    summary.json         written last: its presence means the run finished
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from .config import TrainConfig, make_config
+
+SUMMARY_FILE = "summary.json"
+LOG_FILE = "train_log.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX); without it autocast emulates."""
+    capability = ""
+    try:
+        capability = str(torch.backends.cpu.get_cpu_capability()).upper()
+    except Exception:  # older torch
+        pass
+    if "AMX" in capability:
+        return True
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def use_bf16(mode: str) -> bool:
+    """Resolve ``--bf16 auto|on|off``: auto uses bf16 autocast only where the hardware runs it natively."""
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    return cpu_supports_bf16()
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint folder with the highest step, if any."""
+    folder = run_dir / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir()
+             if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and _complete(p)]
+    return max(found)[1] if found else None
+
+
+def _complete(checkpoint: Path) -> bool:
+    # Trainer writes trainer_state.json last; a kill before or during that write leaves no valid one.
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def _apply_adapter(model, cfg: TrainConfig):
+    """Wrap ``model`` in LoRA, or freeze the embedding matrix of a full fine-tune when asked."""
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+        return get_peft_model(model, lora)
+    if cfg.freeze_embeddings:
+        # The input embedding (and, when tied, the output projection) is the largest matrix of a
+        # small model; freezing it skips its weight gradient and optimizer state.
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return model
+
+
+def prepare_data(cfg: TrainConfig, model, tokenizer, run_dir: Path, *, progress: bool = True
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, list[int]]], dict[str, Any]]:
+    """Rows as the method sees them (rewrite, safety mix, preview) and their token ids."""
+    from .collator import tokenize_examples
+    from .methods import apply_preview, load_examples, mix_safety
+
+    examples = load_examples(cfg)
+    info: dict[str, Any] = {"task_rows": len(examples)}
+    if cfg.rewrite == "sdft":
+        from accelerate import PartialState
+
+        from .sdft import rewrite_examples
+
+        started = time.perf_counter()
+        # Rank 0 generates; the others then find every rewrite in the resumable file.
+        with PartialState().main_process_first():
+            examples, stats = rewrite_examples(
+                model, tokenizer, examples, run_dir, batch_size=cfg.sdft_batch_size,
+                max_new_tokens=cfg.sdft_max_new_tokens, system_prompt=cfg.system_prompt,
+                template=cfg.chat_template, progress=progress)
+        stats["rewrite_seconds"] = round(time.perf_counter() - started, 2)
+        if PartialState().is_main_process:
+            from ..io import atomic_write_json
+
+            atomic_write_json(run_dir / "sdft.json", stats)
+        info["sdft"] = stats
+    examples = mix_safety(examples, cfg.safety_share, cfg.seed)
+    info["safety_rows"] = sum(1 for ex in examples if ex.get("safety"))
+    examples = apply_preview(examples, cfg, tokenizer)
+    rows = tokenize_examples(examples, tokenizer, max_length=cfg.max_length,
+                             system_prompt=cfg.system_prompt, template=cfg.chat_template)
+    info["data_rows"] = len(rows)
+    return examples, rows, info
+
+
+def _save_final(trainer, tokenizer, cfg: TrainConfig, run_dir: Path, state) -> None:
+    """Write the model and tokenizer to a staging folder, then move the files into the run folder.
+
+    Every process takes part in ``save_model`` (DeepSpeed ZeRO-3 and FSDP gather shards there);
+    only the main process writes and moves files.
+    """
+    staging = run_dir / ".final-model"
+    if state.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    state.wait_for_everyone()
+    if cfg.lora and cfg.merge_lora:
+        if state.is_main_process:
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(str(staging))
+    else:
+        trainer.save_model(str(staging))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        tokenizer.save_pretrained(str(staging))
+        for name in os.listdir(staging):
+            if name == "training_args.bin":  # a pickle; the resolved config.yaml says the same
+                continue
+            os.replace(staging / name, run_dir / name)
+        shutil.rmtree(staging, ignore_errors=True)
+    state.wait_for_everyone()
+
+
+def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
+    """Train one model as ``config`` says and return the run summary (also in ``summary.json``).
+
+    A finished run folder is returned as is with ``resume``; without it, an existing run folder is an
+    error so results are never overwritten by accident.
+    """
+    import yaml
+    from accelerate import PartialState
+    from transformers import TrainingArguments, set_seed
+
+    from ..io import atomic_write_json, atomic_write_text
+    from ..models import load_model
+    from .collator import PadCollator, count_tokens
+    from .trainer import AnswerLossTrainer, truncate_log
+
+    started = time.perf_counter()
+    cfg = make_config(config).resolved()
+    run_dir = Path(cfg.out).expanduser()
+    summary_path = run_dir / SUMMARY_FILE
+    if summary_path.is_file():
+        if cfg.resume:
+            return json.loads(summary_path.read_text(encoding="utf-8"))
+        raise UserError(f"{run_dir} already holds a finished run; choose another --out")
+    checkpoint = last_checkpoint(run_dir) if cfg.resume else None
+    if not cfg.resume and (run_dir / CHECKPOINTS).is_dir() and any((run_dir / CHECKPOINTS).iterdir()):
+        raise UserError(f"{run_dir} holds checkpoints of an unfinished run; pass --resume or choose another --out")
+
+    state = PartialState()
+    if state.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        if checkpoint is None:
+            (run_dir / LOG_FILE).unlink(missing_ok=True)
+        else:
+            truncate_log(run_dir / LOG_FILE, int(checkpoint.name.split("-")[1]))
+    state.wait_for_everyone()
+
+    set_seed(cfg.seed)
+    model, tokenizer = load_model(cfg.model)
+    progress = not cfg.quiet and state.is_main_process
+    examples, rows, info = prepare_data(cfg, model, tokenizer, run_dir, progress=progress)
+
+    ref_model = None
+    if cfg.loss == "constrained" and not cfg.lora:
+        ref_model = copy.deepcopy(model)  # the frozen seed; with LoRA the disabled adapters are the seed
+    model = _apply_adapter(model, cfg)
+    model.config.use_cache = False
+    bf16 = use_bf16(cfg.bf16)
+
+    args = TrainingArguments(
+        output_dir=str(run_dir / CHECKPOINTS),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        warmup_steps=cfg.warmup_ratio,  # < 1 reads as a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.lr_scheduler,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        bf16=bf16,
+        logging_steps=1,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        report_to="none",
+        disable_tqdm=not progress,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = AnswerLossTrainer(
+        model=model, args=args, train_dataset=rows, data_collator=PadCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer, loss=cfg.loss, beta_schedule=cfg.betas(5) if cfg.beta_schedule is None
+        else cfg.beta_schedule, beta_base=cfg.beta_base, ref_model=ref_model,
+        answer_only=cfg.answer_only_logits, log_every=cfg.log_every,
+        log_path=run_dir / LOG_FILE if state.is_main_process else None,
+    )
+    train_started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    train_seconds = time.perf_counter() - train_started
+
+    _save_final(trainer, tokenizer, cfg, run_dir, state)
+
+    per_epoch = count_tokens(rows)
+    epochs_done = float(trainer.state.epoch or 0.0)
+    summary = {
+        "run_dir": str(run_dir),
+        "method": cfg.method,
+        "preview": cfg.preview,
+        "loss": cfg.loss,
+        "rewrite": cfg.rewrite,
+        "safety_share": cfg.safety_share,
+        "adapter": "lora" if cfg.lora else "full",
+        "merged": bool(cfg.lora and cfg.merge_lora),
+        **info,
+        "steps": trainer.state.global_step,
+        "epochs": round(epochs_done, 4),
+        "final_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
+        "train_seconds": round(train_seconds, 2),
+        "total_seconds": round(time.perf_counter() - started, 2),
+        "resumed_from": checkpoint.name if checkpoint else None,
+        "tokens_seen": {k: round(v * epochs_done) for k, v in per_epoch.items()},
+        "peak_rss_mb": _peak_rss_mb(),
+        "bf16": bf16,
+        "processes": state.num_processes,
+    }
+    if torch.cuda.is_available():
+        summary["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if state.is_main_process:
+        atomic_write_json(summary_path, summary)
+    state.wait_for_everyone()
+    return summary

@@ -1,0 +1,94 @@
+"""``lookahead-tuning train``: every flag is a key of :class:`TrainConfig` (``--lora-r`` is ``lora_r``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .config import METHODS, load_config
+
+
+def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    parser.add_argument(name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``train`` flags. Defaults are suppressed so only flags given override the YAML file."""
+    S = argparse.SUPPRESS
+    p.add_argument("--config", default=None, help="YAML file with the same keys (flags given here win)")
+    p.add_argument("--model", default=S, help="model folder, .gguf, LoRA adapter, hub id or smollm2-135m-instruct")
+    p.add_argument("--data", default=S, help="record file (jsonl/json/csv/parquet/HF folder) or a built-in task (math)")
+    p.add_argument("--out", default=S, help="run folder")
+    p.add_argument("--method", choices=METHODS, default=S, help="preset (default vanilla)")
+    p.add_argument("--limit", type=int, default=S, help="use only the first N rows")
+    p.add_argument("--input-field", default=S)
+    p.add_argument("--output-field", default=S)
+    g = p.add_argument_group("method parts (override the preset)")
+    g.add_argument("--preview", choices=("none", "real", "virtual"), default=S)
+    g.add_argument("--loss", choices=("cross-entropy", "constrained"), default=S)
+    g.add_argument("--rewrite", choices=("none", "sdft"), default=S)
+    g.add_argument("--safety-share", type=float, default=S, help="share of refusal pairs to mix in")
+    g.add_argument("--m", type=int, default=S, help="real preview: answer tokens shown (default 6)")
+    g.add_argument("--prefix", default=S, help="virtual preview prefix")
+    g.add_argument("--connector", default=S, help="text between the instruction and the preview")
+    g.add_argument("--beta-base", type=float, default=S, help="constrained SFT beta for t > 5 (0.1)")
+    g.add_argument("--beta-first-multiplier", type=float, default=S, help="beta_1 = base x this (5)")
+    g.add_argument("--beta-first5-multiplier", type=float, default=S, help="beta_2..5 = base x this (20)")
+    g.add_argument("--beta-schedule", type=lambda s: [float(x) for x in s.split(",")], default=S,
+                   help="explicit beta_1,beta_2,... (base after)")
+    g.add_argument("--sdft-batch-size", type=int, default=S)
+    g.add_argument("--sdft-max-new-tokens", type=int, default=S)
+    a = p.add_argument_group("adapter")
+    _bool_flag(a, "--lora", "train a LoRA adapter instead of every weight")
+    a.add_argument("--lora-r", type=int, default=S)
+    a.add_argument("--lora-alpha", type=float, default=S)
+    a.add_argument("--lora-dropout", type=float, default=S)
+    a.add_argument("--lora-target-modules", default=S, help="comma list or all-linear")
+    _bool_flag(a, "--merge-lora", "save the LoRA adapter merged into the base weights")
+    _bool_flag(a, "--freeze-embeddings", "freeze the (tied) embedding matrix (default on for full fine-tunes)")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=float, default=S)
+    o.add_argument("--lr", type=float, default=S)
+    o.add_argument("--batch-size", type=int, default=S)
+    o.add_argument("--grad-accum", type=int, default=S)
+    o.add_argument("--max-length", type=int, default=S)
+    o.add_argument("--max-steps", type=int, default=S)
+    o.add_argument("--seed", type=int, default=S)
+    o.add_argument("--warmup-ratio", type=float, default=S)
+    o.add_argument("--weight-decay", type=float, default=S)
+    o.add_argument("--lr-scheduler", default=S)
+    o.add_argument("--max-grad-norm", type=float, default=S)
+    o.add_argument("--bf16", choices=("auto", "on", "off"), default=S)
+    _bool_flag(o, "--answer-only-logits", "project to the vocabulary only at answer positions (default on)")
+    f = p.add_argument_group("formatting and bookkeeping")
+    f.add_argument("--system-prompt", default=S)
+    f.add_argument("--chat-template", default=S)
+    f.add_argument("--save-steps", type=int, default=S, help="checkpoint every N steps (0: none)")
+    f.add_argument("--save-total-limit", type=int, default=S)
+    _bool_flag(f, "--resume", "continue from the last checkpoint in --out")
+    f.add_argument("--log-every", type=int, default=S, help="log per-position answer loss every N steps")
+    _bool_flag(f, "--quiet", "no progress bars")
+
+
+def config_from_args(args: argparse.Namespace):
+    """Merge ``--config`` and the flags given into a validated :class:`TrainConfig`."""
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items()
+                                 if k not in ("config", "func", "command", "debug")}
+    return load_config(args.config, overrides)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .api import train
+
+    summary = train(config_from_args(args))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``train`` (``align`` registers itself from ``train/align.py``)."""
+    p = subparsers.add_parser("train", help="fine-tune a model with a method (vanilla, LookAhead, baselines)",
+                              description=__doc__)
+    add_train_arguments(p)
+    p.set_defaults(func=run_train)

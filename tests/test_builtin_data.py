@@ -1,0 +1,156 @@
+"""The built-in data: counts, refusal/helpfulness wording, held-out disjointness, reproducibility."""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from lookahead_tuning.data import builtin
+from lookahead_tuning.judge.keyword import is_refusal
+
+ROOT = Path(__file__).resolve().parents[1]
+NGRAM = 5
+
+
+def _normalise(text: str) -> list[str]:
+    """Lower-case words; punctuation and hyphens split words ("step-by-step" = 3 words)."""
+    return re.sub(r"[^a-z0-9']+", " ", text.lower().replace("\u2019", "'")).split()
+
+
+def _ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
+    words = _normalise(text)
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def _shared(prompts_a: list[str], prompts_b: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(a, b, n-gram) for every pair sharing a 5-word sequence, or equal after normalisation."""
+    index: dict[tuple[str, ...], str] = {}
+    for b in prompts_b:
+        for g in _ngrams(b):
+            index.setdefault(g, b)
+    normalised_b = {" ".join(_normalise(b)): b for b in prompts_b}
+    hits = []
+    for a in prompts_a:
+        if " ".join(_normalise(a)) in normalised_b:
+            hits.append((a, normalised_b[" ".join(_normalise(a))], ()))
+        hits += [(a, index[g], g) for g in _ngrams(a) if g in index]
+    return hits
+
+
+@pytest.fixture(scope="module")
+def alignment():
+    return builtin.alignment_set()
+
+
+def test_alignment_counts(alignment):
+    kinds = collections.Counter(r["kind"] for r in alignment)
+    assert kinds["harmful"] >= 300 and kinds["benign"] >= 300
+    per_category = collections.Counter(r["category"] for r in alignment if r["kind"] == "harmful")
+    assert set(per_category) == set(builtin.CATEGORIES)
+    assert min(per_category.values()) >= 25
+    assert sum(r["category"] == "sounds_dangerous" for r in alignment) >= 80
+    assert all(set(r) == {"prompt", "completion", "kind", "category"} for r in alignment)
+    prompts = [r["prompt"] for r in alignment]
+    assert len(set(prompts)) == len(prompts)
+
+
+def test_refusals_are_recognised_and_varied(alignment):
+    refusals = [r["completion"] for r in builtin.refusal_pairs()]
+    assert all(is_refusal(text) for text in refusals)
+    first_sentences = {re.split(r"(?<=[.!?]) ", text)[0] for text in refusals}
+    assert len(first_sentences) >= 60  # openers x named requests
+    # Several refusals name what was asked.
+    assert sum("with " in t.split(".")[0] and "that" not in t.split(".")[0] for t in refusals) >= 50
+
+
+def test_harmful_requests_vary_in_phrasing(alignment):
+    harmful = [r["prompt"] for r in alignment if r["kind"] == "harmful"]
+    openings = collections.Counter(" ".join(_normalise(p)[:3]) for p in harmful)
+    assert len(openings) >= 25
+    assert openings.most_common(1)[0][1] <= len(harmful) // 8
+
+
+def test_benign_answers_are_helpful_not_refusals(alignment):
+    benign = [r for r in alignment if r["kind"] == "benign"]
+    refused = [r["prompt"] for r in benign if is_refusal(r["completion"])]
+    assert refused == []
+    assert all(len(r["completion"].split()) >= 1 for r in benign)
+    # Requests that only sound dangerous are answered, not deflected.
+    how_do_i = [r for r in benign if r["prompt"].lower().startswith("how do i")]
+    assert len(how_do_i) >= 80
+
+
+def test_computed_benign_answers_are_correct(alignment):
+    for row in alignment:
+        if row["category"] == "arithmetic":
+            m = re.fullmatch(r"(\d+) ([+×÷]) (\d+) = (\d+)\.", row["completion"])
+            if m:
+                a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+                assert {"+": a + b, "×": a * b, "÷": a / b}[op] == c, row
+        if row["category"] == "conversion" and "Fahrenheit" in row["prompt"]:
+            c, f = map(int, re.findall(r"-?\d+", row["completion"])[:2])
+            assert c * 9 / 5 + 32 == f
+
+
+def test_eval_set_format_and_counts():
+    rows = builtin.harmful_eval_set()
+    assert len(rows) == 110
+    assert collections.Counter(r["category"] for r in rows) == {c: 10 for c in builtin.CATEGORIES}
+    assert len({r["id"] for r in rows}) == 110
+    assert all(set(r) == {"id", "instruction", "category"} and isinstance(r["id"], str) for r in rows)
+
+
+def test_harmful_answers_align_and_are_only_openings(tokenizer):
+    rows, chats = builtin.harmful_eval_set(), builtin.harmful_answers()
+    assert len(chats) == len(rows)
+    for row, chat in zip(rows, chats, strict=True):
+        assert [m["role"] for m in chat] == ["user", "assistant"]
+        assert chat[0]["content"] == row["instruction"]
+        opening = chat[1]["content"]
+        assert len(tokenizer(opening, add_special_tokens=False)["input_ids"]) >= 10
+        assert not is_refusal(opening)
+        # An opener only: a single lead sentence then the start of a list/text, nothing more.
+        assert len(opening.split()) <= 30
+        assert opening.endswith(("Step 1:", "1.", "First,", "\n\n"))
+
+
+def test_overrefusal_set():
+    rows = builtin.overrefusal_set()
+    assert len(rows) >= 50
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert all(set(r) == {"id", "instruction"} for r in rows)
+
+
+def test_held_out_sets_are_disjoint_from_training(alignment):
+    """No eval or over-refusal prompt shares a 5-word sequence with any alignment prompt."""
+    train = [r["prompt"] for r in alignment]
+    evals = [r["instruction"] for r in builtin.harmful_eval_set()]
+    over = [r["instruction"] for r in builtin.overrefusal_set()]
+    assert _shared(evals, train) == []
+    assert _shared(over, train) == []
+    assert _shared(over, evals) == []
+
+
+def test_disjointness_check_detects_overlap():
+    assert _shared(["Give me step-by-step instructions to bake"], ["give me step by step instructions to fly"])
+    assert _shared(["How do I?"], ["how do i"])
+    assert not _shared(["one two three four five"], ["one two three four six", "two three four five six"])
+
+
+def test_functions_return_copies():
+    rows = builtin.harmful_eval_set()
+    rows[0]["instruction"] = "changed"
+    assert builtin.harmful_eval_set()[0]["instruction"] != "changed"
+
+
+def test_committed_files_match_the_builder():
+    spec = importlib.util.spec_from_file_location("build_builtin_data", ROOT / "scripts" / "build_builtin_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data_dir = ROOT / "src" / "lookahead_tuning" / "builtin_data"
+    for name, text in module.render().items():
+        assert (data_dir / name).read_text(encoding="utf-8") == text, f"{name} is stale: run the builder"

@@ -1,0 +1,180 @@
+"""Experiment config validation, the grid plan, the shipped configs and the paper dry run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lookahead_tuning.errors import UserError
+from lookahead_tuning.experiment.config import load_experiment, make_experiment, plan_cells, sweep_values
+from lookahead_tuning.experiment.demo import demo_config, shipped_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base(**extra):
+    cfg = {"model": "some/model", "tasks": ["math"], "methods": ["vanilla", {"name": "lookahead-real", "m": 6}]}
+    cfg.update(extra)
+    return cfg
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump(base(epoch=3)))
+    with pytest.raises(UserError, match=r"x\.yaml: unknown key 'epoch'"):
+        load_experiment(path)
+    with pytest.raises(UserError, match=r"unknown key 'eval\.prefil_tokens'"):
+        make_experiment(base(eval={"prefil_tokens": 3}))
+    with pytest.raises(UserError, match=r"train: unknown training key 'learning_rate'"):
+        make_experiment(base(train={"learning_rate": 1e-4}))
+    with pytest.raises(UserError, match=r"methods\.lookahead-real: unknown training key 'mm'"):
+        make_experiment(base(methods=[{"name": "lookahead-real", "mm": 3}]))
+
+
+def test_bad_values_are_user_errors():
+    with pytest.raises(UserError, match="methods"):
+        make_experiment(base(methods=["vanila"]))
+    with pytest.raises(UserError, match="set by the runner"):
+        make_experiment(base(train={"seed": 3}))
+    with pytest.raises(UserError, match="exactly one"):
+        make_experiment(base(model={"seed": "a/b", "align": {}}))
+    with pytest.raises(UserError, match="'test'"):
+        make_experiment(base(tasks=[{"name": "gsm8k", "train": "x.jsonl"}]))
+    with pytest.raises(UserError, match="listed twice"):
+        make_experiment(base(methods=["vanilla", "vanilla"]))
+
+
+def test_plan_grid_and_sweeps():
+    cfg = make_experiment(base(seeds=[0, 1], sweeps={"m": [2, 6, 12]},
+                               methods=["vanilla", {"name": "lookahead-real", "m": 6}, "lookahead-virtual"]))
+    cells = plan_cells(cfg)
+    ids = [c.cell_id for c in cells]
+    assert len(ids) == len(set(ids))
+    # 1 seed cell + 2 seeds x 3 methods table cells + 2 seeds x 2 extra m points (6 is the table cell)
+    assert len(cells) == 1 + 6 + 4
+    assert ids[0] == "math--seed"
+    assert "math--lookahead-real--m12--seed1" in ids
+    assert "math--lookahead-real--m6--seed0" not in ids
+    m12 = next(c for c in cells if c.cell_id == "math--lookahead-real--m12--seed1")
+    assert m12.train["m"] == 12 and m12.train["seed"] == 1 and m12.row_name == "lookahead-real@m=12"
+    assert sweep_values(cfg, "lookahead-real", "m") == [2, 6, 12]
+    # table rows come before the sweep points, so a short run fills the main table first
+    assert all(not c.sweep for c in cells[:7])
+
+
+def test_fingerprint_tracks_settings():
+    a = plan_cells(make_experiment(base()))[1]
+    b = plan_cells(make_experiment(base(train={"lr": 1e-3})))[1]
+    c = plan_cells(make_experiment(base(eval={"max_new_tokens": 9})))[1]
+    assert a.cell_id == b.cell_id
+    cfg = make_experiment(base())
+    assert a.fingerprint(cfg) != b.fingerprint(make_experiment(base(train={"lr": 1e-3})))
+    assert a.fingerprint(cfg) != c.fingerprint(make_experiment(base(eval={"max_new_tokens": 9})))
+
+
+def test_layers_override_in_order():
+    cfg = make_experiment(base(train={"lr": 1e-4, "m": 3}, tasks=[{"name": "math", "n_train": 20,
+                                                                    "train_overrides": {"lr": 2e-4}}],
+                               methods=[{"name": "lookahead-real", "m": 9}]))
+    cell = plan_cells(cfg)[1]
+    assert cell.train["lr"] == 2e-4 and cell.train["m"] == 9 and cell.train["limit"] == 20
+
+
+def test_data_dir_substitution():
+    cfg = make_experiment(base(data_dir="/d", tasks=[{"name": "gsm8k", "train": "{data_dir}/g/train.jsonl",
+                                                      "test": "{data_dir}/g"}]))
+    assert cfg.tasks[0].train == "/d/g/train.jsonl" and cfg.tasks[0].test == "/d/g"
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-quick.yaml", "paper-llama2-7b.yaml", "study.yaml"])
+def test_shipped_configs_validate(name):
+    cfg = load_experiment(shipped_config(name))
+    assert plan_cells(cfg)
+    link = ROOT / "configs" / name
+    assert link.resolve() == shipped_config(name).resolve()
+
+
+def test_demo_options():
+    plain = demo_config()
+    assert [m.name for m in plain.methods] == ["vanilla", "lookahead-real", "lookahead-virtual"]
+    assert plain.method("lookahead-real").overrides["m"] == 6
+    full = demo_config(full=True)
+    assert [m.name for m in full.methods][-2:] == ["constrained-sft", "sdft"]
+    quick = demo_config(quick=True)
+    assert quick.tasks[0].n_train < plain.tasks[0].n_train
+    g = demo_config(gsm8k_dir="/data/gsm8k")
+    assert g.tasks[0].kind == "gsm8k" and g.tasks[0].train == "/data/gsm8k/train.jsonl"
+
+
+def test_paper_config_matches_the_paper():
+    cfg = load_experiment(shipped_config("paper-llama2-7b.yaml"))
+    assert cfg.model.seed == "meta-llama/Llama-2-7b-chat-hf"
+    t = cfg.train
+    assert t["lr"] == 2e-5 and t["epochs"] == 3 and t["warmup_ratio"] == 0 and t["bf16"] == "on"
+    assert t["lora"] is False
+    assert t["batch_size"] * t.get("grad_accum", 1) * cfg.launcher.num_processes == 64
+    assert cfg.launcher.accelerate_config == "configs/accelerate/deepspeed_zero2.yaml"
+    samsum = next(x for x in cfg.tasks if x.name == "samsum")
+    assert samsum.train_overrides["max_length"] == 1024
+    assert {m.name for m in cfg.methods} >= {"vanilla", "lookahead-real", "lookahead-virtual"}
+
+
+def _no_weights(monkeypatch):
+    import lookahead_tuning.models as models
+
+    def refuse(*a, **k):
+        raise AssertionError("the dry run must not load weights")
+
+    monkeypatch.setattr(models, "load_model", refuse)
+
+
+def test_paper_dry_run_without_data(monkeypatch, tmp_path, capsys):
+    from lookahead_tuning.cli import main
+
+    _no_weights(monkeypatch)
+    rc = main(["run", str(shipped_config("paper-llama2-7b.yaml")), "--dry-run", "--data-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "12 cells" in out
+    assert "train rows unknown" in out and "test rows unknown" in out
+    assert "ESTIMATE" in out
+    assert "accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml --num_processes 4" in out
+
+
+def test_paper_dry_run_with_real_data(monkeypatch, shared_data):
+    from lookahead_tuning.experiment.dryrun import dry_run
+
+    _no_weights(monkeypatch)
+    cfg = load_experiment(shipped_config("paper-llama2-7b.yaml"), {"data_dir": str(shared_data)})
+    plan = dry_run(cfg)
+    gsm = plan["tasks"]["gsm8k"]
+    assert gsm["train_rows"] == 7473 and gsm["test_rows"] == 1319
+    assert plan["tokens_exact"] is False
+    vanilla = next(c for c in plan["cells"] if c["cell_id"] == "gsm8k--vanilla--seed0")
+    real = next(c for c in plan["cells"] if c["cell_id"] == "gsm8k--lookahead-real--seed0")
+    # the real preview adds the connector and m answer tokens to every prompt
+    assert real["tokens_per_epoch"] > vanilla["tokens_per_epoch"]
+    assert vanilla["train_flops"] == pytest.approx(6 * 6.74e9 * vanilla["tokens_per_epoch"] * 3)
+    assert plan["gpu_hours"] == pytest.approx(plan["train_flops"] / (150e12 * 3600))
+
+
+def test_cli_bad_config_exits_2(tmp_path, capsys):
+    from lookahead_tuning.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(base(seeds=[0], methodz=["vanilla"])))
+    assert main(["run", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {path}: unknown key 'methodz'"
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "study.yaml", "paper-llama2-7b.yaml"])
+def test_config_as_run_reloads_to_the_same_cells(name):
+    # results.json says "rerun with the config.yaml of the run folder": it must plan the same cells
+    # with the same fingerprints, or the rerun would redo finished work.
+    cfg = load_experiment(shipped_config(name))
+    again = make_experiment(yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json"))))
+    assert [(c.cell_id, c.fingerprint(cfg)) for c in plan_cells(cfg)] == \
+        [(c.cell_id, c.fingerprint(again)) for c in plan_cells(again)]

@@ -1,0 +1,143 @@
+"""The grid runner end to end on the tiny 2-layer model: outputs, the results.json contract, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lookahead_tuning.experiment import runner as runner_mod
+from lookahead_tuning.experiment.config import make_experiment
+
+
+def tiny_config(model_dir):
+    return make_experiment({
+        "name": "tiny",
+        "model": str(model_dir),
+        "tasks": [{"name": "math", "n_train": 4, "n_test": 2, "max_new_tokens": 4}],
+        "methods": ["vanilla", {"name": "lookahead-real", "m": 6}],
+        "train": {"epochs": 1, "batch_size": 4, "max_length": 128, "warmup_ratio": 0.0, "lr": 1e-3},
+        "eval": {"limit": 2, "max_new_tokens": 4, "batch_size": 2, "forecast_limit": 2, "kl_positions": 4},
+        "seeds": [0],
+    })
+
+
+@pytest.mark.slow  # about a minute on 2 cores: two tiny trainings and a dozen short evaluations
+def test_run_contract_and_resume(tmp_path, tiny_model_dir, monkeypatch):
+    cfg = tiny_config(tiny_model_dir)
+    out = tmp_path / "run"
+    import lookahead_tuning.analyse.utility as utility_mod
+
+    real_run_cell = runner_mod.run_cell
+    real_utility = utility_mod.evaluate_utility
+    calls: list[str] = []
+    interrupt = {"on": True}
+
+    def utility(*a, **k):
+        if interrupt["on"] and "lookahead-real" in str(k.get("out_dir")):
+            raise KeyboardInterrupt  # the second trained cell dies after training and its safety evals
+        return real_utility(*a, **k)
+
+    def counting_run_cell(ctx, cell, **kw):
+        calls.append(cell.cell_id)
+        return real_run_cell(ctx, cell, **kw)
+
+    monkeypatch.setattr(utility_mod, "evaluate_utility", utility)
+    monkeypatch.setattr(runner_mod, "run_cell", counting_run_cell)
+    with pytest.raises(KeyboardInterrupt):
+        runner_mod.run_experiment(cfg, out=out, progress=False)
+    assert calls == ["math--seed", "math--vanilla--seed0", "math--lookahead-real--seed0"]
+    cells = out / "cells"
+    assert sorted(p.name for p in cells.iterdir()) == ["math--seed.json", "math--vanilla--seed0.json"]
+    real_work = out / "work" / "math--lookahead-real--seed0"
+    assert (real_work / "train" / "summary.json").is_file()  # training finished before the interruption
+    trained_at = (real_work / "train" / "summary.json").stat().st_mtime_ns
+    rsr_log = (real_work / "rsr" / "completions.jsonl").stat().st_mtime_ns
+    vanilla_at = (cells / "math--vanilla--seed0.json").stat().st_mtime_ns
+
+    # Resume: only the interrupted cell runs, and inside it neither training nor RSR generation is redone.
+    interrupt["on"] = False
+    calls.clear()
+    run_dir = runner_mod.run_experiment(cfg, out=out, progress=False, command=["lookahead-tuning", "run", "x"])
+    assert calls == ["math--lookahead-real--seed0"]
+    assert (real_work / "train" / "summary.json").stat().st_mtime_ns == trained_at
+    assert (real_work / "rsr" / "completions.jsonl").stat().st_mtime_ns == rsr_log
+    assert (cells / "math--vanilla--seed0.json").stat().st_mtime_ns == vanilla_at
+
+    # results.json follows the contract
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["models"]) == {"seed", "vanilla", "lookahead-real"}
+    for name, entry in results["models"].items():
+        for key in ("rsr", "jsr", "utility", "train_seconds"):
+            assert isinstance(entry[key], float), (name, key)
+        for key in ("rsr", "jsr", "utility"):
+            assert 0.0 <= entry[key] <= 1.0
+        link = run_dir / entry["model"]
+        assert link.is_dir() and (link / "config.json").is_file()
+    assert results["models"]["vanilla"]["train_seconds"] > 0
+    assert len(results["models"]["vanilla"]["kl"]) == 4
+    cell = json.loads((cells / "math--vanilla--seed0.json").read_text())
+    assert cell["rsr"]["n"] == 2 and len(cell["rsr_verdicts"]) == 2
+
+    # the model under models/NAME loads with --model
+    from lookahead_tuning.models import load_model
+
+    model, _ = load_model(str(run_dir / "models" / "lookahead-real"))
+    assert model.config.num_hidden_layers == 2
+
+    report = (run_dir / "report.md").read_text()
+    assert "| Method | math Utility | math RSR | math JSR | math Avg |" in report
+    assert "| lookahead-real |" in report and "## Cost" in report
+    assert "lookahead-tuning run x" in report
+    assert (run_dir / "figures" / "kl.png").is_file()
+    csv_lines = (run_dir / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 3
+
+    # A third run finds every cell done and runs none.
+    calls.clear()
+    runner_mod.run_experiment(cfg, out=out, progress=False)
+    assert calls == []
+
+
+def test_changed_settings_refuse_stale_cells(tmp_path, tiny_model_dir):
+    from lookahead_tuning.errors import UserError
+
+    cfg = tiny_config(tiny_model_dir)
+    ctx = runner_mod.RunContext(cfg=cfg, out=tmp_path, cells_dir=tmp_path / "cells")
+    cell = runner_mod.plan_cells(cfg)[1]
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / f"{cell.cell_id}.json").write_text(json.dumps({"fingerprint": "other"}))
+    with pytest.raises(UserError, match="different settings"):
+        runner_mod.load_cell(ctx, cell)
+
+
+def test_launch_command_uses_accelerate(tiny_model_dir, tmp_path):
+    cfg = make_experiment({**tiny_config(tiny_model_dir).model_dump(),
+                           "launcher": {"accelerate_config": "configs/accelerate/deepspeed_zero2.yaml",
+                                        "num_processes": 4}})
+    cmd = runner_mod.launch_command(cfg, tmp_path / "cell_train.yaml")
+    assert cmd[:6] == ["accelerate", "launch", "--config_file", "configs/accelerate/deepspeed_zero2.yaml",
+                       "--num_processes", "4"]
+    assert cmd[-5:] == ["-m", "lookahead_tuning", "train", "--config", str(tmp_path / "cell_train.yaml")]
+
+
+def test_claim_work_discards_work_from_other_settings(tmp_path):
+    folder = tmp_path / "cell"
+    runner_mod.claim_work(folder, "aaa")
+    (folder / "completions.jsonl").write_text('{"id": "0"}\n')
+    runner_mod.claim_work(folder, "aaa")  # same settings: half-done work is kept for resuming
+    assert (folder / "completions.jsonl").is_file()
+    runner_mod.claim_work(folder, "bbb")  # other settings: it must not be resumed
+    assert not (folder / "completions.jsonl").exists()
+    assert (folder / "fingerprint.txt").read_text().strip() == "bbb"
+
+
+def test_preflight_names_missing_files(tmp_path, tiny_model_dir):
+    from lookahead_tuning.errors import UserError
+
+    cfg = make_experiment({**tiny_config(tiny_model_dir).model_dump(),
+                           "tasks": [{"name": "gsm8k", "train": str(tmp_path / "train.jsonl"),
+                                      "test": str(tmp_path / "test.jsonl")}]})
+    with pytest.raises(UserError, match="training data of task 'gsm8k' not found"):
+        runner_mod.run_experiment(cfg, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

