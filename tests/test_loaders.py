@@ -43,8 +43,8 @@ def test_load_hexphi_roundtrips_builtin(tmp_path):
 
 def test_load_hexphi_defaults_and_errors(tmp_path):
     rows = load_hexphi(_jsonl(tmp_path / "a.jsonl", [{"instruction": "x"}, {"instruction": "y", "category": "c"}]))
-    assert rows == [{"id": "1", "instruction": "x", "category": "uncategorized"},
-                    {"id": "2", "instruction": "y", "category": "c"}]
+    assert rows == [{"id": "0", "instruction": "x", "category": "uncategorized"},
+                    {"id": "1", "instruction": "y", "category": "c"}]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "ok"}\n\n{"prompt": "no instruction"}\n', encoding="utf-8")
     with pytest.raises(UserError, match=r"bad\.jsonl:3: .*'instruction'.*prompt"):

@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed file operation: the path(s) and the system's reason, without a traceback."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, getattr(exc, "filename2", None)) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("LOOKAHEAD_TUNING_DEBUG") == "1"
@@ -59,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc.render()}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk, a missing permission, a path through a file: the user's to fix
+        if debug:
+            raise
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return UserError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -56,14 +56,14 @@ def _check_unique_ids(rows: list[dict], path: str) -> None:
 def load_hexphi(path: str | os.PathLike) -> list[dict]:
     """HEx-PHI-style prompts as ``{"id", "instruction", "category"}`` (ids are strings).
 
-    A row without ``id`` gets its 1-based row number; without ``category``, ``"uncategorized"``.
+    A row without ``id`` gets its 0-based row number (as `generate` numbers rows); without ``category``, ``"uncategorized"``.
     """
     rows = []
     for loc, rec in iter_located_records(path):
         category = rec.get("category", "uncategorized")
         if not isinstance(category, str):
             raise loc.error(f"'category' must be a string, found {type(category).__name__}")
-        rows.append({"id": str(rec.get("id", loc.row)), "instruction": _text_field(loc, rec, "instruction"),
+        rows.append({"id": str(rec.get("id", loc.row - 1)), "instruction": _text_field(loc, rec, "instruction"),
                      "category": category})
     if not rows:
         raise UserError("no prompts in file", path=str(path))

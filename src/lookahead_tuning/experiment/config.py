@@ -238,6 +238,7 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return make_experiment(data, source=str(path))
 
+
 # --------------------------------------------------------------------------- the grid
 
 

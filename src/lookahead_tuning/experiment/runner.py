@@ -390,8 +390,8 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
 def link_models(ctx: RunContext, cells: list[Cell], results: dict[str, dict]) -> dict[str, str]:
     """``models/NAME`` for every table row (primary task; ``models/<task>--NAME`` for the others).
 
-    Trained models are relative symlinks into work/; a local seed model is linked; a hub-id seed is
-    linked nowhere (its id already loads with ``--model``) and recorded as such.
+    Trained models are relative symlinks into work/; a local seed model (or the embedded alias's
+    cached folder) is linked; a hub id or a .gguf seed is recorded as it is (it loads with ``--model``).
     """
     models = ctx.out / "models"
     models.mkdir(parents=True, exist_ok=True)
@@ -401,14 +401,16 @@ def link_models(ctx: RunContext, cells: list[Cell], results: dict[str, dict]) ->
         if cell.sweep or cell.seed != ctx.cfg.seeds[0] or cell.cell_id not in results:
             continue
         name = cell.method if cell.task == primary else f"{cell.task}--{cell.method}"
-        target = Path(results[cell.cell_id]["model_path"])
         if cell.method != "seed":
             target = Path(os.path.relpath(ctx.work / cell.cell_id / "train", models))
-        elif not target.expanduser().exists():
-            links[name] = str(results[cell.cell_id]["model_path"])  # a hub id
-            continue
         else:
-            target = target.expanduser().resolve()
+            from ..models import resolve_model
+
+            source = resolve_model(results[cell.cell_id]["model_path"])  # the alias -> its cached folder
+            if source.kind not in ("folder", "adapter"):
+                links[name] = str(results[cell.cell_id]["model_path"])  # a hub id or .gguf loads as it is
+                continue
+            target = Path(source.path).expanduser().resolve()
         link = models / name
         if link.is_symlink() or link.is_file():
             link.unlink()
