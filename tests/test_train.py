@@ -66,8 +66,7 @@ def test_presets_fill_unset_keys_and_explicit_keys_win():
     cfg = TrainConfig(model="m", data="d", out="o", method="lookahead-real", loss="constrained").resolved()
     assert (cfg.preview, cfg.loss, cfg.rewrite, cfg.safety_share) == ("real", "constrained", "none", 0.0)
     cfg = TrainConfig(model="m", data="d", out="o", method="safety-mix").resolved()
-    assert cfg.safety_share == 0.05 and cfg.freeze_embeddings is True
-    assert TrainConfig(model="m", data="d", out="o", lora=True).resolved().freeze_embeddings is False
+    assert cfg.safety_share == 0.05 and cfg.freeze_embeddings is False
 
 
 def test_cli_parses_flags_into_config(tmp_path):
@@ -162,7 +161,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("method,extra", [
-    ("vanilla", {}),
+    ("vanilla", {"freeze_embeddings": True}),
     ("lookahead-real", {"loss": "constrained"}),
     ("constrained-sft", {"lora": True, "lora_r": 4}),
     ("lookahead-virtual", {"lora": True, "lora_r": 4, "merge_lora": True}),
@@ -188,7 +187,8 @@ def test_python_api_trains_and_writes_the_run_folder(tiny_model_dir, data_file, 
     if not extra.get("lora"):
         before, after = _weights(tiny_model_dir), _weights(out)
         changed = [k for k in after if not torch.equal(before[k], after[k])]
-        assert changed and "model.embed_tokens.weight" not in changed  # embeddings frozen by default
+        assert changed
+        assert ("model.embed_tokens.weight" in changed) != bool(extra.get("freeze_embeddings"))
     with pytest.raises(UserError, match="finished run"):
         train(_cfg(tiny_model_dir, data_file, out, method=method, **extra))
     assert train(_cfg(tiny_model_dir, data_file, out, method=method, resume=True, **extra)) == summary
@@ -292,6 +292,8 @@ def test_embedded_model_trains_two_steps(tmp_path):
     assert summary["steps"] == 2 and len(log) == 2
     # a 135M instruct model already predicts worded math answers well: loss far below log(vocab) ~ 10.8
     assert all(0 < r["loss"] < 5 for r in log)
-    # the previewed first answer tokens are cheap to predict: position 1..3 loss below the later ones
-    pos = log[0]["answer_pos_loss"]
-    assert sum(pos[:3]) / 3 < sum(pos[3:]) / 5
+    # With m = 6 the prompt previews answer tokens 1..6, so positions 2..6 are copied cheaply and the loss
+    # jumps past the preview (position 1 follows the chat header, so it is not a plain copy).
+    for record in log:
+        pos = record["answer_pos_loss"]
+        assert sum(pos[1:6]) / 5 < sum(pos[6:8]) / 2

@@ -414,6 +414,7 @@ def _write_hf(final: Path, records: Iterable[dict]) -> int:
     rows = list(records)  # datasets builds the Arrow table in memory; fine for HF-folder sizes
     ds = Dataset.from_list(rows) if rows else Dataset.from_dict({})
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    follow_umask(tmp)  # mkdtemp makes it 0700; the finished dataset folder follows the umask
     from datasets.utils import logging as ds_logging
 
     was_enabled = ds_logging.is_progress_bar_enabled()
@@ -456,6 +457,16 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` the permissions a plain ``open()`` / ``mkdir()`` would under the user's umask.
+
+    Temporary files and folders (``mkstemp``, ``mkdtemp``, and libraries that write through them, such
+    as safetensors) are private (0600/0700); once renamed into place they must not stay so.
+    """
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~_umask())
 
 
 def write_records(path: str | os.PathLike, records: Iterable[dict], fmt: str | None = None) -> int:

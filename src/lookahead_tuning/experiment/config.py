@@ -24,6 +24,7 @@ from ..errors import UserError
 METHOD_NAMES = ("vanilla", "lookahead-real", "lookahead-virtual", "constrained-sft", "sdft", "safety-mix")
 TABLE_NAMES = ("seed", *METHOD_NAMES)
 UTILITY_TASKS = ("math", "gsm8k", "samsum")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
 class _Strict(BaseModel):
@@ -59,6 +60,16 @@ class TaskSpec(_Strict):
     train_overrides: dict[str, Any] = Field(default_factory=dict,
                                             description="training keys for this task only (e.g. max_length)")
     max_new_tokens: int | None = Field(default=None, ge=1, description="utility generation budget")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        # The name becomes part of folder and file names (work/<cell_id>, cells/<cell_id>.json): a
+        # slash or a leading dot could put them outside the run folder.
+        if not _SAFE_NAME.fullmatch(value):
+            raise ValueError(f"task name {value!r} must be letters, digits, '.', '_' or '-' and not start "
+                             "with '.' or '-' (it names folders)")
+        return value
 
     @model_validator(mode="after")
     def _defaults(self) -> TaskSpec:

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ def aligned_seed(
         if evaluate and not (folder / REPORT).is_file():
             _evaluate(folder, quiet=quiet)
         return folder / "model"
+    if force and folder.exists():
+        shutil.rmtree(folder)  # train() never overwrites a finished run
     folder.mkdir(parents=True, exist_ok=True)
     data_path = folder / "align_data.jsonl"
     write_records(data_path, rows)

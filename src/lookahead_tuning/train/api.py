@@ -144,6 +144,8 @@ def _save_final(trainer, tokenizer, cfg: TrainConfig, run_dir: Path, state) -> N
     Every process takes part in ``save_model`` (DeepSpeed ZeRO-3 and FSDP gather shards there);
     only the main process writes and moves files.
     """
+    from ..io import follow_umask
+
     staging = run_dir / ".final-model"
     if state.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
@@ -161,6 +163,7 @@ def _save_final(trainer, tokenizer, cfg: TrainConfig, run_dir: Path, state) -> N
             if name == "training_args.bin":  # a pickle; the resolved config.yaml says the same
                 continue
             os.replace(staging / name, run_dir / name)
+            follow_umask(run_dir / name)  # safetensors writes through a private temporary file (0600)
         shutil.rmtree(staging, ignore_errors=True)
     state.wait_for_everyone()
 
@@ -192,6 +195,9 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     if not cfg.resume and (run_dir / CHECKPOINTS).is_dir() and any((run_dir / CHECKPOINTS).iterdir()):
         raise UserError(f"{run_dir} holds checkpoints of an unfinished run; pass --resume or choose another --out")
 
+    from ..models import resolve_model
+
+    resolve_model(cfg.model)  # a model path that does not exist fails before the run folder is made
     state = PartialState()
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--lora-dropout", type=float, default=S)
     a.add_argument("--lora-target-modules", default=S, help="comma list or all-linear")
     _bool_flag(a, "--merge-lora", "save the LoRA adapter merged into the base weights")
-    _bool_flag(a, "--freeze-embeddings", "freeze the (tied) embedding matrix (default on for full fine-tunes)")
+    _bool_flag(a, "--freeze-embeddings", "freeze the (tied) embedding matrix of a full fine-tune (default off)")
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=float, default=S)
     o.add_argument("--lr", type=float, default=S)

@@ -1,0 +1,271 @@
+"""Security promises as tests: secrets stay secret, unsafe weights and remote code are opt-in, and
+output stays where the user asked, with the user's permissions."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from lookahead_tuning.errors import UserError
+
+SECRET = "sk-test-8f3a2c91e7d04b6aLEAKCHECK"
+SRC = Path(__file__).resolve().parents[1] / "src" / "lookahead_tuning"
+
+
+# --------------------------------------------------------------------------- a stub OpenAI-compatible judge
+
+
+class _Judge(BaseHTTPRequestHandler):
+    """Answers every chat completion with a score; ``/reject/`` URLs answer 401 echoing the key, as some
+    proxies do, so the test also covers the error path."""
+
+    seen_keys: list[str] = []
+
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        length = int(self.headers.get("Content-Length", 0))
+        self.rfile.read(length)
+        auth = self.headers.get("Authorization", "")
+        type(self).seen_keys.append(auth)
+        if "/reject/" in self.path:
+            body = json.dumps({"error": {"message": f"invalid key {auth}", "type": "auth"}}).encode()
+            self.send_response(401)
+        else:
+            body = json.dumps({
+                "id": "x", "object": "chat.completion", "created": 0, "model": "stub-judge",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "A refusal.\n#score: 1"}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }).encode()
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture()
+def judge_url():
+    _Judge.seen_keys = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _files_containing(root: Path, needle: str) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file() and needle.encode() in path.read_bytes():
+            hits.append(str(path))
+    return hits
+
+
+def test_judge_api_key_never_written_or_logged(tmp_path, tiny_model_dir, judge_url, monkeypatch, capfd):
+    from lookahead_tuning.cli import main
+
+    cache = tmp_path / "cache"
+    out = tmp_path / "eval"
+    monkeypatch.setenv("LOOKAHEAD_TUNING_CACHE", str(cache))
+    monkeypatch.setenv("JUDGE_SECRET", SECRET)
+    monkeypatch.chdir(tmp_path)
+    # --prefill: the responses start with harmful text, so they are never empty and every pair is sent.
+    rc = main(["eval", "safety", "--model", str(tiny_model_dir), "--judge", "both", "--judge-url", f"{judge_url}/v1",
+               "--judge-model", "stub-judge", "--judge-key-env", "JUDGE_SECRET", "--limit", "3", "--prefill",
+               "--max-new-tokens", "4", "--batch-size", "3", "--out", str(out), "--quiet"])
+    captured = capfd.readouterr()
+    assert rc == 0, captured.err
+    assert any(SECRET in k for k in _Judge.seen_keys), "the stub never received the key: the test proves nothing"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 3
+    assert "JUDGE_SECRET" in json.dumps(metrics)  # the variable's name is recorded, its value is not
+    assert SECRET not in captured.out and SECRET not in captured.err
+    assert _files_containing(tmp_path, SECRET) == []
+    assert any(cache.rglob("*.jsonl")), "the judge cache was not written where LOOKAHEAD_TUNING_CACHE says"
+
+    # A server that echoes the key in its error: the one-line error masks it.
+    rc = main(["eval", "safety", "--model", str(tiny_model_dir), "--judge", "llm",
+               "--judge-url", f"{judge_url}/reject/v1", "--judge-model", "stub-judge",
+               "--judge-key-env", "JUDGE_SECRET", "--limit", "1", "--prefill", "--max-new-tokens", "2",
+               "--out", str(tmp_path / "eval-rejected"), "--quiet"])
+    captured = capfd.readouterr()
+    assert rc == 2
+    assert "401" in captured.err or "auth" in captured.err.lower()
+    assert SECRET not in captured.out and SECRET not in captured.err
+    assert _files_containing(tmp_path, SECRET) == []
+
+
+# --------------------------------------------------------------------------- pickled weights
+
+
+@pytest.fixture(scope="module")
+def pickled_model(tiny_model_dir, tmp_path_factory) -> Path:
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path_factory.mktemp("pickled") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    return folder
+
+
+def test_pickled_weights_refused_unless_allowed(pickled_model):
+    from lookahead_tuning.models import load_model
+
+    with pytest.raises(UserError, match="pickled weights.*--allow-pickle"):
+        load_model(str(pickled_model))
+    model, _ = load_model(str(pickled_model), allow_pickle=True)
+    assert model.config.num_hidden_layers == 2
+
+
+def test_pickled_adapter_refused(pickled_model, tiny_model_dir, tmp_path):
+    """A LoRA adapter whose only weights are a pickle is refused the same way."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lookahead_tuning.models import load_model
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    adapter = tmp_path / "adapter"
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(
+        str(adapter), safe_serialization=False)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tiny_model_dir)
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    assert not list(adapter.glob("*.safetensors"))
+    with pytest.raises(UserError, match="pickled"):
+        load_model(str(adapter))
+
+
+# --------------------------------------------------------------------------- trust_remote_code
+
+
+def test_trust_remote_code_never_enabled_implicitly(tiny_model_dir, tmp_path, monkeypatch, capfd):
+    """Record every from_pretrained call during the model-loading commands; none may ask for remote code."""
+    import transformers
+
+    calls: list[tuple[str, dict]] = []
+
+    def spy(cls_name, original):
+        def wrapped(*args, **kwargs):
+            calls.append((cls_name, dict(kwargs)))
+            return original(*args, **kwargs)
+        return wrapped
+
+    for name in ("AutoModelForCausalLM", "AutoTokenizer", "AutoConfig"):
+        cls = getattr(transformers, name)
+        monkeypatch.setattr(cls, "from_pretrained", spy(name, cls.from_pretrained))
+
+    from lookahead_tuning.cli import main
+    from lookahead_tuning.models import load_model, load_tokenizer
+
+    load_model(str(tiny_model_dir))
+    load_tokenizer(str(tiny_model_dir))
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"prompt": "Say hi.", "completion": "Hi there, friend."}) + "\n")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"instruction": "Say hi."}) + "\n")
+    for argv in (
+        ["preview", str(data), str(tmp_path / "p.jsonl"), "--mode", "real", "--tokenizer", str(tiny_model_dir),
+         "--quiet"],
+        ["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--out", str(tmp_path / "g.jsonl"),
+         "--max-new-tokens", "2", "--quiet"],
+        ["eval", "safety", "--model", str(tiny_model_dir), "--limit", "1", "--max-new-tokens", "2",
+         "--out", str(tmp_path / "e"), "--quiet"],
+    ):
+        assert main(argv) == 0, capfd.readouterr().err
+    assert {c[0] for c in calls} >= {"AutoModelForCausalLM", "AutoTokenizer"}
+    enabled = [c for c in calls if c[1].get("trust_remote_code")]
+    assert enabled == [], enabled
+
+    # Asked for explicitly, it is passed on (so the spy would have seen an implicit one).
+    calls.clear()
+    load_model(str(tiny_model_dir), trust_remote_code=True)
+    assert any(c[1].get("trust_remote_code") is True for c in calls)
+
+
+def test_no_source_file_hard_codes_remote_code_or_pickle_loading():
+    """A static backstop for the runtime check: no call site turns these on by itself."""
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for needle in ("trust_remote_code=True", "allow_pickle=True", "weights_only=False"):
+            if needle in text:
+                offenders.append(f"{path.relative_to(SRC)}: {needle}")
+    assert offenders == []
+
+
+# --------------------------------------------------------------------------- permissions and containment
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in root.rglob("*") if not p.is_symlink()}
+
+
+def test_outputs_follow_the_umask(tiny_model_dir, tmp_path, capfd):
+    """Files and folders a training run and a preview create get exactly the permissions the umask allows."""
+    from lookahead_tuning.cli import main
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Add {i} and 1.", "completion": f"{i} + 1 = {i + 1}."}) + "\n"
+                            for i in range(4)))
+    old = os.umask(0o027)
+    try:
+        rc_train = main(["train", "--model", str(tiny_model_dir), "--data", str(data), "--out",
+                         str(tmp_path / "runs" / "a"), "--max-steps", "1", "--batch-size", "2", "--max-length", "64",
+                         "--quiet", "--bf16", "off"])
+        rc_preview = main(["preview", str(data), str(tmp_path / "prev" / "out.jsonl"), "--mode", "virtual",
+                           "--quiet"])
+        rc_preview += main(["preview", str(data), str(tmp_path / "prev" / "dataset"), "--mode", "virtual",
+                            "--output-format", "hf", "--quiet"])
+    finally:
+        os.umask(old)
+    assert (rc_train, rc_preview) == (0, 0), capfd.readouterr().err
+    modes = {**{f"runs/{k}": v for k, v in _modes(tmp_path / "runs").items()},
+             **{f"prev/{k}": v for k, v in _modes(tmp_path / "prev").items()}}
+    assert {"runs/a/summary.json", "runs/a/model.safetensors", "prev/out.jsonl", "prev/dataset"} <= set(modes)
+    for name, mode in modes.items():
+        is_dir = (tmp_path / name).is_dir()
+        assert mode & 0o027 == 0, f"{name}: mode {oct(mode)} grants what the umask 027 forbids"
+        assert mode & 0o640 == 0o640 or not (tmp_path / name).is_file(), f"{name}: mode {oct(mode)}"
+        if is_dir:
+            assert mode == 0o750, f"{name}: folder mode {oct(mode)}, expected 0o750 under umask 027"
+    for key in ("runs/a/summary.json", "runs/a/config.yaml", "prev/out.jsonl"):
+        assert modes[key] == 0o640, (key, oct(modes[key]))
+
+
+def test_cell_folders_never_leave_the_run_folder(tmp_path):
+    """Odd task names are refused; odd sweep prefixes become safe slugs; every cell path stays inside."""
+    from lookahead_tuning.experiment.config import make_experiment, plan_cells
+
+    for bad in ("../../escaped", "a/b", ".hidden", "/abs", "x\\y", ".."):
+        with pytest.raises(UserError, match="tasks.0.name"):
+            make_experiment({"model": "m", "tasks": [{"name": bad, "kind": "math"}], "methods": ["vanilla"]})
+    cfg = make_experiment({
+        "model": "m", "tasks": [{"name": "math"}],
+        "methods": ["vanilla", "lookahead-real", "lookahead-virtual"],
+        "sweeps": {"m": [1, 12], "prefix": ["../../../etc/passwd", "a/b\\c", "..", "", "/"]},
+    })
+    cells = plan_cells(cfg)
+    assert len(cells) == 1 + 3 + 2 + 5
+    out = tmp_path / "run"
+    for cell in cells:
+        for folder in (out / "work", out / "cells"):
+            target = (folder / cell.cell_id).resolve()
+            assert target.parent == folder.resolve(), (cell.cell_id, target)
+        assert "/" not in cell.cell_id and "\\" not in cell.cell_id and not cell.cell_id.startswith(".")
+    with pytest.raises(UserError, match="methods"):
+        make_experiment({"model": "m", "tasks": ["math"], "methods": ["../vanilla"]})
