@@ -363,11 +363,12 @@ def main(argv: list[str] | None = None) -> int:
             if missing:
                 results["benchmarks"][bench.name] = {"skipped": f"needs {', '.join(missing)}"}
                 continue
-            rec = run_bench(bench, bench.quick if args.quick else bench.full, repeats, args.timeout)
-            if tiny:  # the temporary folder's name means nothing to a reader
-                rec["command"] = rec["command"].replace(tiny, "TINY_MODEL").replace(data or "\0", "MATH_JSONL")
-            results["benchmarks"][bench.name] = rec
+            results["benchmarks"][bench.name] = run_bench(bench, bench.quick if args.quick else bench.full, repeats,
+                                                          args.timeout)
         results["load_after"] = load_average()
+        if args.quick:  # the temporary folder's name means nothing to a reader
+            text = json.dumps(results).replace(str(tiny), "TINY_MODEL").replace(str(data), "MATH_JSONL")
+            results = json.loads(text)
 
     from lookahead_tuning.io import atomic_write_json, atomic_write_text
 

@@ -88,7 +88,8 @@ def test_data_dir_substitution():
     assert cfg.tasks[0].train == "/d/g/train.jsonl" and cfg.tasks[0].test == "/d/g"
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "demo-quick.yaml", "paper-llama2-7b.yaml", "study.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-quick.yaml", "paper-llama2-7b.yaml", "study.yaml",
+                                  "study-lr1e-4.yaml", "study-lr5e-5.yaml", "study-sweeps.yaml"])
 def test_shipped_configs_validate(name):
     cfg = load_experiment(shipped_config(name))
     assert plan_cells(cfg)

@@ -55,6 +55,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--max-length", type=int, default=S)
     o.add_argument("--max-steps", type=int, default=S)
     o.add_argument("--seed", type=int, default=S)
+    o.add_argument("--data-seed", type=int, default=S, help="seed of the built-in task's problems (default 0)")
     o.add_argument("--warmup-ratio", type=float, default=S)
     o.add_argument("--weight-decay", type=float, default=S)
     o.add_argument("--lr-scheduler", default=S)

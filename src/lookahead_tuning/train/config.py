@@ -87,6 +87,9 @@ class TrainConfig(BaseModel):
     grad_accum: int = Field(default=1, ge=1)
     max_length: int = Field(default=512, ge=8)
     seed: int = 0
+    # The built-in task's problems come from data_seed, not seed: runs with different training seeds
+    # then differ in initialisation order and shuffling only, so their spread measures training noise.
+    data_seed: int = 0
     warmup_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
     lr_scheduler: str = "linear"

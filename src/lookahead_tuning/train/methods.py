@@ -39,7 +39,7 @@ def load_examples(config: TrainConfig) -> list[Example]:
             records = records[: config.limit]
         examples = [_split(record, config, str(path), i) for i, record in enumerate(records, start=1)]
     else:
-        rows = load_task(config.data, n=config.limit, seed=config.seed, split="train")
+        rows = load_task(config.data, n=config.limit, seed=config.data_seed, split="train")
         examples = [{"prompt": _messages(r["prompt"]), "completion": r["completion"]} for r in rows]
     if not examples:
         raise UserError(f"no training rows in '{config.data}'")
