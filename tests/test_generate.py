@@ -13,17 +13,7 @@ from lookahead_tuning.errors import UserError
 from lookahead_tuning.generate import engine
 from lookahead_tuning.generate.engine import generate, plan_batches, prefill_text
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine spinning
-    OpenMP workers make them ~40x slower; restore the setting for other test modules."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PROMPTS = [
     "Hi",

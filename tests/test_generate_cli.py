@@ -15,19 +15,10 @@ from lookahead_tuning.cli import main
 from lookahead_tuning.generate.cli import read_prompts
 
 CMD = [sys.executable, "-m", "lookahead_tuning", "generate"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # see _one_torch_thread
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # see the one_torch_thread fixture
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine spinning
-    OpenMP workers make them ~40x slower; restore the setting for other test modules."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _lines(path):

@@ -177,6 +177,14 @@ def _check_weights(folder: str, allow_pickle: bool) -> None:
         )
 
 
+def check_model(name: str | os.PathLike, *, allow_pickle: bool = False) -> ModelSource:
+    """Resolve ``name`` and refuse unsafe weights without loading anything (fail before work starts)."""
+    src = resolve_model(name)
+    if src.kind in ("folder", "adapter"):
+        _check_weights(src.path, allow_pickle)
+    return src
+
+
 def load_tokenizer(name: str | os.PathLike, *, trust_remote_code: bool = False):
     """Load the tokenizer of any ``--model`` value (alias, folder, adapter, GGUF, hub id).
 

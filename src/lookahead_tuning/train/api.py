@@ -103,13 +103,18 @@ def _apply_adapter(model, cfg: TrainConfig):
     return model
 
 
-def prepare_data(cfg: TrainConfig, model, tokenizer, run_dir: Path, *, progress: bool = True
+def prepare_data(cfg: TrainConfig, model, tokenizer, run_dir: Path, *, progress: bool = True,
+                 examples: list[dict[str, Any]] | None = None,
                  ) -> tuple[list[dict[str, Any]], list[dict[str, list[int]]], dict[str, Any]]:
-    """Rows as the method sees them (rewrite, safety mix, preview) and their token ids."""
+    """Rows as the method sees them (rewrite, safety mix, preview) and their token ids.
+
+    ``examples`` are the task rows already read by :func:`load_examples` (read here when omitted).
+    """
     from .collator import tokenize_examples
     from .methods import apply_preview, load_examples, mix_safety
 
-    examples = load_examples(cfg)
+    if examples is None:
+        examples = load_examples(cfg)
     info: dict[str, Any] = {"task_rows": len(examples)}
     if cfg.rewrite == "sdft":
         from accelerate import PartialState
@@ -195,9 +200,15 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     if not cfg.resume and (run_dir / CHECKPOINTS).is_dir() and any((run_dir / CHECKPOINTS).iterdir()):
         raise UserError(f"{run_dir} holds checkpoints of an unfinished run; pass --resume or choose another --out")
 
-    from ..models import resolve_model
+    from ..chat import render_prompt
+    from ..models import check_model, load_tokenizer
+    from .methods import load_examples
 
-    resolve_model(cfg.model)  # a model path that does not exist fails before the run folder is made
+    # A missing model, unsafe weights, a tokenizer that cannot format chats or bad data fail before
+    # the run folder is made: no half-made run is left behind.
+    check_model(cfg.model, allow_pickle=cfg.allow_pickle)
+    render_prompt(load_tokenizer(cfg.model), "check", system_prompt=cfg.system_prompt, template=cfg.chat_template)
+    task_rows = load_examples(cfg)
     state = PartialState()
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -209,9 +220,9 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     state.wait_for_everyone()
 
     set_seed(cfg.seed)
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, allow_pickle=cfg.allow_pickle)
     progress = not cfg.quiet and state.is_main_process
-    examples, rows, info = prepare_data(cfg, model, tokenizer, run_dir, progress=progress)
+    examples, rows, info = prepare_data(cfg, model, tokenizer, run_dir, progress=progress, examples=task_rows)
 
     ref_model = None
     if cfg.loss == "constrained" and not cfg.lora:

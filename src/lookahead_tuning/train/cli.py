@@ -65,6 +65,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     f = p.add_argument_group("formatting and bookkeeping")
     f.add_argument("--system-prompt", default=S)
     f.add_argument("--chat-template", default=S)
+    _bool_flag(f, "--allow-pickle", "load pickled (.bin) weights; they can run code, so only from sources you trust")
     f.add_argument("--save-steps", type=int, default=S, help="checkpoint every N steps (0: none)")
     f.add_argument("--save-total-limit", type=int, default=S)
     _bool_flag(f, "--resume", "continue from the last checkpoint in --out")

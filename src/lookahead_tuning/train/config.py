@@ -97,6 +97,9 @@ class TrainConfig(BaseModel):
     bf16: Literal["auto", "on", "off"] = "auto"
     answer_only_logits: bool = True  # project to the vocabulary only at answer positions
 
+    # loading: pickled weights can run code when loaded, so they are refused unless allowed
+    allow_pickle: bool = False
+
     # formatting
     system_prompt: str | None = None
     chat_template: str = "auto"
