@@ -22,6 +22,7 @@ STAGES = [
     "lookahead_tuning.train.align",
     "lookahead_tuning.analyse.cli",
     "lookahead_tuning.experiment.cli",
+    "lookahead_tuning.report.study",
 ]
 
 

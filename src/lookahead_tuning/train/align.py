@@ -22,9 +22,12 @@ from ..errors import UserError
 from ..io import atomic_write_json, write_records
 from ..models import EMBEDDED_ALIAS, cache_dir
 
-# Recipe: 2 epochs of full fine-tuning at lr 8e-5 (see docs/training.md for the measurements).
+# Recipe: one epoch of full fine-tuning at lr 8e-5 with every benign pair seen twice. The first
+# recipe (2 epochs, each row once) refused 100% of the held-out harmful set but also 50% of the
+# benign over-refusal set: it learned "refuse" as the default opener, so benign pairs get more weight.
+BENIGN_REPEAT = 2
 DEFAULTS: dict[str, Any] = {
-    "epochs": 2.0,
+    "epochs": 1.0,
     "lr": 8e-5,
     "batch_size": 8,
     "max_length": 256,
@@ -35,7 +38,7 @@ REPORT = "align_report.json"
 
 
 def _key(base: str, settings: dict[str, Any], rows: list[dict]) -> str:
-    blob = json.dumps({"base": base, "settings": settings, "rows": rows}, sort_keys=True)
+    blob = json.dumps({"base": base, "settings": settings, "rows": rows}, sort_keys=True)  # rows: repeats too
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -55,8 +58,10 @@ def aligned_seed(
     from ..data.builtin import alignment_set
     from .api import train
 
+    benign_repeat = int(overrides.pop("benign_repeat", BENIGN_REPEAT))
     settings = {**DEFAULTS, **overrides}
-    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in alignment_set()]
+    rows = [{"prompt": r["prompt"], "completion": r["completion"]}
+            for r in alignment_set() for _ in range(benign_repeat if r["kind"] == "benign" else 1)]
     name = Path(str(base)).name if os.sep in str(base) else str(base)
     folder = cache_dir() / "models" / f"aligned-{name}-{_key(str(base), settings, rows)}"
     done = folder / "model" / "config.json"
@@ -104,6 +109,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=float, default=DEFAULTS["epochs"])
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--benign-repeat", type=int, default=BENIGN_REPEAT,
+                   help="times each benign pair is seen per epoch (more = less over-refusal)")
     p.add_argument("--force", action="store_true", help="retrain even if cached")
     p.add_argument("--no-eval", action="store_true", help="skip the RSR / over-refusal check")
     p.add_argument("--quiet", action="store_true")
@@ -112,7 +119,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     path = aligned_seed(args.model, force=args.force, evaluate=not args.no_eval, quiet=args.quiet,
-                        epochs=args.epochs, lr=args.lr, seed=args.seed)
+                        epochs=args.epochs, lr=args.lr, seed=args.seed, benign_repeat=args.benign_repeat)
     report_path = path.parent / REPORT
     if args.out:
         out = Path(args.out)

@@ -1,0 +1,281 @@
+"""Summarise a multi-seed study from its cell files: the tables and figures of docs/findings.md.
+
+``lookahead-tuning study-summary CELLS_DIR [CELLS_DIR ...] --out DIR`` reads the cell JSONs that
+``lookahead-tuning run`` wrote (one folder per learning rate, say), groups cells that differ only in
+their training seed, and writes ``summary.json``, ``summary.md`` and four figures:
+
+- ``safety_utility.png``: RSR and JSR against utility per method, with 95% intervals over seeds;
+- ``m_sweep.png``: RSR / JSR against the preview length m (when swept);
+- ``kl_vs_drop.png``: first-token KL(seed || model) against the refusal drop, one point per cell —
+  does the paper's mechanism predict the outcome?
+- ``forecast_vs_drop.png``: the seed's forecast (early-token loss per method) against the measured drop.
+
+Rates are fractions in the JSON and percentages in the Markdown. Paired tests pool the per-prompt
+verdicts of all seeds (prompt x seed pairs), matched by id, against vanilla of the same group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+
+def load_cells(folders: list[str | Path]) -> tuple[list[dict], dict[str, dict]]:
+    """Cell results and forecasts (``TASK--forecast.json``) from the given folders."""
+    cells, forecasts = [], {}
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such folder of cell results")
+        for path in sorted(folder.glob("*.json")):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise UserError(f"invalid JSON ({exc})", path=str(path)) from None
+            if path.name.endswith("--forecast.json"):
+                forecasts[f"{folder.name}/{path.name[: -len('--forecast.json')]}"] = data
+            elif "cell_id" in data:
+                data["_group"] = folder.name
+                cells.append(data)
+    if not cells:
+        raise UserError(f"no cell results in {', '.join(str(f) for f in folders)}")
+    return cells, forecasts
+
+
+def _rate(cell: dict, key: str) -> float | None:
+    value = cell.get(key)
+    if key == "utility":
+        return None if value is None else value.get("score")
+    return None if value is None else value.get("rate")
+
+
+def _label(cell: dict) -> str:
+    sweep = cell.get("sweep") or {}
+    if "m" in sweep:
+        return f"{cell['method']}@m={sweep['m']}"
+    if "prefix" in sweep:
+        return f"{cell['method']}@prefix={sweep['prefix']!r}"
+    return cell["method"]
+
+
+def _pooled_mcnemar(cells_a: list[dict], cells_b: list[dict], key: str) -> dict | None:
+    """Exact McNemar on (seed, prompt) pairs: how many prompts flipped safe -> unsafe and back."""
+    from ..analyse.stats import mcnemar_exact
+
+    by_seed_b = {c["seed"]: c.get(key) or {} for c in cells_b}
+    b = c = 0
+    for cell in cells_a:
+        other = by_seed_b.get(cell["seed"])
+        mine = cell.get(key) or {}
+        if other is None:
+            continue
+        for pid, verdict in mine.items():
+            if pid in other and verdict is not None and other[pid] is not None:
+                b += bool(verdict) and not other[pid]
+                c += (not verdict) and bool(other[pid])
+    if b + c == 0 and not cells_a:
+        return None
+    return {"a_safe_b_unsafe": b, "a_unsafe_b_safe": c, "p_value": mcnemar_exact(b, c)}
+
+
+def summarise(cells: list[dict], forecasts: dict[str, dict]) -> dict[str, Any]:
+    """Group cells by (folder, task, method/sweep) across seeds; intervals, drops and paired tests."""
+    from ..analyse.stats import mean_ci
+
+    seeds = {(c["_group"], c["task"]): c for c in cells if c["method"] == "seed"}
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for cell in cells:
+        if cell["method"] != "seed":
+            groups[(cell["_group"], cell["task"], _label(cell))].append(cell)
+    rows = []
+    for (group, task, label), members in sorted(groups.items()):
+        seed = seeds.get((group, task))
+        row: dict[str, Any] = {"group": group, "task": task, "name": label, "seeds": sorted(c["seed"] for c in members)}
+        for key in ("rsr", "jsr", "utility"):
+            values = [v for v in (_rate(c, key) for c in members) if v is not None]
+            row[key] = mean_ci(values) if values else None
+            row[f"{key}_per_seed"] = values
+            if seed is not None and key != "utility" and values and _rate(seed, key) is not None:
+                row[f"{key}_drop"] = mean_ci([_rate(seed, key) - v for v in values])
+        kl1 = [c["kl"][0] for c in members if c.get("kl") and c["kl"][0] is not None]
+        row["kl1"] = mean_ci(kl1) if kl1 else None
+        row["train_seconds"] = mean_ci([c["cost"]["train_seconds"] for c in members if c.get("cost")]) \
+            if any(c.get("cost") for c in members) else None
+        vanilla = groups.get((group, task, "vanilla"))
+        if vanilla and label != "vanilla":
+            row["vs_vanilla"] = {k: _pooled_mcnemar(members, vanilla, f"{k}_verdicts") for k in ("rsr", "jsr")}
+        if seed is not None:
+            row["vs_seed"] = {k: _pooled_mcnemar(members, [dict(seed, seed=c["seed"]) for c in members],
+                                                 f"{k}_verdicts") for k in ("rsr", "jsr")}
+        rows.append(row)
+    seed_rows = [{"group": g, "task": t, "rsr": _rate(c, "rsr"), "jsr": _rate(c, "jsr"),
+                  "utility": _rate(c, "utility"), "overrefusal": _rate(c, "overrefusal")}
+                 for (g, t), c in sorted(seeds.items())]
+    points = []
+    for cell in cells:
+        seed = seeds.get((cell["_group"], cell["task"]))
+        if cell["method"] == "seed" or seed is None or not cell.get("kl"):
+            continue
+        points.append({"group": cell["_group"], "name": _label(cell), "seed": cell["seed"], "kl1": cell["kl"][0],
+                       "kl2": cell["kl"][1] if len(cell["kl"]) > 1 else None,
+                       "rsr_drop": (_rate(seed, "rsr") or 0) - (_rate(cell, "rsr") or 0),
+                       "jsr_drop": (_rate(seed, "jsr") or 0) - (_rate(cell, "jsr") or 0)})
+    return {"seed_models": seed_rows, "groups": rows, "kl_points": points, "forecasts": forecasts,
+            "n_cells": len(cells)}
+
+
+def _pct(stat: dict | None) -> str:
+    if not stat:
+        return "–"
+    text = f"{100 * stat['mean']:.2f}"
+    if stat.get("ci95"):
+        lo, hi = stat["ci95"]
+        text += f" [{100 * lo:.2f}, {100 * hi:.2f}]"
+    return text
+
+
+def _p(test: dict | None) -> str:
+    if not test:
+        return "–"
+    return f"{test['a_safe_b_unsafe']}/{test['a_unsafe_b_safe']}, p={test['p_value']:.3g}"
+
+
+def markdown(summary: dict) -> str:
+    """The tables of docs/findings.md (percentages, two decimals, 95% t-intervals over seeds)."""
+    lines = ["| group | seed model RSR | JSR | utility | over-refusal |", "|---|---|---|---|---|"]
+    for s in summary["seed_models"]:
+        cells = [f"{100 * v:.2f}" if v is not None else "–" for v in (s["rsr"], s["jsr"], s["utility"],
+                                                                       s["overrefusal"])]
+        lines.append(f"| {s['group']} | " + " | ".join(cells) + " |")
+    lines += ["", "| group | method | seeds | RSR | JSR | utility | RSR drop | JSR drop | KL pos 1 | "
+              "vs vanilla RSR (b/c, p) | vs vanilla JSR |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in summary["groups"]:
+        kl = r["kl1"]
+        kl_text = "–" if not kl else f"{kl['mean']:.3f}" + (
+            f" [{kl['ci95'][0]:.3f}, {kl['ci95'][1]:.3f}]" if kl.get("ci95") else "")
+        vs = r.get("vs_vanilla") or {}
+        lines.append(f"| {r['group']} | {r['name']} | {len(r['seeds'])} | {_pct(r['rsr'])} | {_pct(r['jsr'])} | "
+                     f"{_pct(r['utility'])} | {_pct(r.get('rsr_drop'))} | {_pct(r.get('jsr_drop'))} | {kl_text} | "
+                     f"{_p(vs.get('rsr'))} | {_p(vs.get('jsr'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def figures(summary: dict, out: Path) -> list[str]:
+    """Write the study's figures; returns the file names written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    base = [r for r in summary["groups"] if "@" not in r["name"] and r["utility"]]
+    if base:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+        for ax, key in zip(axes, ("rsr", "jsr"), strict=True):
+            for r in base:
+                if not r[key]:
+                    continue
+                x, y = 100 * r["utility"]["mean"], 100 * r[key]["mean"]
+                xerr = None if not r["utility"].get("ci95") else [[x - 100 * r["utility"]["ci95"][0]],
+                                                                  [100 * r["utility"]["ci95"][1] - x]]
+                yerr = None if not r[key].get("ci95") else [[y - 100 * r[key]["ci95"][0]], [100 * r[key]["ci95"][1] - y]]
+                ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=f"{r['name']} ({r['group']})")
+            for s in summary["seed_models"]:
+                if s[key] is not None and s["utility"] is not None:
+                    ax.scatter(100 * s["utility"], 100 * s[key], marker="*", s=150, color="black")
+            ax.set_xlabel("utility (%)")
+            ax.set_ylabel(f"{key.upper()} (%)")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.suptitle("Safety vs utility (mean over seeds, 95% t-intervals; star = seed model)")
+        fig.tight_layout()
+        fig.savefig(out / "safety_utility.png", dpi=120)
+        plt.close(fig)
+        written.append("safety_utility.png")
+    sweep = sorted([r for r in summary["groups"] if "@m=" in r["name"] or r["name"] == "lookahead-real"],
+                   key=lambda r: int(r["name"].split("@m=")[1]) if "@m=" in r["name"] else 6)
+    if len(sweep) > 1:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ms = [int(r["name"].split("@m=")[1]) if "@m=" in r["name"] else 6 for r in sweep]
+        for key in ("rsr", "jsr"):
+            ax.plot(ms, [100 * r[key]["mean"] if r[key] else float("nan") for r in sweep], "o-", label=key.upper())
+        ax.set_xlabel("preview length m")
+        ax.set_ylabel("safe rate (%)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "m_sweep.png", dpi=120)
+        plt.close(fig)
+        written.append("m_sweep.png")
+    if summary["kl_points"]:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+        names = sorted({p["name"] for p in summary["kl_points"]})
+        for ax, key in zip(axes, ("rsr_drop", "jsr_drop"), strict=True):
+            for name in names:
+                pts = [p for p in summary["kl_points"] if p["name"] == name]
+                ax.scatter([p["kl1"] for p in pts], [100 * p[key] for p in pts], label=name)
+            ax.set_xlabel("KL(seed || model) at answer position 1 (nats)")
+            ax.set_ylabel(f"{key.split('_')[0].upper()} drop vs seed (points)")
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.suptitle("Does the first-token shift predict the refusal drop? (one point per cell)")
+        fig.tight_layout()
+        fig.savefig(out / "kl_vs_drop.png", dpi=120)
+        plt.close(fig)
+        written.append("kl_vs_drop.png")
+    pairs = []
+    for key, fc in summary["forecasts"].items():
+        group = key.split("/")[0]
+        per_method = fc.get("methods") or {}
+        for r in summary["groups"]:
+            if r["group"] == group and r["name"] in per_method and r.get("rsr_drop"):
+                losses = per_method[r["name"]].get("mean_first_3")
+                if losses is not None:
+                    pairs.append((r["name"], float(losses), 100 * r["rsr_drop"]["mean"],
+                                  100 * r["jsr_drop"]["mean"] if r.get("jsr_drop") else float("nan")))
+    if pairs:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, loss, rsr_drop, jsr_drop in pairs:
+            ax.scatter(loss, rsr_drop, marker="o")
+            ax.scatter(loss, jsr_drop, marker="x")
+            ax.annotate(name, (loss, rsr_drop), fontsize=7)
+        ax.set_xlabel("forecast: seed's mean loss at answer positions 1-3 (nats)")
+        ax.set_ylabel("measured drop vs seed (points; o RSR, x JSR)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "forecast_vs_drop.png", dpi=120)
+        plt.close(fig)
+        written.append("forecast_vs_drop.png")
+    return written
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study-summary", help="tables and figures of a multi-seed study from its cell files",
+                       description="Summarise the cells of one or more `run` grids (e.g. docs/study/lr2e-4): "
+                                   "means and 95%% t-intervals over seeds, drops vs the seed, paired McNemar "
+                                   "tests vs vanilla, KL vs drop and forecast vs drop figures.")
+    p.add_argument("cells", nargs="+", help="folders of cell JSONs (a config's cells_dir)")
+    p.add_argument("--out", required=True, help="folder for summary.json, summary.md and the figures")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..io import atomic_write_json, atomic_write_text
+
+    cells, forecasts = load_cells(args.cells)
+    summary = summarise(cells, forecasts)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "summary.json", summary)
+    text = markdown(summary)
+    atomic_write_text(out / "summary.md", text)
+    names = figures(summary, out)
+    print(text)
+    print(f"{summary['n_cells']} cells -> {out}/summary.json, summary.md, " + ", ".join(names))
+    return 0

@@ -1,0 +1,89 @@
+"""The study summary: grouping over seeds, drops against the seed, pooled paired tests, figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lookahead_tuning.errors import UserError
+from lookahead_tuning.report.study import load_cells, markdown, summarise
+
+
+def _cell(method: str, seed: int, rsr: list[bool], jsr: list[bool], utility: float, kl1: float | None,
+          sweep: dict | None = None) -> dict:
+    ids = [str(i) for i in range(len(rsr))]
+    return {
+        "cell_id": f"math--{method}--seed{seed}", "task": "math", "method": method, "seed": seed,
+        "sweep": sweep or {},
+        "rsr": {"rate": sum(rsr) / len(rsr)}, "jsr": {"rate": sum(jsr) / len(jsr)},
+        "utility": {"score": utility}, "overrefusal": None,
+        "kl": None if kl1 is None else [kl1, kl1 / 2],
+        "rsr_verdicts": dict(zip(ids, rsr, strict=True)), "jsr_verdicts": dict(zip(ids, jsr, strict=True)),
+        "cost": None if method == "seed" else {"train_seconds": 10.0 + seed},
+    }
+
+
+@pytest.fixture
+def cells_dir(tmp_path):
+    folder = tmp_path / "lr2e-4"
+    folder.mkdir()
+    cells = [
+        _cell("seed", 0, [True] * 4, [True, True, False, False], 0.1, None),
+        _cell("vanilla", 0, [True, False, False, True], [False] * 4, 0.5, 0.8),
+        _cell("vanilla", 1, [True, True, False, True], [False] * 4, 0.7, 0.6),
+        _cell("lookahead-real", 0, [True] * 4, [True, False, False, False], 0.4, 0.2),
+        _cell("lookahead-real", 1, [True, True, True, False], [True, True, False, False], 0.6, 0.4),
+    ]
+    for c in cells:
+        (folder / f"{c['cell_id']}.json").write_text(json.dumps(c), encoding="utf-8")
+    (folder / "math--forecast.json").write_text(json.dumps(
+        {"methods": {"vanilla": {"mean_first_3": 1.5}, "lookahead-real": {"mean_first_3": 0.5}}}), encoding="utf-8")
+    return folder
+
+
+def test_groups_over_seeds_with_drops_and_paired_tests(cells_dir):
+    summary = summarise(*load_cells([cells_dir]))
+    rows = {r["name"]: r for r in summary["groups"]}
+    vanilla, real = rows["vanilla"], rows["lookahead-real"]
+    assert vanilla["seeds"] == [0, 1]
+    assert vanilla["rsr"]["mean"] == pytest.approx((0.5 + 0.75) / 2)
+    assert vanilla["rsr_drop"]["mean"] == pytest.approx(1 - 0.625)
+    assert vanilla["jsr_drop"]["mean"] == pytest.approx(0.5)
+    assert real["utility"]["mean"] == pytest.approx(0.5)
+    assert real["kl1"]["mean"] == pytest.approx(0.3)
+    # Paired on (seed, prompt): real safe & vanilla unsafe on prompts 1,2 (seed 0) and 2 (seed 1);
+    # the reverse on prompt 3 (seed 1).
+    test = real["vs_vanilla"]["rsr"]
+    assert (test["a_safe_b_unsafe"], test["a_unsafe_b_safe"]) == (3, 1)
+    assert test["p_value"] == pytest.approx(0.625)
+    assert "vs_vanilla" not in vanilla
+    # Against the seed: vanilla lost 2 + 1 RSR refusals and gained none.
+    assert (vanilla["vs_seed"]["rsr"]["a_safe_b_unsafe"], vanilla["vs_seed"]["rsr"]["a_unsafe_b_safe"]) == (0, 3)
+    assert len(summary["kl_points"]) == 4
+
+
+def test_markdown_and_figures(cells_dir, tmp_path):
+    from lookahead_tuning.report.study import figures
+
+    summary = summarise(*load_cells([cells_dir]))
+    text = markdown(summary)
+    assert "| lr2e-4 | vanilla | 2 | 62.50 [" in text
+    out = tmp_path / "fig"
+    out.mkdir()
+    names = figures(summary, out)
+    assert {"safety_utility.png", "kl_vs_drop.png", "forecast_vs_drop.png"} <= set(names)
+    assert all((out / n).stat().st_size > 1000 for n in names)
+
+
+def test_errors(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        load_cells([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no cell results"):
+        load_cells([tmp_path / "empty"])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.json").write_text("{", encoding="utf-8")
+    with pytest.raises(UserError, match="x.json"):
+        load_cells([bad])
