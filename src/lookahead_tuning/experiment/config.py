@@ -296,7 +296,10 @@ class Cell(BaseModel):
         task = next(t for t in cfg.tasks if t.name == self.task)
         blob = {
             "model": cfg.model.model_dump(), "task": task.model_dump(), "method": self.method,
-            "seed": self.seed, "train": self.train if self.method != "seed" else {},
+            # The seed model's cell does not depend on the training seeds (a grid run with seeds
+            # [1, 2] reuses the one computed by a run with [0]).
+            "seed": self.seed if self.method != "seed" else None,
+            "train": self.train if self.method != "seed" else {},
             "eval": cfg.eval.model_dump(),
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
