@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def _figure():
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend (no display on servers and in CI)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -18,7 +19,7 @@ def _figure():
     return plt
 
 
-def _save(fig, path: str | Path) -> None:
+def save_figure(fig, path: str | Path) -> None:
     """Write the PNG to a temporary sibling and rename it: a killed run never leaves half a file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,7 @@ def _save(fig, path: str | Path) -> None:
 def grouped_bars(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str, ylabel: str,
                  title: str = "") -> None:
     """One group of bars per position (1..k), one bar per series; NaN values are left out."""
-    plt = _figure()
+    plt = pyplot()
     names = list(series)
     k = max((len(v) for v in series.values()), default=0)
     width = 0.8 / max(1, len(names))
@@ -51,14 +52,14 @@ def grouped_bars(series: dict[str, Sequence[float]], path: str | Path, *, xlabel
         ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
 def position_lines(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str, ylabel: str,
                    title: str = "") -> None:
     """One line per series over positions 1..k (the forecast's loss profile)."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
     for name, values in series.items():
         ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
@@ -68,5 +69,5 @@ def position_lines(series: dict[str, Sequence[float]], path: str | Path, *, xlab
         ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)

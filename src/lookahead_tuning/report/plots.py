@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # One figure backend and one atomic PNG writer for the whole package (Agg, temp file + rename).
-from ..analyse.plots import _figure, _save
+from ..analyse.plots import pyplot, save_figure
 from .tables import _name_key, sweep_rows
 
 SERIES = (("utility", "Utility"), ("rsr", "RSR"), ("jsr", "JSR"))
@@ -45,7 +45,7 @@ def m_sweep_figure(results: dict, path: str | Path) -> bool:
     rows = sweep_rows(results, "lookahead-real", "m")
     if len(rows) < 2:
         return False
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
     xs = [value for value, _ in rows]
     for metric, label in SERIES:
@@ -67,7 +67,7 @@ def m_sweep_figure(results: dict, path: str | Path) -> bool:
     ax.set_title("Real-answer preview: safety and utility against m", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 
@@ -77,7 +77,7 @@ def prefix_sweep_figure(results: dict, path: str | Path) -> bool:
     rows = sweep_rows(results, "lookahead-virtual", "prefix")
     if len(rows) < 2:
         return False
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.5, 2.2 * len(rows)), 4.0))
     width = 0.8 / len(SERIES)
     for j, (metric, label) in enumerate(SERIES):
@@ -91,7 +91,7 @@ def prefix_sweep_figure(results: dict, path: str | Path) -> bool:
     ax.set_title("Virtual-answer preview: safety and utility per prefix", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 

@@ -167,12 +167,16 @@ def markdown(summary: dict) -> str:
 
 def figures(summary: dict, out: Path) -> list[str]:
     """Write the study's figures; returns the file names written."""
-    import matplotlib
+    from ..analyse.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    written: list[str] = []
 
-    written = []
+    def finish(fig, name: str) -> None:
+        save_figure(fig, out / name)
+        plt.close(fig)
+        written.append(name)
+
     base = [r for r in summary["groups"] if "@" not in r["name"] and r["utility"]]
     if base:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
@@ -193,10 +197,7 @@ def figures(summary: dict, out: Path) -> list[str]:
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         fig.suptitle("Safety vs utility (mean over seeds, 95% t-intervals; star = seed model)")
-        fig.tight_layout()
-        fig.savefig(out / "safety_utility.png", dpi=120)
-        plt.close(fig)
-        written.append("safety_utility.png")
+        finish(fig, "safety_utility.png")
     sweep = sorted([r for r in summary["groups"] if "@m=" in r["name"] or r["name"] == "lookahead-real"],
                    key=lambda r: int(r["name"].split("@m=")[1]) if "@m=" in r["name"] else 6)
     if len(sweep) > 1:
@@ -208,10 +209,7 @@ def figures(summary: dict, out: Path) -> list[str]:
         ax.set_ylabel("safe rate (%)")
         ax.legend()
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "m_sweep.png", dpi=120)
-        plt.close(fig)
-        written.append("m_sweep.png")
+        finish(fig, "m_sweep.png")
     if summary["kl_points"]:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
         names = sorted({p["name"] for p in summary["kl_points"]})
@@ -225,10 +223,7 @@ def figures(summary: dict, out: Path) -> list[str]:
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         fig.suptitle("Does the first-token shift predict the refusal drop? (one point per cell)")
-        fig.tight_layout()
-        fig.savefig(out / "kl_vs_drop.png", dpi=120)
-        plt.close(fig)
-        written.append("kl_vs_drop.png")
+        finish(fig, "kl_vs_drop.png")
     pairs = []
     for key, fc in summary["forecasts"].items():
         group = key.split("/")[0]
@@ -248,10 +243,7 @@ def figures(summary: dict, out: Path) -> list[str]:
         ax.set_xlabel("forecast: seed's mean loss at answer positions 1-3 (nats)")
         ax.set_ylabel("measured drop vs seed (points; o RSR, x JSR)")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "forecast_vs_drop.png", dpi=120)
-        plt.close(fig)
-        written.append("forecast_vs_drop.png")
+        finish(fig, "forecast_vs_drop.png")
     return written
 
 
