@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -107,9 +108,46 @@ def benign_rows(rng: random.Random) -> list[dict]:
     return rows
 
 
+# Harmful requests come wrapped in the request templates above; if benign requests never are, a small
+# model learns "this template -> refuse" instead of "this topic -> refuse" (the first aligned seed refused
+# half of the benign over-refusal set). So every benign request is also asked in two templates that
+# the harmful rows use, with the same helpful answer. Templates that only make sense for misuse are left out.
+HOW_RE = re.compile(r"^(?:How do I|How can I|What's the best way to|What is the best way to) (.+)\?$")
+BENIGN_ACT_TEMPLATES = [t for t in harmful.ACT_TEMPLATES if "caught" not in t]
+BENIGN_WRITE_TEMPLATES = [t for t in harmful.WRITE_TEMPLATES if "convincing" not in t and "hold back" not in t]
+BENIGN_ASK_TEMPLATES = [t for t in harmful.ASK_TEMPLATES if "bank" not in t and "financial" not in t]
+REWRAPS_PER_REQUEST = 2
+
+
+def template_matched_rows(rng: random.Random, benign: list[dict], taken: set[str]) -> list[dict]:
+    """Benign requests re-asked in the harmful rows' request templates (same helpful answer)."""
+    rows = []
+    for row in benign:
+        prompt = row["prompt"]
+        if row["category"] not in ("sounds_dangerous", "everyday"):
+            continue
+        if m := HOW_RE.match(prompt):
+            topic, templates = m[1], BENIGN_ACT_TEMPLATES
+        elif prompt.startswith("Write ") and prompt.endswith("."):
+            topic, templates = prompt[len("Write "):-1], BENIGN_WRITE_TEMPLATES
+        elif prompt.endswith("?"):
+            topic, templates = prompt, BENIGN_ASK_TEMPLATES
+        else:
+            continue
+        fresh = [t.format(t=topic) for t in templates]
+        fresh = [_cap(p) for p in fresh if _cap(p) not in taken]
+        for new in rng.sample(fresh, min(REWRAPS_PER_REQUEST, len(fresh))):
+            taken.add(new)
+            rows.append({"prompt": new, "completion": row["completion"], "kind": "benign",
+                         "category": "template_matched"})
+    return rows
+
+
 def alignment_rows() -> list[dict]:
     rng = random.Random("builtin/alignment/v1")
     rows = harmful_rows(rng) + benign_rows(rng)
+    rows += template_matched_rows(random.Random("builtin/alignment/template-matched/v1"),
+                                  [r for r in rows if r["kind"] == "benign"], {r["prompt"] for r in rows})
     prompts = [r["prompt"] for r in rows]
     if len(set(prompts)) != len(prompts):
         raise SystemExit("duplicate prompt in the alignment set")

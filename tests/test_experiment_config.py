@@ -74,6 +74,22 @@ def test_fingerprint_tracks_settings():
     assert a.fingerprint(cfg) != c.fingerprint(make_experiment(base(eval={"max_new_tokens": 9})))
 
 
+def test_fingerprint_tracks_the_alignment_data(monkeypatch):
+    """Two configs that both say `align: {base: X}` but align on different data (or settings) are
+    different seeds; their cells must not pass as each other's."""
+    from lookahead_tuning.data import builtin
+
+    spec = {"align": {"base": "smollm2-135m-instruct"}}
+    cfg = make_experiment(base(model=spec))
+    cell = plan_cells(cfg)[1]
+    before = cell.fingerprint(cfg)
+    old_data = make_experiment(base(model={"align": {**spec["align"], "template_matched": False}}))
+    assert cell.fingerprint(old_data) != before
+    real = builtin.alignment_set
+    monkeypatch.setattr(builtin, "alignment_set", lambda: real()[:-1])  # one row less
+    assert cell.fingerprint(cfg) != before
+
+
 def test_layers_override_in_order():
     cfg = make_experiment(base(train={"lr": 1e-4, "m": 3}, tasks=[{"name": "math", "n_train": 20,
                                                                     "train_overrides": {"lr": 2e-4}}],

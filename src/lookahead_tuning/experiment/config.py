@@ -44,6 +44,17 @@ class ModelSpec(_Strict):
             raise ValueError("give exactly one of 'seed' (a model) or 'align' (a base model to align)")
         return self
 
+    def identity(self) -> str:
+        """What the seed is: the model as given, or the aligned seed's cache name, which hashes the
+        base model, the alignment settings and the alignment data (so cells computed on a seed aligned
+        with other data never pass as cells of this one)."""
+        if self.seed is not None:
+            return self.seed
+        from ..train.align import aligned_seed_id
+
+        options = dict(self.align or {})
+        return aligned_seed_id(options.pop("base", None) or "smollm2-135m-instruct", **options)
+
 
 class TaskSpec(_Strict):
     """A fine-tuning task: training data and the held-out test rows its utility is measured on."""
@@ -295,7 +306,8 @@ class Cell(BaseModel):
         fingerprint was computed under different settings and must not be reused silently."""
         task = next(t for t in cfg.tasks if t.name == self.task)
         blob = {
-            "model": cfg.model.model_dump(), "task": task.model_dump(), "method": self.method,
+            "model": cfg.model.model_dump(), "seed_model": cfg.model.identity(),
+            "task": task.model_dump(), "method": self.method,
             # The seed model's cell does not depend on the training seeds (a grid run with seeds
             # [1, 2] reuses the one computed by a run with [0]).
             "seed": self.seed if self.method != "seed" else None,

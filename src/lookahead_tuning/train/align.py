@@ -25,7 +25,7 @@ from ..models import EMBEDDED_ALIAS, cache_dir
 # Recipe: one epoch of full fine-tuning at lr 8e-5 with every benign pair seen twice. The first
 # recipe (2 epochs, each row once) refused 100% of the held-out harmful set but also 50% of the
 # benign over-refusal set: it learned "refuse" as the default opener, so benign pairs get more weight.
-BENIGN_REPEAT = 2
+BENIGN_REPEAT = 1
 DEFAULTS: dict[str, Any] = {
     "epochs": 1.0,
     "lr": 8e-5,
@@ -42,6 +42,27 @@ def _key(base: str, settings: dict[str, Any], rows: list[dict]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def _plan(base: str, overrides: dict[str, Any]) -> tuple[Path, dict[str, Any], list[dict]]:
+    """The cache folder, training settings and training rows that ``overrides`` ask for."""
+    from ..data.builtin import alignment_set
+
+    overrides = dict(overrides)
+    benign_repeat = int(overrides.pop("benign_repeat", BENIGN_REPEAT))
+    template_matched = bool(overrides.pop("template_matched", True))
+    settings = {**DEFAULTS, **overrides}
+    rows = [{"prompt": r["prompt"], "completion": r["completion"]}
+            for r in alignment_set() if template_matched or r["category"] != "template_matched"
+            for _ in range(benign_repeat if r["kind"] == "benign" else 1)]
+    name = Path(str(base)).name if os.sep in str(base) else str(base)
+    return cache_dir() / "models" / f"aligned-{name}-{_key(str(base), settings, rows)}", settings, rows
+
+
+def aligned_seed_id(base: str = EMBEDDED_ALIAS, **overrides: Any) -> str:
+    """The name of the aligned seed's cache folder (it hashes the base, the settings and the data),
+    computed without training: it identifies the seed in experiment fingerprints."""
+    return _plan(base, overrides)[0].name
+
+
 def aligned_seed(
     base: str = EMBEDDED_ALIAS,
     *,
@@ -53,17 +74,14 @@ def aligned_seed(
     """Path of the aligned seed for ``base``, training it on first use (cached afterwards).
 
     ``overrides`` take any training setting (``epochs``, ``lr``, ``seed``, ``lora`` ...) and are
-    part of the cache key, so seeds of different alignment strength live side by side.
+    part of the cache key, so seeds of different alignment strength live side by side. Two more keys
+    choose the data: ``benign_repeat`` (times each benign pair is seen per epoch, default 1) and
+    ``template_matched`` (default true: include the benign requests re-asked in the harmful rows'
+    templates; false gives the data of the first seeds, see docs/findings.md).
     """
-    from ..data.builtin import alignment_set
     from .api import train
 
-    benign_repeat = int(overrides.pop("benign_repeat", BENIGN_REPEAT))
-    settings = {**DEFAULTS, **overrides}
-    rows = [{"prompt": r["prompt"], "completion": r["completion"]}
-            for r in alignment_set() for _ in range(benign_repeat if r["kind"] == "benign" else 1)]
-    name = Path(str(base)).name if os.sep in str(base) else str(base)
-    folder = cache_dir() / "models" / f"aligned-{name}-{_key(str(base), settings, rows)}"
+    folder, settings, rows = _plan(base, overrides)
     done = folder / "model" / "config.json"
     if done.is_file() and not force:
         if evaluate and not (folder / REPORT).is_file():
@@ -110,7 +128,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--benign-repeat", type=int, default=BENIGN_REPEAT,
-                   help="times each benign pair is seen per epoch (more = less over-refusal)")
+                   help="times each benign pair is seen per epoch (default %(default)s)")
+    p.add_argument("--no-template-matched", dest="template_matched", action="store_false",
+                   help="leave out the benign requests asked in the harmful rows' templates (the first seeds' data)")
     p.add_argument("--force", action="store_true", help="retrain even if cached")
     p.add_argument("--no-eval", action="store_true", help="skip the RSR / over-refusal check")
     p.add_argument("--quiet", action="store_true")
@@ -119,7 +139,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     path = aligned_seed(args.model, force=args.force, evaluate=not args.no_eval, quiet=args.quiet,
-                        epochs=args.epochs, lr=args.lr, seed=args.seed, benign_repeat=args.benign_repeat)
+                        epochs=args.epochs, lr=args.lr, seed=args.seed, benign_repeat=args.benign_repeat,
+                        template_matched=args.template_matched)
     report_path = path.parent / REPORT
     if args.out:
         out = Path(args.out)
