@@ -1,6 +1,6 @@
 """Run the benchmark suite and write ``benchmarks/RESULTS.md``.
 
-    nice -n 10 python benchmarks/run_all.py                 # the full suite (tens of minutes on 2 cores)
+    nice -n 10 python benchmarks/run_all.py                 # the full suite (about 20 minutes on 2 cores)
     python benchmarks/run_all.py --quick                    # tiny sizes and a tiny model: a smoke test
     python benchmarks/run_all.py --only preview_throughput --repeats 5
 
@@ -80,17 +80,17 @@ def suite(quick: bool, tiny_model: str | None, quick_data: str | None) -> list[B
     """The benchmarks, with the sizes of the full and the quick run."""
     model = ["--model", tiny_model] if tiny_model else []
     return [
-        Bench("preview_throughput", ["--rows", "1000000"],
+        Bench("preview_throughput", ["--rows", "200000"],
               ["--rows", "2000", *(["--data", quick_data] if quick_data else [])],
               ratios={"virtual_over_real_rows_per_s": _preview_ratio},
               needs=[str(ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl")]),
-        Bench("generation_speed", [], ["--prompts", "4", "--max-new-tokens", "4", "--batch-size", "4", *model],
+        Bench("generation_speed", ["--prompts", "16"], ["--prompts", "4", "--max-new-tokens", "4", "--batch-size", "4", *model],
               ratios={"batched_over_single_speedup": lambda objs: _first(objs, "speedup")}),
-        Bench("train_cost", ["--repeats", "3"],
+        Bench("train_cost", ["--repeats", "3", "--steps", "4"],
               ["--rows", "8", "--steps", "1", "--batch-size", "4", "--repeats", "1",
                "--methods", "vanilla,lookahead-real,lookahead-virtual", *model],
               repeats_inside=True),
-        Bench("eval_time", [], ["--limit", "2", "--max-new-tokens", "2", "--batch-size", "2", *model]),
+        Bench("eval_time", ["--batch-size", "64", "--max-new-tokens", "48"], ["--limit", "2", "--max-new-tokens", "2", "--batch-size", "2", *model]),
     ]
 
 

@@ -1,0 +1,72 @@
+"""`align`: which rows it trains on, the cache key that names the seed, and a run on a tiny model."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import pytest
+
+from lookahead_tuning.data import builtin
+from lookahead_tuning.train import align
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOOKAHEAD_TUNING_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_rows_follow_the_data_options(cache):
+    rows = builtin.alignment_set()
+    kinds = collections.Counter(r["kind"] for r in rows)
+    matched = sum(r["category"] == "template_matched" for r in rows)
+    assert matched > 0
+    _, _, default = align._plan("m", {})
+    assert len(default) == len(rows)  # every row once
+    _, _, old = align._plan("m", {"template_matched": False, "benign_repeat": 2})
+    assert len(old) == kinds["harmful"] + 2 * (kinds["benign"] - matched)
+    prompts = {r["prompt"] for r in old}
+    assert not prompts & {r["prompt"] for r in rows if r["category"] == "template_matched"}
+
+
+def test_cache_key_names_data_and_settings(cache):
+    a = align.aligned_seed_id("m")
+    assert a == align.aligned_seed_id("m")  # deterministic
+    assert a != align.aligned_seed_id("m", template_matched=False)
+    assert a != align.aligned_seed_id("m", lr=1e-5)
+    assert a != align.aligned_seed_id("other")
+    # The first seeds' key (docs/findings.md, configs/study-seedA.yaml) stays reproducible.
+    old = align.aligned_seed_id("smollm2-135m-instruct", template_matched=False, benign_repeat=2)
+    assert old == "aligned-smollm2-135m-instruct-662ab990c142"
+
+
+def test_template_matched_rows_reuse_harmful_templates_with_helpful_answers():
+    from lookahead_tuning.judge.keyword import is_refusal
+
+    rows = builtin.alignment_set()
+    by_prompt = {r["prompt"]: r for r in rows}
+    matched = [r for r in rows if r["category"] == "template_matched"]
+    harmful_openings = {" ".join(r["prompt"].split()[:3]) for r in rows if r["kind"] == "harmful"}
+    # Most re-asked requests open like some harmful request does: the template no longer predicts a refusal.
+    share = sum(" ".join(r["prompt"].split()[:3]) in harmful_openings for r in matched) / len(matched)
+    assert share > 0.5
+    assert not any(is_refusal(r["completion"]) for r in matched)
+    # Each answer is the helpful answer of a benign row of the original set.
+    originals = {r["completion"] for r in rows if r["kind"] == "benign" and r["category"] != "template_matched"}
+    assert all(r["completion"] in originals for r in matched)
+    assert len(by_prompt) == len(rows)
+
+
+def test_align_trains_caches_and_reports_on_a_tiny_model(tiny_model_dir, cache, one_torch_thread):
+    path = align.aligned_seed(str(tiny_model_dir), quiet=True, max_steps=2, max_length=64)
+    folder = path.parent
+    assert (path / "config.json").is_file()
+    assert folder.name == align.aligned_seed_id(str(tiny_model_dir), max_steps=2, max_length=64)
+    report = json.loads((folder / align.REPORT).read_text())
+    assert 0.0 <= report["rsr"] <= 1.0 and 0.0 <= report["overrefusal"] <= 1.0
+    assert report["n_harmful"] == len(builtin.harmful_eval_set())
+    assert report["n_benign"] == len(builtin.overrefusal_set())
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert align.aligned_seed(str(tiny_model_dir), quiet=True, max_steps=2, max_length=64) == path
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not retrained
