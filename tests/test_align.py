@@ -58,15 +58,17 @@ def test_template_matched_rows_reuse_harmful_templates_with_helpful_answers():
     assert len(by_prompt) == len(rows)
 
 
-def test_align_trains_caches_and_reports_on_a_tiny_model(tiny_model_dir, cache, one_torch_thread):
+def test_align_trains_caches_and_reports_on_a_tiny_model(tiny_model_dir, cache, one_torch_thread, monkeypatch):
+    harmful, benign = builtin.harmful_eval_set()[:6], builtin.overrefusal_set()[:4]
+    monkeypatch.setattr(builtin, "harmful_eval_set", lambda: [dict(r) for r in harmful])  # keep the check short
+    monkeypatch.setattr(builtin, "overrefusal_set", lambda: [dict(r) for r in benign])
     path = align.aligned_seed(str(tiny_model_dir), quiet=True, max_steps=2, max_length=64)
     folder = path.parent
     assert (path / "config.json").is_file()
     assert folder.name == align.aligned_seed_id(str(tiny_model_dir), max_steps=2, max_length=64)
     report = json.loads((folder / align.REPORT).read_text())
     assert 0.0 <= report["rsr"] <= 1.0 and 0.0 <= report["overrefusal"] <= 1.0
-    assert report["n_harmful"] == len(builtin.harmful_eval_set())
-    assert report["n_benign"] == len(builtin.overrefusal_set())
+    assert report["n_harmful"] == 6 and report["n_benign"] == 4
     stamp = (path / "model.safetensors").stat().st_mtime_ns
     assert align.aligned_seed(str(tiny_model_dir), quiet=True, max_steps=2, max_length=64) == path
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not retrained
