@@ -76,6 +76,7 @@ def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts:
                        "prefill_tokens": ev.prefill_tokens, "max_new_tokens": ev.max_new_tokens,
                        "limit": ev.limit, "decoding": "greedy",
                        "n_safety": next((r["rsr"]["n"] for r in done if r.get("rsr")), None)},
+        "seed_model": cfg.model.identity(),
         "environment": versions(),
         "commands": {"ran": shlex.join(command) if command else None, "rerun": shlex.join(rerun)},
         "config": config_text,
@@ -165,6 +166,9 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
         parts += ["Command that produced this run:", "", "```", commands["ran"], "```", ""]
     parts += ["Rerun (resumes; finished cells are skipped):", "", "```", commands.get("rerun", ""), "```", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in env.items()), ""]
+    if results.get("seed_model"):
+        parts += [f"Seed model: `{results['seed_model']}` (an aligned seed's name hashes its base model, "
+                  "alignment settings and data).", ""]
     if results.get("config"):
         parts += ["Config as run (`config.yaml` in this folder):", "", "```yaml", results["config"].rstrip(), "```", ""]
     return "\n".join(parts)
