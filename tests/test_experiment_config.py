@@ -104,8 +104,34 @@ def test_data_dir_substitution():
     assert cfg.tasks[0].train == "/d/g/train.jsonl" and cfg.tasks[0].test == "/d/g"
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "demo-quick.yaml", "paper-llama2-7b.yaml", "study.yaml",
-                                  "study-lr1e-4.yaml", "study-lr5e-5.yaml", "study-sweeps.yaml"])
+SHIPPED = sorted(p.name for p in (ROOT / "src" / "lookahead_tuning" / "configs").glob("*.yaml"))
+
+
+def test_every_shipped_config_is_linked_and_tested():
+    assert {"demo.yaml", "demo-quick.yaml", "paper-llama2-7b.yaml", "study.yaml", "study-seedA.yaml"} <= set(SHIPPED)
+    assert sorted(p.name for p in (ROOT / "configs").glob("*.yaml")) == SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_committed_study_cells_match_their_config(name):
+    """A committed cell whose fingerprint no longer matches its config would stop a rerun with an
+    error (or, worse, would have been computed under other settings): the study must stay resumable."""
+    import json
+
+    cfg = load_experiment(shipped_config(name))
+    if not cfg.cells_dir:
+        pytest.skip("no committed cells")
+    folder = ROOT / cfg.cells_dir
+    checked = 0
+    for cell in plan_cells(cfg):
+        path = folder / f"{cell.cell_id}.json"
+        if path.is_file():
+            assert json.loads(path.read_text())["fingerprint"] == cell.fingerprint(cfg), path
+            checked += 1
+    assert checked, f"{folder} holds none of this config's cells"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_validate(name):
     cfg = load_experiment(shipped_config(name))
     assert plan_cells(cfg)

@@ -141,3 +141,27 @@ def test_preflight_names_missing_files(tmp_path, tiny_model_dir):
     with pytest.raises(UserError, match="training data of task 'gsm8k' not found"):
         runner_mod.run_experiment(cfg, out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_forecast_is_reused_only_when_it_covers_the_methods(tmp_path, tiny_model_dir, one_torch_thread):
+    """Two configs can share a cells folder (the study's vanilla-only learning-rate grid and the full
+    comparison): a stored forecast for fewer methods, or other settings, is recomputed, not reused."""
+    cells = tmp_path / "cells"
+    cells.mkdir()
+
+    def forecast(methods, **train):
+        cfg = tiny_config(tiny_model_dir)
+        cfg = make_experiment({**cfg.model_dump(mode="json"), "methods": methods,
+                               "train": {**cfg.train, **train}})
+        ctx = runner_mod.RunContext(cfg=cfg, out=tmp_path, cells_dir=cells, progress=False)
+        return runner_mod.run_forecast(ctx, cfg.tasks[0])
+
+    path = cells / "math--forecast.json"
+    assert set(forecast(["vanilla"])["methods"]) == {"vanilla"}
+    both = forecast(["vanilla", {"name": "lookahead-real", "m": 6}])
+    assert set(both["methods"]) == {"vanilla", "lookahead-real"}  # recomputed: it asks for more
+    stamp = path.stat().st_mtime_ns
+    assert forecast(["vanilla"]) == both  # a subset of a matching forecast is reused
+    assert path.stat().st_mtime_ns == stamp
+    other = forecast(["vanilla"], max_length=96)  # other settings: recomputed
+    assert other["fingerprint"] != both["fingerprint"]

@@ -19,6 +19,7 @@ Run folder::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -358,11 +359,33 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
     from ..io import atomic_write_json
 
     path = ctx.cells_dir / f"{task.name}--forecast.json"
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
     wanted = [m.name for m in ctx.cfg.methods if m.name in ("vanilla", "lookahead-real", "lookahead-virtual")]
     if not ctx.cfg.eval.forecast or not wanted:
-        return None
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    from ..train.config import TrainConfig
+
+    def resolved(method: str, key: str) -> Any:
+        spec = ctx.cfg.method(method)
+        return (spec.overrides if spec else {}).get(key, ctx.cfg.train.get(key, TrainConfig.model_fields[key].default))
+
+    m, prefix = resolved("lookahead-real", "m"), resolved("lookahead-virtual", "prefix")
+    common = {"seed_model": ctx.cfg.model.identity(), "task": task.model_dump(),
+              "train": {k: v for k, v in ctx.cfg.train.items() if k not in ("m", "prefix")},
+              "limit": ctx.cfg.eval.forecast_limit, "k": ctx.cfg.eval.kl_positions,
+              "system_prompt": ctx.cfg.eval.system_prompt, "first_seed": ctx.cfg.seeds[0]}
+    fingerprint = hashlib.sha256(json.dumps(common, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            stored = {}
+        # Reuse only a forecast made under the same settings that covers every method asked for (a
+        # config sharing the folder may have asked for fewer); otherwise recompute: it is cheap.
+        same = stored.get("settings") or {}
+        if (stored.get("fingerprint") == fingerprint and set(wanted) <= set(stored.get("methods", {}))
+                and ("lookahead-real" not in wanted or same.get("m") == m)
+                and ("lookahead-virtual" not in wanted or same.get("prefix") == prefix)):
+            return stored
     from ..analyse.forecast import forecast_loss
     from ..train.config import make_config
     from ..train.methods import load_examples
@@ -371,15 +394,12 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
                              "limit": ctx.cfg.eval.forecast_limit, "seed": ctx.cfg.seeds[0],
                              **{k: getattr(task, k) for k in ("input_field", "output_field") if getattr(task, k)}})
     rows = load_examples(train_cfg)
-    real = ctx.cfg.method("lookahead-real")
-    virtual = ctx.cfg.method("lookahead-virtual")
-    m = (real.overrides if real else {}).get("m", ctx.cfg.train.get("m", train_cfg.m))
-    prefix = (virtual.overrides if virtual else {}).get("prefix", ctx.cfg.train.get("prefix", train_cfg.prefix))
     model, tokenizer = ctx.seed_model()
     result = forecast_loss(model, tokenizer, rows, wanted, k=ctx.cfg.eval.kl_positions, m=m, prefix=prefix,
                            connector=train_cfg.connector, batch_size=ctx.cfg.eval.batch_size,
                            system_prompt=ctx.cfg.eval.system_prompt)
     result["task"] = task.name
+    result["fingerprint"] = fingerprint
     atomic_write_json(path, result)
     return result
 
