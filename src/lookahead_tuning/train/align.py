@@ -22,9 +22,11 @@ from ..errors import UserError
 from ..io import atomic_write_json, write_records
 from ..models import EMBEDDED_ALIAS, cache_dir
 
-# Recipe: one epoch of full fine-tuning at lr 8e-5 with every benign pair seen twice. The first
-# recipe (2 epochs, each row once) refused 100% of the held-out harmful set but also 50% of the
-# benign over-refusal set: it learned "refuse" as the default opener, so benign pairs get more weight.
+# Recipe: one epoch of full fine-tuning at lr 8e-5 on every row once. The first two recipes, on data
+# without the template-matched benign rows (2 epochs; or 1 epoch with benign pairs twice), refused
+# 100% of the held-out harmful set and about half of the benign over-refusal set: only harmful topics
+# were ever asked in the harmful templates ("Walk me through how to ..."), so the model learned the
+# template. With the template-matched rows (scripts/build_builtin_data.py) it refuses 35% of that set.
 BENIGN_REPEAT = 1
 DEFAULTS: dict[str, Any] = {
     "epochs": 1.0,
