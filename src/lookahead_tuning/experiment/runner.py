@@ -363,10 +363,12 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
     if not ctx.cfg.eval.forecast or not wanted:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     from ..train.config import TrainConfig
+    from .config import train_settings
 
-    def resolved(method: str, key: str) -> Any:
+    def resolved(method: str, key: str) -> Any:  # the value the method's cells train with
         spec = ctx.cfg.method(method)
-        return (spec.overrides if spec else {}).get(key, ctx.cfg.train.get(key, TrainConfig.model_fields[key].default))
+        values = train_settings(ctx.cfg, task, spec, ctx.cfg.seeds[0], {}) if spec else ctx.cfg.train
+        return values.get(key, TrainConfig.model_fields[key].default)
 
     m, prefix = resolved("lookahead-real", "m"), resolved("lookahead-virtual", "prefix")
     common = {"seed_model": ctx.cfg.model.identity(), "task": task.model_dump(),
