@@ -108,7 +108,8 @@ SHIPPED = sorted(p.name for p in (ROOT / "src" / "lookahead_tuning" / "configs")
 
 
 def test_every_shipped_config_is_linked_and_tested():
-    assert {"demo.yaml", "demo-quick.yaml", "paper-llama2-7b.yaml", "study.yaml", "study-seedA.yaml"} <= set(SHIPPED)
+    assert {"demo.yaml", "demo-quick.yaml", "paper-llama2-7b.yaml", "study.yaml", "study-seedA.yaml",
+            "study-m-sweep.yaml", "study-prefix-sweep.yaml"} <= set(SHIPPED)
     assert sorted(p.name for p in (ROOT / "configs").glob("*.yaml")) == SHIPPED
 
 
