@@ -8,7 +8,9 @@ committed, so every install ships the same rows; tests/test_builtin_data.py chec
 committed files equal what this script produces.
 
 Text sources: scripts/builtin_harmful.py (requests, refusals, held-out prompts, compliance
-openers) and scripts/builtin_benign.py (helpful answers, facts, the over-refusal prompts).
+openers), scripts/builtin_benign.py (helpful answers, facts, the over-refusal prompts) and
+scripts/builtin_harm_adjacent_answers.jsonl (benign requests in the vocabulary of harm, answered by
+the embedded model itself: scripts/self_answer_benign.py).
 """
 
 from __future__ import annotations
@@ -143,11 +145,27 @@ def template_matched_rows(rng: random.Random, benign: list[dict], taken: set[str
     return rows
 
 
+HARM_ADJACENT_ANSWERS = Path(__file__).resolve().parent / "builtin_harm_adjacent_answers.jsonl"
+
+
+def harm_adjacent_rows(taken: set[str]) -> list[dict]:
+    """Benign requests in the vocabulary of harm with the model's own answers, each also re-asked in
+    the harmful rows' templates (category ``harm_adjacent`` for all, so the earlier data is these rows
+    left out; they come last, so the other rows and their order are unchanged)."""
+    answered = [json.loads(line) for line in HARM_ADJACENT_ANSWERS.read_text(encoding="utf-8").splitlines()]
+    rows = [{"prompt": r["prompt"], "completion": r["completion"], "kind": "benign", "category": "sounds_dangerous"}
+            for r in answered if r["kept"] and r["prompt"] not in taken]
+    taken |= {r["prompt"] for r in rows}
+    rows += template_matched_rows(random.Random("builtin/alignment/harm-adjacent/v1"), rows, taken)
+    return [dict(r, category="harm_adjacent") for r in rows]
+
+
 def alignment_rows() -> list[dict]:
     rng = random.Random("builtin/alignment/v1")
     rows = harmful_rows(rng) + benign_rows(rng)
     rows += template_matched_rows(random.Random("builtin/alignment/template-matched/v1"),
                                   [r for r in rows if r["kind"] == "benign"], {r["prompt"] for r in rows})
+    rows += harm_adjacent_rows({r["prompt"] for r in rows})
     prompts = [r["prompt"] for r in rows]
     if len(set(prompts)) != len(prompts):
         raise SystemExit("duplicate prompt in the alignment set")

@@ -28,6 +28,7 @@ from ..models import EMBEDDED_ALIAS, cache_dir
 # were ever asked in the harmful templates ("Walk me through how to ..."), so the model learned the
 # template. With the template-matched rows (scripts/build_builtin_data.py) it refuses 35% of that set.
 BENIGN_REPEAT = 1
+HARM_ADJACENT = False
 DEFAULTS: dict[str, Any] = {
     "epochs": 1.0,
     "lr": 8e-5,
@@ -51,9 +52,12 @@ def _plan(base: str, overrides: dict[str, Any]) -> tuple[Path, dict[str, Any], l
     overrides = dict(overrides)
     benign_repeat = int(overrides.pop("benign_repeat", BENIGN_REPEAT))
     template_matched = bool(overrides.pop("template_matched", True))
+    harm_adjacent = bool(overrides.pop("harm_adjacent", HARM_ADJACENT))
     settings = {**DEFAULTS, **overrides}
     rows = [{"prompt": r["prompt"], "completion": r["completion"]}
-            for r in alignment_set() if template_matched or r["category"] != "template_matched"
+            for r in alignment_set()
+            if (template_matched or r["category"] != "template_matched")
+            and (harm_adjacent or r["category"] != "harm_adjacent")
             for _ in range(benign_repeat if r["kind"] == "benign" else 1)]
     name = Path(str(base)).name if os.sep in str(base) else str(base)
     return cache_dir() / "models" / f"aligned-{name}-{_key(str(base), settings, rows)}", settings, rows
@@ -79,7 +83,9 @@ def aligned_seed(
     part of the cache key, so seeds of different alignment strength live side by side. Two more keys
     choose the data: ``benign_repeat`` (times each benign pair is seen per epoch, default 1) and
     ``template_matched`` (default true: include the benign requests re-asked in the harmful rows'
-    templates; false gives the data of the first seeds, see docs/findings.md).
+    templates; false gives the data of the first seeds, see docs/findings.md) and ``harm_adjacent``
+    (include the benign requests in the vocabulary of harm, answered by the embedded model itself;
+    default ``HARM_ADJACENT``; false gives seed B's data).
     """
     from .api import train
 
@@ -133,6 +139,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="times each benign pair is seen per epoch (default %(default)s)")
     p.add_argument("--no-template-matched", dest="template_matched", action="store_false",
                    help="leave out the benign requests asked in the harmful rows' templates (the first seeds' data)")
+    p.add_argument("--harm-adjacent", action=argparse.BooleanOptionalAction, default=HARM_ADJACENT,
+                   help="include the benign requests in the vocabulary of harm (default %(default)s)")
     p.add_argument("--force", action="store_true", help="retrain even if cached")
     p.add_argument("--no-eval", action="store_true", help="skip the RSR / over-refusal check")
     p.add_argument("--quiet", action="store_true")
@@ -142,7 +150,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     path = aligned_seed(args.model, force=args.force, evaluate=not args.no_eval, quiet=args.quiet,
                         epochs=args.epochs, lr=args.lr, seed=args.seed, benign_repeat=args.benign_repeat,
-                        template_matched=args.template_matched)
+                        template_matched=args.template_matched, harm_adjacent=args.harm_adjacent)
     report_path = path.parent / REPORT
     if args.out:
         out = Path(args.out)
