@@ -21,13 +21,20 @@ def test_rows_follow_the_data_options(cache):
     rows = builtin.alignment_set()
     kinds = collections.Counter(r["kind"] for r in rows)
     matched = sum(r["category"] == "template_matched" for r in rows)
-    assert matched > 0
+    adjacent = sum(r["category"] == "harm_adjacent" for r in rows)
+    assert matched > 0 and adjacent > 0
+    _, _, full = align._plan("m", {"harm_adjacent": True})
+    assert len(full) == len(rows)  # every row once
     _, _, default = align._plan("m", {})
-    assert len(default) == len(rows)  # every row once
-    _, _, old = align._plan("m", {"template_matched": False, "benign_repeat": 2})
-    assert len(old) == kinds["harmful"] + 2 * (kinds["benign"] - matched)
+    assert len(default) == len(rows) - (0 if align.HARM_ADJACENT else adjacent)
+    _, _, seed_b = align._plan("m", {"harm_adjacent": False})
+    assert len(seed_b) == len(rows) - adjacent
+    assert seed_b == [r for r in full if r["prompt"] not in
+                      {x["prompt"] for x in rows if x["category"] == "harm_adjacent"}]  # order kept
+    _, _, old = align._plan("m", {"template_matched": False, "benign_repeat": 2, "harm_adjacent": False})
+    assert len(old) == kinds["harmful"] + 2 * (kinds["benign"] - matched - adjacent)
     prompts = {r["prompt"] for r in old}
-    assert not prompts & {r["prompt"] for r in rows if r["category"] == "template_matched"}
+    assert not prompts & {r["prompt"] for r in rows if r["category"] in ("template_matched", "harm_adjacent")}
 
 
 def test_cache_key_names_data_and_settings(cache):
@@ -37,8 +44,12 @@ def test_cache_key_names_data_and_settings(cache):
     assert a != align.aligned_seed_id("m", lr=1e-5)
     assert a != align.aligned_seed_id("other")
     # The first seeds' key (docs/findings.md, configs/study-seedA.yaml) stays reproducible.
-    old = align.aligned_seed_id("smollm2-135m-instruct", template_matched=False, benign_repeat=2)
+    old = align.aligned_seed_id("smollm2-135m-instruct", template_matched=False, benign_repeat=2,
+                                harm_adjacent=False)
     assert old == "aligned-smollm2-135m-instruct-662ab990c142"
+    seed_b = align.aligned_seed_id("smollm2-135m-instruct", harm_adjacent=False)  # configs/study*.yaml
+    assert seed_b == "aligned-smollm2-135m-instruct-69f2642a3ea6"
+    assert a != align.aligned_seed_id("m", harm_adjacent=not align.HARM_ADJACENT)
 
 
 def test_template_matched_rows_reuse_harmful_templates_with_helpful_answers():
