@@ -51,6 +51,19 @@ def test_folder_loads_in_eval_mode(tiny_model_dir):
     assert resolve_model(tiny_model_dir).kind == "folder"
 
 
+def test_loading_prints_no_weight_bar_and_restores_the_setting(tiny_model_dir, capfd):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    load_model(tiny_model_dir)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # the user's setting is back
+    hf_logging.disable_progress_bar()
+    load_model(tiny_model_dir)
+    assert not hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+
+
 def test_adapter_loads_base_from_config_and_merges(tiny_model_dir, adapter_dir):
     from peft import PeftModel
 

@@ -11,6 +11,7 @@ keep a safetensors copy in the cache (``LOOKAHEAD_TUNING_CACHE``, default
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -215,8 +216,29 @@ def load_tokenizer(name: str | os.PathLike, *, trust_remote_code: bool = False):
     return tok
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """No per-tensor "Loading weights" bar: loading takes about a second here, and the bar fills logs."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def _load_weights(src: ModelSource, *, dtype: Any, allow_pickle: bool, trust_remote_code: bool,
                   merge_adapter: bool):
+    with _quiet_loading():
+        return _load_weights_now(src, dtype=dtype, allow_pickle=allow_pickle,
+                                 trust_remote_code=trust_remote_code, merge_adapter=merge_adapter)
+
+
+def _load_weights_now(src: ModelSource, *, dtype: Any, allow_pickle: bool, trust_remote_code: bool,
+                      merge_adapter: bool):
     from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
