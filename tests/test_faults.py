@@ -2,8 +2,8 @@
 
 What each test shows:
 
-- preview: a kill mid-write leaves OUTPUT exactly as it was (at most a hidden ``.OUTPUT.*.tmp`` file
-  remains, which the next run ignores), and the rerun writes the complete file;
+- preview: a kill mid-write leaves OUTPUT exactly as it was (at most a hidden ``.OUTPUT.<pid>.*.tmp``
+  file remains), and the rerun writes the complete file and removes that leftover;
 - generate / eval safety: a kill after some batches, then a rerun, gives every id exactly once, and the
   answers finished before the kill are kept, not recomputed;
 - train: the SIGKILL-and-resume test with identical weights lives in ``tests/test_train_procs.py``
@@ -107,11 +107,13 @@ def test_sigkill_during_preview_leaves_the_output_untouched(tmp_path, tiny_model
     time.sleep(0.1)
     assert out.read_bytes() == SENTINEL
     leftovers = [p.name for p in out.parent.iterdir() if p != out]
-    assert all(name.startswith(".previewed.jsonl.") and name.endswith(".tmp") for name in leftovers), leftovers
+    assert all(name.startswith(f".previewed.jsonl.{proc.pid}.") and name.endswith(".tmp")
+               for name in leftovers), leftovers
 
     assert main(argv) == 0
     rows = read_records(out)
     assert len(rows) == 40 and all(" The answer begins with: " in r["prompt"] for r in rows)
+    assert [p.name for p in out.parent.iterdir()] == ["previewed.jsonl"]  # the dead writer's leftover is gone
 
 
 # --------------------------------------------------------------------------- generation and evaluation

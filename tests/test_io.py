@@ -175,6 +175,27 @@ def test_csv_rejects_fields_the_header_lacks(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_killed_writers_temporaries_are_removed_but_a_live_ones_are_kept(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)  # a process that has exited
+    out = tmp_path / "rows.jsonl"
+    stale_file = tmp_path / f".rows.jsonl.{dead}.abc123.tmp"
+    stale_dir = tmp_path / f".rows.jsonl.{dead}.tmp-xyz"
+    live = tmp_path / f".rows.jsonl.{os.getpid()}.def456.tmp"
+    other = tmp_path / f".other.jsonl.{dead}.abc123.tmp"  # another output's: not ours to remove
+    for path in (stale_file, live, other):
+        path.write_text("partial")
+    stale_dir.mkdir()
+    (stale_dir / "data.arrow").write_text("partial")
+    write_records(out, [{"a": 1}])
+    assert not stale_file.exists() and not stale_dir.exists()
+    assert live.exists() and other.exists()
+    assert read_records(out) == [{"a": 1}]
+
+
 def test_atomic_text_and_json(tmp_path):
     atomic_write_text(tmp_path / "sub" / "a.txt", "héllo\n")
     assert (tmp_path / "sub" / "a.txt").read_text(encoding="utf-8") == "héllo\n"

@@ -21,6 +21,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -413,7 +414,8 @@ def _write_hf(final: Path, records: Iterable[dict]) -> int:
 
     rows = list(records)  # datasets builds the Arrow table in memory; fine for HF-folder sizes
     ds = Dataset.from_list(rows) if rows else Dataset.from_dict({})
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    _sweep_stale(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.tmp-", dir=final.parent))
     follow_umask(tmp)  # mkdtemp makes it 0700; the finished dataset folder follows the umask
     from datasets.utils import logging as ds_logging
 
@@ -430,10 +432,42 @@ def _write_hf(final: Path, records: Iterable[dict]) -> int:
     return len(rows)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # someone else's live process, or not a pid at all
+    return True
+
+
+def _sweep_stale(path: Path) -> None:
+    """Remove temporaries that an earlier writer of ``path`` left when it was killed (SIGKILL runs no
+    cleanup). Their names carry the writer's pid; only those of processes no longer alive are removed,
+    so a concurrent writer's temporary is never touched."""
+    stale = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.(?:[^/]*\.tmp|tmp-[^/]*)$")
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return
+    for sibling in siblings:
+        match = stale.match(sibling.name)
+        if match and not _pid_alive(int(match[1])):
+            if sibling.is_dir() and not sibling.is_symlink():
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                try:
+                    sibling.unlink()
+                except OSError:
+                    pass
+
+
 def _atomic_file(path: Path, write: Callable[[str], Any]) -> Any:
     """Run ``write(tmp_path)`` on a temporary sibling of ``path`` and rename it into place on success."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _sweep_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         result = write(tmp)
