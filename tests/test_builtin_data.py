@@ -154,3 +154,39 @@ def test_committed_files_match_the_builder():
     data_dir = ROOT / "src" / "lookahead_tuning" / "builtin_data"
     for name, text in module.render().items():
         assert (data_dir / name).read_text(encoding="utf-8") == text, f"{name} is stale: run the builder"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_self_answers_are_the_models_own_trimmed_non_refusals():
+    """Each harm-adjacent prompt has one committed answer record; a kept answer is the raw greedy answer
+    cut at its last sentence end, never a refusal; a dropped one says why."""
+    import json
+
+    answers = _script("self_answer_benign")
+    records = [json.loads(line) for line in answers.OUT.read_text(encoding="utf-8").splitlines()]
+    assert [r["prompt"] for r in records] == answers.source.HARM_ADJACENT_PROMPTS
+    for r in records:
+        kept, reason = answers.verdict(r["raw"])
+        assert (r["completion"], r["dropped_because"], r["kept"]) == (kept, reason, reason is None)
+        if r["kept"]:
+            assert r["raw"].startswith(r["completion"]) and r["completion"][-1] in ".!?"
+            assert not is_refusal(r["completion"]) and len(r["completion"]) >= answers.MIN_CHARS
+    assert sum(r["kept"] for r in records) >= 0.9 * len(records)
+    rows = [r for r in builtin.alignment_set() if r["category"] == "harm_adjacent"]
+    kept = {r["prompt"]: r["completion"] for r in records if r["kept"]}
+    assert {r["prompt"] for r in rows} >= set(kept)
+    assert all(r["completion"] in kept.values() for r in rows)  # re-asked rows keep the model's answer
+
+
+def test_trim_cuts_at_the_last_sentence_end():
+    trim = _script("self_answer_benign").trim
+    assert trim("One. Two is cut") == "One."
+    assert trim("Version 2.5 is out! Then") == "Version 2.5 is out!"
+    assert trim("No end at all") == ""
+    assert trim("  Done?  ") == "Done?"
