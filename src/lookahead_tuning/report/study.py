@@ -232,14 +232,24 @@ def figures(summary: dict, out: Path) -> list[str]:
             if r["group"] == group and r["name"] in per_method and r.get("rsr_drop"):
                 losses = per_method[r["name"]].get("mean_first_3")
                 if losses is not None:
-                    pairs.append((r["name"], float(losses), 100 * r["rsr_drop"]["mean"],
+                    pairs.append((r["name"], group, float(losses), 100 * r["rsr_drop"]["mean"],
                                   100 * r["jsr_drop"]["mean"] if r.get("jsr_drop") else float("nan")))
     if pairs:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, loss, rsr_drop, jsr_drop in pairs:
-            ax.scatter(loss, rsr_drop, marker="o")
-            ax.scatter(loss, jsr_drop, marker="x")
-            ax.annotate(name, (loss, rsr_drop), fontsize=7)
+        # One colour per method (a legend, not labels on the points: cells of several groups share a
+        # forecast, so their labels would sit on top of each other); a group tag only where needed.
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        methods = sorted({name for name, *_ in pairs})
+        colours = {name: f"C{i % 10}" for i, name in enumerate(methods)}
+        several_groups = len({group for _, group, *_ in pairs}) > 1
+        for name, group, loss, rsr_drop, jsr_drop in pairs:
+            ax.scatter(loss, rsr_drop, marker="o", color=colours[name])
+            ax.scatter(loss, jsr_drop, marker="x", color=colours[name])
+            if several_groups:
+                ax.annotate(group, (loss, rsr_drop), xytext=(4, 0), textcoords="offset points", fontsize=6,
+                            va="center")
+        for name in methods:
+            ax.scatter([], [], marker="s", color=colours[name], label=name)
+        ax.legend(fontsize=7)
         ax.set_xlabel("forecast: seed's mean loss at answer positions 1-3 (nats)")
         ax.set_ylabel("measured drop vs seed (points; o RSR, x JSR)")
         ax.grid(alpha=0.3)
