@@ -44,11 +44,14 @@ def test_cache_key_names_data_and_settings(cache):
     assert a != align.aligned_seed_id("m", lr=1e-5)
     assert a != align.aligned_seed_id("other")
     # The first seeds' key (docs/findings.md, configs/study-seedA.yaml) stays reproducible.
+    # The earlier seeds' keys (docs/findings.md; their configs pin their data and lr) stay reproducible.
     old = align.aligned_seed_id("smollm2-135m-instruct", template_matched=False, benign_repeat=2,
-                                harm_adjacent=False)
-    assert old == "aligned-smollm2-135m-instruct-662ab990c142"
-    seed_b = align.aligned_seed_id("smollm2-135m-instruct", harm_adjacent=False)  # configs/study*.yaml
+                                harm_adjacent=False, lr=8e-5)
+    assert old == "aligned-smollm2-135m-instruct-662ab990c142"  # seed A
+    seed_b = align.aligned_seed_id("smollm2-135m-instruct", harm_adjacent=False, lr=8e-5)
     assert seed_b == "aligned-smollm2-135m-instruct-69f2642a3ea6"
+    # The default is seed D, the recipe that met the target (findings, section 7).
+    assert align.aligned_seed_id("smollm2-135m-instruct") == "aligned-smollm2-135m-instruct-5d2a08ef335a"
     assert a != align.aligned_seed_id("m", harm_adjacent=not align.HARM_ADJACENT)
 
 

@@ -22,16 +22,16 @@ from ..errors import UserError
 from ..io import atomic_write_json, write_records
 from ..models import EMBEDDED_ALIAS, cache_dir
 
-# Recipe: one epoch of full fine-tuning at lr 8e-5 on every row once. The first two recipes, on data
-# without the template-matched benign rows (2 epochs; or 1 epoch with benign pairs twice), refused
-# 100% of the held-out harmful set and about half of the benign over-refusal set: only harmful topics
-# were ever asked in the harmful templates ("Walk me through how to ..."), so the model learned the
-# template. With the template-matched rows (scripts/build_builtin_data.py) it refuses 35% of that set.
+# Recipe (seed D): one epoch of full fine-tuning at lr 1.2e-4 on every row once, the benign requests in
+# the vocabulary of harm included. The earlier recipes (docs/findings.md, sections 1 and 7): without the
+# template-matched benign rows the seed learned the harmful rows' request templates and refused about
+# half of the held-out benign set (seed A); with them, 35% (seed B, lr 8e-5); adding the harm-adjacent
+# rows brought that to 10% but RSR to 87% at lr 8e-5 (seed C); at lr 1.2e-4 RSR 90%, over-refusal 8%.
 BENIGN_REPEAT = 1
-HARM_ADJACENT = False
+HARM_ADJACENT = True
 DEFAULTS: dict[str, Any] = {
     "epochs": 1.0,
-    "lr": 8e-5,
+    "lr": 1.2e-4,
     "batch_size": 8,
     "max_length": 256,
     "seed": 0,
