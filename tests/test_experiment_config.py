@@ -85,6 +85,11 @@ def test_fingerprint_tracks_the_alignment_data(monkeypatch):
     before = cell.fingerprint(cfg)
     old_data = make_experiment(base(model={"align": {**spec["align"], "template_matched": False}}))
     assert cell.fingerprint(old_data) != before
+    from lookahead_tuning.train import align
+
+    spelled_out = make_experiment(base(model={"align": {**spec["align"], "lr": align.DEFAULTS["lr"],
+                                                        "harm_adjacent": align.HARM_ADJACENT}}))
+    assert cell.fingerprint(spelled_out) == before  # pinning a default names the same seed
     real = builtin.alignment_set
     monkeypatch.setattr(builtin, "alignment_set", lambda: real()[:-1])  # one row less
     assert cell.fingerprint(cfg) != before
@@ -123,6 +128,8 @@ def test_committed_study_cells_match_their_config(name):
     if not cfg.cells_dir:
         pytest.skip("no committed cells")
     folder = ROOT / cfg.cells_dir
+    if not folder.is_dir():
+        pytest.skip("no cell committed yet")  # a planned part of the study that has not run
     checked = 0
     for cell in plan_cells(cfg):
         path = folder / f"{cell.cell_id}.json"
