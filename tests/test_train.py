@@ -297,3 +297,14 @@ def test_embedded_model_trains_two_steps(tmp_path):
     for record in log:
         pos = record["answer_pos_loss"]
         assert sum(pos[1:6]) / 5 < sum(pos[6:8]) / 2
+
+
+def test_quiet_training_prints_nothing(tiny_model_dir, data_file, tmp_path, capfd):
+    """--quiet: no bars, and no per-step log dicts on stdout (they are in train_log.jsonl)."""
+    from lookahead_tuning.train.api import train
+
+    summary = train(_cfg(tiny_model_dir, data_file, tmp_path / "run"))
+    out, err = capfd.readouterr()
+    assert "'loss'" not in out and "Writing model shards" not in err and "Loading weights" not in err
+    log = (tmp_path / "run" / "train_log.jsonl").read_text(encoding="utf-8")
+    assert summary["steps"] == 2 and '"loss"' in log

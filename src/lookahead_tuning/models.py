@@ -217,8 +217,9 @@ def load_tokenizer(name: str | os.PathLike, *, trust_remote_code: bool = False):
 
 
 @contextlib.contextmanager
-def _quiet_loading():
-    """No per-tensor "Loading weights" bar: loading takes about a second here, and the bar fills logs."""
+def quiet_hf_progress():
+    """Turn transformers' own progress bars off for the block ("Loading weights", "Writing model
+    shards"), then restore the user's setting."""
     from transformers.utils import logging as hf_logging
 
     was_on = hf_logging.is_progress_bar_enabled()
@@ -232,7 +233,7 @@ def _quiet_loading():
 
 def _load_weights(src: ModelSource, *, dtype: Any, allow_pickle: bool, trust_remote_code: bool,
                   merge_adapter: bool):
-    with _quiet_loading():
+    with quiet_hf_progress():  # the "Loading weights" bar takes a second here and fills logs
         return _load_weights_now(src, dtype=dtype, allow_pickle=allow_pickle,
                                  trust_remote_code=trust_remote_code, merge_adapter=merge_adapter)
 

@@ -12,6 +12,7 @@ Run folder layout (``config.out``)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -261,11 +262,20 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         answer_only=cfg.answer_only_logits, log_every=cfg.log_every,
         log_path=run_dir / LOG_FILE if state.is_main_process else None,
     )
+    if not progress:
+        # Without bars the Trainer prints every log dict to stdout instead; quiet means quiet
+        # (the same numbers are in train_log.jsonl).
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     train_started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - train_started
 
-    _save_final(trainer, tokenizer, cfg, run_dir, state)
+    from ..models import quiet_hf_progress
+
+    with quiet_hf_progress() if not progress else contextlib.nullcontext():
+        _save_final(trainer, tokenizer, cfg, run_dir, state)
 
     per_epoch = count_tokens(rows)
     epochs_done = float(trainer.state.epoch or 0.0)
