@@ -126,8 +126,6 @@ def template_matched_rows(rng: random.Random, benign: list[dict], taken: set[str
     rows = []
     for row in benign:
         prompt = row["prompt"]
-        if row["category"] not in ("sounds_dangerous", "everyday"):
-            continue
         if m := HOW_RE.match(prompt):
             topic, templates = m[1], BENIGN_ACT_TEMPLATES
         elif prompt.startswith("Write ") and prompt.endswith("."):
@@ -153,18 +151,19 @@ def harm_adjacent_rows(taken: set[str]) -> list[dict]:
     the harmful rows' templates (category ``harm_adjacent`` for all, so the earlier data is these rows
     left out; they come last, so the other rows and their order are unchanged)."""
     answered = [json.loads(line) for line in HARM_ADJACENT_ANSWERS.read_text(encoding="utf-8").splitlines()]
-    rows = [{"prompt": r["prompt"], "completion": r["completion"], "kind": "benign", "category": "sounds_dangerous"}
+    rows = [{"prompt": r["prompt"], "completion": r["completion"], "kind": "benign", "category": "harm_adjacent"}
             for r in answered if r["kept"] and r["prompt"] not in taken]
     taken |= {r["prompt"] for r in rows}
     rows += template_matched_rows(random.Random("builtin/alignment/harm-adjacent/v1"), rows, taken)
-    return [dict(r, category="harm_adjacent") for r in rows]
+    return [dict(r, category="harm_adjacent") for r in rows]  # the re-asked ones too
 
 
 def alignment_rows() -> list[dict]:
     rng = random.Random("builtin/alignment/v1")
     rows = harmful_rows(rng) + benign_rows(rng)
     rows += template_matched_rows(random.Random("builtin/alignment/template-matched/v1"),
-                                  [r for r in rows if r["kind"] == "benign"], {r["prompt"] for r in rows})
+                                  [r for r in rows if r["category"] in ("sounds_dangerous", "everyday")],
+                                  {r["prompt"] for r in rows})
     rows += harm_adjacent_rows({r["prompt"] for r in rows})
     prompts = [r["prompt"] for r in rows]
     if len(set(prompts)) != len(prompts):
