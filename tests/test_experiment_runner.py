@@ -165,3 +165,26 @@ def test_forecast_is_reused_only_when_it_covers_the_methods(tmp_path, tiny_model
     assert path.stat().st_mtime_ns == stamp
     other = forecast(["vanilla"], max_length=96)  # other settings: recomputed
     assert other["fingerprint"] != both["fingerprint"]
+
+
+def test_lora_cell_trains_an_adapter_and_evaluates_it(tmp_path, tiny_model_dir, one_torch_thread):
+    """`train: {lora: true}` in a config: the cell trains an adapter (not a full copy), evaluates the
+    seed with the adapter applied, and the model under models/NAME loads as adapter + base."""
+    base = tiny_config(tiny_model_dir).model_dump(mode="json")
+    cfg = make_experiment({**base, "methods": ["vanilla"],
+                           "train": {**base["train"], "lora": True, "lora_r": 4},
+                           "eval": {**base["eval"], "forecast": False}})
+    run_dir = runner_mod.run_experiment(cfg, out=tmp_path / "run", progress=False)
+    work = tmp_path / "run" / "work" / "math--vanilla--seed0" / "train"
+    assert (work / "adapter_config.json").is_file() and not (work / "config.json").exists()
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["adapter"] == "lora"
+    cell = json.loads((tmp_path / "run" / "cells" / "math--vanilla--seed0.json").read_text())
+    seed = json.loads((tmp_path / "run" / "cells" / "math--seed.json").read_text())
+    assert cell["rsr"]["n"] == seed["rsr"]["n"] == 2
+    # the adapter moved the model away from the seed (LoRA's B starts at zero: no update, no KL)
+    assert any(value is not None and value > 1e-6 for value in cell["kl"])
+    from lookahead_tuning.models import load_model
+
+    model, _ = load_model(str(run_dir / "models" / "vanilla"))
+    assert model.config.num_hidden_layers == 2
