@@ -139,6 +139,16 @@ def test_committed_study_cells_match_their_config(name):
     assert checked, f"{folder} holds none of this config's cells"
 
 
+def test_demo_cells_are_the_studys_seed0_cells():
+    """The demo's settings come from the study: each demo cell has the same fingerprint as the seed-0
+    cell of the study config whose lr the rule chose, so the README's table is one of the study's runs."""
+    demo = load_experiment(shipped_config("demo.yaml"))
+    study = load_experiment(shipped_config("study-seedD-lr5e-5.yaml"))
+    ours = {c.cell_id: c.fingerprint(demo) for c in plan_cells(demo)}
+    theirs = {c.cell_id: c.fingerprint(study) for c in plan_cells(study) if c.seed in (None, 0)}
+    assert ours and ours == theirs
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_validate(name):
     cfg = load_experiment(shipped_config(name))
