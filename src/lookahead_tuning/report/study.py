@@ -241,12 +241,16 @@ def figures(summary: dict, out: Path) -> list[str]:
         methods = sorted({name for name, *_ in pairs})
         colours = {name: f"C{i % 10}" for i, name in enumerate(methods)}
         several_groups = len({group for _, group, *_ in pairs}) > 1
-        for name, group, loss, rsr_drop, jsr_drop in pairs:
+        placed: list[tuple[float, float]] = []  # tags already drawn, to stagger ones that would touch
+        x_span = (max(p[2] for p in pairs) - min(p[2] for p in pairs)) or 1.0
+        for name, group, loss, rsr_drop, jsr_drop in sorted(pairs, key=lambda p: (p[2], p[3])):
             ax.scatter(loss, rsr_drop, marker="o", color=colours[name])
             ax.scatter(loss, jsr_drop, marker="x", color=colours[name])
             if several_groups:
-                ax.annotate(group, (loss, rsr_drop), xytext=(4, 0), textcoords="offset points", fontsize=6,
-                            va="center")
+                near = sum(1 for x, y in placed if abs(x - loss) < 0.05 * x_span and abs(y - rsr_drop) < 2.0)
+                placed.append((loss, rsr_drop))
+                ax.annotate(group, (loss, rsr_drop), xytext=(4, -7 * near), textcoords="offset points",
+                            fontsize=6, va="center")
         for name in methods:
             ax.scatter([], [], marker="s", color=colours[name], label=name)
         ax.legend(fontsize=7)
