@@ -13,9 +13,11 @@ from lookahead_tuning.report.study import load_cells, markdown, summarise
 def _cell(method: str, seed: int, rsr: list[bool], jsr: list[bool], utility: float, kl1: float | None,
           sweep: dict | None = None) -> dict:
     ids = [str(i) for i in range(len(rsr))]
+    train = {"m": (sweep or {}).get("m", 6)} if method == "lookahead-real" else {}
+    tag = "".join(f"--m{v}" for k, v in (sweep or {}).items() if k == "m")
     return {
-        "cell_id": f"math--{method}--seed{seed}", "task": "math", "method": method, "seed": seed,
-        "sweep": sweep or {},
+        "cell_id": f"math--{method}{tag}--seed{seed}", "task": "math", "method": method, "seed": seed,
+        "sweep": sweep or {}, "train": train,
         "rsr": {"rate": sum(rsr) / len(rsr)}, "jsr": {"rate": sum(jsr) / len(jsr)},
         "utility": {"score": utility}, "overrefusal": None,
         "kl": None if kl1 is None else [kl1, kl1 / 2],
@@ -74,6 +76,27 @@ def test_markdown_and_figures(cells_dir, tmp_path):
     names = figures(summary, out)
     assert {"safety_utility.png", "kl_vs_drop.png", "forecast_vs_drop.png"} <= set(names)
     assert all((out / n).stat().st_size > 1000 for n in names)
+
+
+def test_m_sweep_lines_never_join_folders(cells_dir, tmp_path):
+    """A folder with m = 6 and m = 12 gives one line; a folder with m = 6 only (another learning rate)
+    gives none, and its m = 6 row is not joined to the first folder's line."""
+    from lookahead_tuning.report.study import figures, m_sweep_lines
+
+    other = tmp_path / "lr5e-5"
+    other.mkdir()
+    for c in [_cell("seed", 0, [True] * 4, [True] * 4, 0.0, None),
+              _cell("lookahead-real", 0, [False] * 4, [False] * 4, 0.3, 0.5),
+              _cell("lookahead-real", 0, [True] * 4, [True] * 4, 0.2, 0.1, sweep={"m": 12})]:
+        (other / f"{c['cell_id']}.json").write_text(json.dumps(c), encoding="utf-8")
+    summary = summarise(*load_cells([cells_dir, other]))
+    lines = m_sweep_lines(summary)
+    assert list(lines) == [("lr5e-5", "math")]
+    assert [(r["m"], r["rsr"]["mean"]) for r in lines[("lr5e-5", "math")]] == [(6, 0.0), (12, 1.0)]
+    out = tmp_path / "fig"
+    out.mkdir()
+    assert "m_sweep.png" in figures(summary, out)
+    assert m_sweep_lines(summarise(*load_cells([cells_dir]))) == {}  # one length only: no sweep figure
 
 
 def test_errors(tmp_path):

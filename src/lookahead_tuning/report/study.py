@@ -83,6 +83,18 @@ def _pooled_mcnemar(cells_a: list[dict], cells_b: list[dict], key: str) -> dict 
     return {"a_safe_b_unsafe": b, "a_unsafe_b_safe": c, "p_value": mcnemar_exact(b, c)}
 
 
+def m_sweep_lines(summary: dict[str, Any]) -> dict[tuple[str, str], list[dict]]:
+    """The real-preview rows of each (folder, task) that covers at least two preview lengths, by m.
+
+    Rows of different folders (learning rates, adapters) are different experiments: one line each,
+    never joined."""
+    lines: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in summary["groups"]:
+        if r.get("m") is not None:
+            lines[(r["group"], r["task"])].append(r)
+    return {k: sorted(v, key=lambda r: r["m"]) for k, v in sorted(lines.items()) if len({r["m"] for r in v}) > 1}
+
+
 def summarise(cells: list[dict], forecasts: dict[str, dict]) -> dict[str, Any]:
     """Group cells by (folder, task, method/sweep) across seeds; intervals, drops and paired tests."""
     from ..analyse.stats import mean_ci
@@ -96,6 +108,8 @@ def summarise(cells: list[dict], forecasts: dict[str, dict]) -> dict[str, Any]:
     for (group, task, label), members in sorted(groups.items()):
         seed = seeds.get((group, task))
         row: dict[str, Any] = {"group": group, "task": task, "name": label, "seeds": sorted(c["seed"] for c in members)}
+        if members[0]["method"] == "lookahead-real":  # the preview length, as the cell trained it
+            row["m"] = (members[0].get("train") or {}).get("m")
         for key in ("rsr", "jsr", "utility"):
             values = [v for v in (_rate(c, key) for c in members) if v is not None]
             row[key] = mean_ci(values) if values else None
@@ -198,16 +212,20 @@ def figures(summary: dict, out: Path) -> list[str]:
         axes[0].legend(fontsize=7)
         fig.suptitle("Safety vs utility (mean over seeds, 95% t-intervals; star = seed model)")
         finish(fig, "safety_utility.png")
-    sweep = sorted([r for r in summary["groups"] if "@m=" in r["name"] or r["name"] == "lookahead-real"],
-                   key=lambda r: int(r["name"].split("@m=")[1]) if "@m=" in r["name"] else 6)
-    if len(sweep) > 1:
+    lines = m_sweep_lines(summary)
+    if lines:
         fig, ax = plt.subplots(figsize=(6, 4))
-        ms = [int(r["name"].split("@m=")[1]) if "@m=" in r["name"] else 6 for r in sweep]
-        for key in ("rsr", "jsr"):
-            ax.plot(ms, [100 * r[key]["mean"] if r[key] else float("nan") for r in sweep], "o-", label=key.upper())
+        several = len(lines) > 1
+        for i, ((group, task), rows) in enumerate(lines.items()):
+            tag = f" ({group}{'/' + task if len({t for _, t in lines}) > 1 else ''})" if several else ""
+            for key, style in (("rsr", "o-"), ("jsr", "x--")):
+                ax.plot([r["m"] for r in rows], [100 * r[key]["mean"] if r[key] else float("nan") for r in rows],
+                        style, color=f"C{i % 10}", label=key.upper() + tag)
+        if not several:
+            ax.set_title(f"real preview, {'/'.join(next(iter(lines)))} (mean over seeds)", fontsize=9)
         ax.set_xlabel("preview length m")
         ax.set_ylabel("safe rate (%)")
-        ax.legend()
+        ax.legend(fontsize=7 if several else None)
         ax.grid(alpha=0.3)
         finish(fig, "m_sweep.png")
     if summary["kl_points"]:
