@@ -161,7 +161,7 @@ def _has_surrogate(obj: Any) -> bool:
     return False
 
 
-def _loads(raw: bytes) -> Any:
+def parse_json(raw: bytes) -> Any:
     """One JSON text (bytes, UTF-8) with the readers' rules; problems raise :class:`BadJSON`.
 
     Refused, though Python's ``json`` would take them: ``NaN``/``Infinity`` (they would become null on
@@ -216,7 +216,7 @@ def iter_json_lines(path: str, lines: Iterable[bytes]) -> Iterator[tuple[int, An
         if raw.isspace() or not raw:  # blank lines (also "\r\n") are allowed and skipped
             continue
         try:
-            yield lineno, _loads(raw)  # JSON allows the surrounding whitespace, so no strip() copy is needed
+            yield lineno, parse_json(raw)  # JSON allows the surrounding whitespace, so no strip() copy is needed
         except UnicodeDecodeError as exc:
             raise UserError(_decode_error(exc), path=path, line=lineno) from None
         except BadJSON as exc:
@@ -236,7 +236,7 @@ def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
     except UnicodeDecodeError as exc:
         raise UserError(_decode_error(exc), path=p, line=data[: exc.start].count(b"\n") + 1) from None
     try:
-        obj = _loads(data.removeprefix(_BOM))
+        obj = parse_json(data.removeprefix(_BOM))
     except BadJSON as exc:
         raise UserError(exc.message, path=p, line=exc.line) from None
     if what == "a JSON object" and not isinstance(obj, dict):
@@ -265,7 +265,7 @@ def _iter_json_array(path: str, data: bytes) -> Iterator[tuple[Location, dict]]:
         line = data[: exc.start].count(b"\n") + 1
         raise UserError(_decode_error(exc), path=path, line=line) from None
     try:
-        obj = _loads(data.removeprefix(_BOM))
+        obj = parse_json(data.removeprefix(_BOM))
     except BadJSON as exc:
         raise UserError(exc.message, path=path, line=exc.line) from None
     if not isinstance(obj, list):
@@ -948,7 +948,7 @@ class JsonlLog:
                 good_end = end
                 continue
             try:
-                rec = _loads(body.strip())
+                rec = parse_json(body.strip())
                 if not isinstance(rec, dict) or "id" not in rec:
                     raise ValueError("a JSON object with an 'id'")
             except (ValueError, UnicodeDecodeError) as exc:

@@ -26,10 +26,16 @@ def shipped_config(name: str) -> Path:
 
 def demo_config(*, quick: bool = False, full: bool = False, gsm8k_dir: str | None = None) -> ExperimentConfig:
     """The demo's experiment config with the command-line choices applied."""
-    import yaml
+    from ..errors import UserError
+    from ..io import read_yaml
 
     path = shipped_config("demo-quick.yaml" if quick else "demo.yaml")
-    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data: dict[str, Any] = read_yaml(path)
+    if gsm8k_dir:  # the user's folder, named on the command line: checked now, for --dry-run too
+        missing = [name for name in ("train.jsonl", "test.jsonl") if not (Path(gsm8k_dir) / name).is_file()]
+        if not Path(gsm8k_dir).is_dir() or missing:
+            what = "no such folder" if not Path(gsm8k_dir).is_dir() else f"folder has no {missing[0]}"
+            raise UserError(f"--gsm8k-dir: {what} (it needs GSM8K's train.jsonl and test.jsonl)", path=gsm8k_dir)
     if full:
         names = [m if isinstance(m, str) else m.get("name") for m in data["methods"]]
         data["methods"] = list(data["methods"]) + [m for m in FULL_EXTRA if m not in names]
