@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..io import read_json
 from .config import Cell, ExperimentConfig, TaskSpec, eval_identity, plan_cells
 
 CELL_VERSION = 1
@@ -132,9 +133,10 @@ def load_cell(ctx: RunContext, cell: Cell) -> dict | None:
     if not path.is_file():
         return None
     try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"corrupt cell result ({exc}); delete it to recompute the cell", path=str(path)) from None
+        result = read_json(path, "a JSON object")
+    except UserError as exc:
+        raise UserError(f"corrupt cell result ({exc.message}); delete it to recompute the cell",
+                        path=str(path)) from None
     if result.get("fingerprint") != cell.fingerprint(ctx.cfg):
         raise UserError("this cell was computed with different settings than the config now says; "
                         "use another output folder or delete the file to recompute it", path=str(path))
@@ -173,7 +175,7 @@ def _train_cell(ctx: RunContext, cell: Cell, run_dir: Path) -> dict[str, Any]:
     summary = run_dir / "summary.json"
     if not summary.is_file():
         raise UserError(f"training cell {cell.cell_id} ended without {summary}")
-    return json.loads(summary.read_text(encoding="utf-8"))
+    return read_json(summary, "a JSON object")
 
 
 def launch_command(cfg: ExperimentConfig, config_path: Path) -> list[str]:
@@ -397,7 +399,7 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
     path = ctx.cells_dir / f"{task.name}--forecast.json"
     wanted = [m.name for m in ctx.cfg.methods if m.name in ("vanilla", "lookahead-real", "lookahead-virtual")]
     if not ctx.cfg.eval.forecast or not wanted:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return read_json(path, "a JSON object") if path.is_file() else None
     from ..train.config import TrainConfig
     from .config import train_settings
 
@@ -414,8 +416,8 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
     fingerprint = hashlib.sha256(json.dumps(common, sort_keys=True, default=str).encode()).hexdigest()[:16]
     if path.is_file():
         try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            stored = read_json(path, "a JSON object")
+        except UserError:  # recomputed below: a forecast is cheap
             stored = {}
         # Reuse only a forecast made under the same settings that covers every method asked for (a
         # config sharing the folder may have asked for fewer); otherwise recompute: it is cheap.
