@@ -13,8 +13,9 @@ key in a 200 answer, a proxy that repeats the URL in an error):
 
 from __future__ import annotations
 
+import base64
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
 # Shorter strings are not masked: a placeholder key such as "x" or "EMPTY" (servers that check no
@@ -49,13 +50,16 @@ def scrub_bytes(data: bytes) -> bytes:
 
 
 def url_secrets(url: str) -> list[str]:
-    """The credentials a URL carries: its user info (a token can stand as the user name) and
-    credential-like query values."""
+    """The credentials a URL carries: its user info (a token can stand as the user name), the Basic
+    token HTTP clients make of it, and credential-like query values."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return []
     found = [s for s in (parts.password, parts.username) if s]
+    if parts.username or parts.password:  # what HTTP clients send for them: "Authorization: Basic <this>"
+        pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        found.append(base64.b64encode(pair.encode("utf-8")).decode("ascii"))
     found += [value for key, value in parse_qsl(parts.query, keep_blank_values=False) if _SECRET_PARAMS.match(key)]
     return found
 
