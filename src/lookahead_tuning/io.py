@@ -223,20 +223,26 @@ def iter_json_lines(path: str, lines: Iterable[bytes]) -> Iterator[tuple[int, An
             raise UserError(exc.message, path=path, line=lineno) from None
 
 
-def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
-    """One JSON document (UTF-8, BOM allowed) under the readers' rules; ``what`` (e.g. "a JSON object")
-    names the value the caller expects, and anything else is an error naming the file."""
+def read_utf8(path: str | os.PathLike) -> tuple[bytes, str]:
+    """A whole file as ``(bytes, text)`` without a byte order mark; invalid UTF-8 is an error with its line."""
     p = str(path)
     if not os.path.isfile(p):
         raise UserError("no such file", path=p)
     with open(p, "rb") as fh:
-        data = fh.read()
+        data = fh.read().removeprefix(_BOM)
     try:
-        data.decode("utf-8")
+        return data, data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(_decode_error(exc), path=p, line=data[: exc.start].count(b"\n") + 1) from None
+
+
+def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
+    """One JSON document (UTF-8, BOM allowed) under the readers' rules; ``what`` (e.g. "a JSON object")
+    names the value the caller expects, and anything else is an error naming the file."""
+    p = str(path)
+    data, _ = read_utf8(p)
     try:
-        obj = parse_json(data.removeprefix(_BOM))
+        obj = parse_json(data)
     except BadJSON as exc:
         raise UserError(exc.message, path=p, line=exc.line) from None
     if what == "a JSON object" and not isinstance(obj, dict):
@@ -487,14 +493,7 @@ def read_yaml(path: str | os.PathLike) -> Any:
     import yaml
 
     p = str(path)
-    if not os.path.isfile(p):
-        raise UserError("no such file", path=p)
-    with open(p, "rb") as fh:
-        data = fh.read()
-    try:
-        text = data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise UserError(_decode_error(exc), path=p, line=data[: exc.start].count(b"\n") + 1) from None
+    _, text = read_utf8(p)
     loader = None
     try:
         loader = _yaml_loader()(text)  # its reader refuses control characters at once

@@ -86,17 +86,10 @@ def _chat_list(value: Any, where: str, path: str, line: int | None) -> list[dict
 
 def load_harmful_answers(path: str | os.PathLike) -> list[list[dict]]:
     """Harmful-answer chat lists (the prefilling attack's source), one per prompt, in file order."""
-    from ..io import BadJSON, iter_json_lines, parse_json
+    from ..io import BadJSON, iter_json_lines, parse_json, read_utf8
 
     p = str(path)
-    if not os.path.isfile(p):
-        raise UserError("no such file", path=p)
-    data = Path(p).read_bytes().removeprefix(b"\xef\xbb\xbf")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"invalid UTF-8 ({exc.reason}); save the file as UTF-8", path=p,
-                        line=data[: exc.start].count(b"\n") + 1) from None
+    data, _ = read_utf8(p)
     # One JSON array of chat lists ...
     try:
         whole = parse_json(data)

@@ -20,15 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import UserError
-from ..validate import (
-    NonNegativeInt,
-    Positive,
-    PositiveInt,
-    Seed,
-    Text,
-    explain,
-    floats,
-)
+from ..validate import NonNegativeInt, Positive, PositiveInt, Seed, Text, explain, floats
 
 ParamCount = floats(0.0, 1e15, lo_open=True).field()
 JudgeTemperature = floats(0.0, 2.0).field()
