@@ -58,8 +58,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import default_out, demo_config
+    from .demo import check_gsm8k_dir, default_out, demo_config
 
+    if args.gsm8k_dir:
+        check_gsm8k_dir(args.gsm8k_dir)
     cfg = demo_config(quick=args.quick, full=args.full, gsm8k_dir=args.gsm8k_dir)
     if args.dry_run:
         from .dryrun import dry_run, format_plan
