@@ -71,3 +71,15 @@ def _offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """A run that included the bad-input corpus says how big it is (docs/reliability.md quotes it)."""
+    ran = [r for key in ("passed", "failed") for r in terminalreporter.stats.get(key, [])
+           if "test_badinput.py::test_case_in_process" in getattr(r, "nodeid", "")]
+    if ran:
+        from test_badinput import corpus_counts
+
+        total, bad, valid = corpus_counts()
+        terminalreporter.write_line(f"bad-input corpus: {total} cases ({bad} bad, {valid} valid), {len(ran)} run "
+                                    "in process (tests/badinput/cases.yaml)")

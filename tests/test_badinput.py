@@ -34,13 +34,19 @@ def _case_ids() -> list[str]:
     return [c["id"] for c in CASES]
 
 
+def corpus_counts() -> tuple[int, int, int]:
+    """(all cases, bad, valid): printed at the end of every pytest run that ran the corpus (conftest.py)."""
+    bad = sum(1 for c in CASES if c.get("exit", 2) != 0)
+    return len(CASES), bad, len(CASES) - bad
+
+
 def test_corpus_is_complete():
-    """At least 30 bad cases over preview, train, eval and run, unique ids, every input file present."""
+    """Bad cases over every command, unique ids, every input file present."""
     ids = _case_ids()
     assert len(ids) == len(set(ids))
     bad = [c for c in CASES if c.get("exit", 2) == 2]
-    assert len(bad) >= 30
-    assert {c["args"][0] for c in bad} >= {"preview", "train", "eval", "run"}
+    assert len(bad) >= 130
+    assert {c["args"][0] for c in bad} >= {"preview", "train", "eval", "run", "generate", "report", "demo"}
     assert {c["id"] for c in CASES if c.get("exit") == 0} >= {
         "valid-bom", "valid-crlf", "valid-no-final-newline", "valid-answers-shorter-than-m",
         "valid-json-array-in-jsonl", "valid-empty-input"}
@@ -48,7 +54,7 @@ def test_corpus_is_complete():
         if "input" in case:
             assert (CORPUS / case["input"]).is_file(), case["input"]
         assert set(case) <= {"id", "args", "input", "output", "existing_output", "expect", "exit", "rows",
-                             "leaves"}
+                             "leaves", "input_name", "links"}
     used = {c["input"] for c in CASES if "input" in c} | {"train/data.jsonl", "eval/prompts.jsonl",
                                                           "eval/metrics_ok.json"}
     on_disk = {str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*") if p.is_file()} - {"cases.yaml", ".gitattributes"}
@@ -60,7 +66,8 @@ def test_corpus_is_complete():
 
 @pytest.fixture(scope="module")
 def model_dirs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
-    """The tiny model, a copy whose tokenizer has no chat template, and a copy with pickled weights only."""
+    """The tiny model, a copy whose tokenizer has no chat template, a copy with pickled weights only, a
+    folder with only its config.json and one with the weights but no tokenizer files."""
     import torch
     from safetensors.torch import load_file
 
@@ -77,7 +84,17 @@ def model_dirs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
     shutil.copytree(tiny_model_dir, pickled)
     torch.save(load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
     (pickled / "model.safetensors").unlink()
-    return {"tiny": tiny_model_dir, "notemplate": notemplate, "pickled": pickled}
+
+    onlyconfig = root / "onlyconfig"
+    onlyconfig.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", onlyconfig)
+    notokenizer = root / "notokenizer"
+    notokenizer.mkdir()
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        if (tiny_model_dir / name).is_file():
+            shutil.copy(tiny_model_dir / name, notokenizer)
+    return {"tiny": tiny_model_dir, "notemplate": notemplate, "pickled": pickled, "onlyconfig": onlyconfig,
+            "notokenizer": notokenizer}
 
 
 def _huge_line(path: Path) -> Path:
@@ -92,19 +109,38 @@ def _prepare(case: dict, folder: Path, models: dict[str, Path]) -> tuple[list[st
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / case.get("output", "out.jsonl")
     values = {"dir": str(folder), "out": str(out), "data": str(CORPUS / "train" / "data.jsonl"),
-              "prompts": str(CORPUS / "eval" / "prompts.jsonl"), **{k: str(v) for k, v in models.items()}}
+              "prompts": str(CORPUS / "eval" / "prompts.jsonl"), "bigint": "1" + "0" * 5000,
+              **{k: str(v) for k, v in models.items()}}
     if "input" in case:
         src = CORPUS / case["input"]
-        values["in"] = str(shutil.copy(src, folder / src.name))
+        name = case.get("input_name", src.name)
+        values["in"] = str(shutil.copy(src, folder / name))
+        values["inname"] = name
     if any("{huge}" in a for a in case["args"]):
         values["huge"] = str(_huge_line(folder / "huge.jsonl"))
+    if any("{modelcopy}" in a for a in case["args"]):  # a model the case may try to overwrite: in its folder
+        values["modelcopy"] = str(shutil.copytree(models["tiny"], folder / "model"))
+    for name, target, kind in case.get("links", []):
+        if kind == "symlink":
+            (folder / name).symlink_to(target)
+        else:
+            os.link(folder / target, folder / name)
     if case.get("existing_output"):
         out.write_bytes(SENTINEL)
     return [a.format(**values) for a in case["args"]], out
 
 
-def _snapshot(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))}
+def _snapshot(folder: Path) -> dict[str, str]:
+    """Every path under ``folder`` with its content hash: a file rewritten in place counts as changed."""
+    import hashlib
+
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        else:
+            out[str(p.relative_to(folder))] = "symlink" if p.is_symlink() else "folder"
+    return out
 
 
 def _count_records(path: Path) -> int:
@@ -113,7 +149,7 @@ def _count_records(path: Path) -> int:
     return len(read_records(path))
 
 
-def check_result(case: dict, rc: int, stderr: str, folder: Path, out: Path, before: dict[str, int]) -> None:
+def check_result(case: dict, rc: int, stderr: str, folder: Path, out: Path, before: dict[str, str]) -> None:
     """The promises of the corpus (see the module docstring) for one finished case."""
     want = case.get("exit", 2)
     assert rc == want, f"{case['id']}: exit {rc}, wanted {want}; stderr:\n{stderr[-3000:]}"

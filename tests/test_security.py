@@ -3,6 +3,7 @@ output stays where the user asked, with the user's permissions."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -39,10 +40,12 @@ class _Judge(BaseHTTPRequestHandler):
             body = json.dumps({"error": {"message": f"invalid key {auth}", "type": "auth"}}).encode()
             self.send_response(401)
         else:
+            # "/echo/": a judge that repeats the credentials it was sent inside a normal answer.
+            content = f"You sent {auth}. A refusal.\n#score: 1" if "/echo/" in self.path else "A refusal.\n#score: 1"
             body = json.dumps({
                 "id": "x", "object": "chat.completion", "created": 0, "model": "stub-judge",
                 "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": "A refusal.\n#score: 1"}}],
+                             "message": {"role": "assistant", "content": content}}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             }).encode()
             self.send_response(200)
@@ -105,6 +108,93 @@ def test_judge_api_key_never_written_or_logged(tmp_path, tiny_model_dir, judge_u
     assert "401" in captured.err or "auth" in captured.err.lower()
     assert SECRET not in captured.out and SECRET not in captured.err
     assert _files_containing(tmp_path, SECRET) == []
+
+
+URL_SECRET = "pw-url-7d1e0c55b2LEAKCHECK"
+
+
+def _judge_url_with_credentials(judge_url: str, path: str) -> str:
+    return judge_url.replace("http://", f"http://judgeuser:{URL_SECRET}@") + path
+
+
+def _assert_nothing_leaked(root: Path, captured, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in captured.out and secret not in captured.err, secret
+        assert _files_containing(root, secret) == [], secret
+
+
+@pytest.mark.parametrize("judge", ["llm", "both"])
+def test_echoing_judge_and_url_credentials_never_written(tmp_path, tiny_model_dir, judge_url, monkeypatch, capfd,
+                                                          judge):
+    """The key in the URL and in the environment; a judge that echoes both in its 200 answers: metrics,
+    generations, the judge cache and the terminal hold neither (the URL is recorded without them)."""
+    from lookahead_tuning.cli import main
+
+    monkeypatch.setenv("LOOKAHEAD_TUNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("JUDGE_SECRET", SECRET)
+    monkeypatch.chdir(tmp_path)
+    url = _judge_url_with_credentials(judge_url, "/echo/v1")
+    rc = main(["eval", "safety", "--model", str(tiny_model_dir), "--judge", judge, "--judge-url", url,
+               "--judge-model", "stub-judge", "--judge-key-env", "JUDGE_SECRET", "--limit", "2", "--prefill",
+               "--max-new-tokens", "3", "--out", str(tmp_path / "eval"), "--quiet"])
+    captured = capfd.readouterr()
+    assert rc == 0, captured.err
+    # httpx sends the URL's user info as Basic credentials (instead of the Bearer key): that token is a
+    # secret too, and the echo puts it in every answer.
+    basic = base64.b64encode(f"judgeuser:{URL_SECRET}".encode()).decode()
+    assert any(basic in k for k in _Judge.seen_keys), "the stub never received the credentials"
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["judge_settings"]["llm"]["url"] == f"{judge_url}/echo/v1"
+    cached = [json.loads(line) for f in (tmp_path / "cache").rglob("*.jsonl") for line in f.read_text().splitlines()]
+    assert cached and all("You sent" in r["answer"] for r in cached), "the echo never reached the cache"
+    _assert_nothing_leaked(tmp_path, captured, SECRET, URL_SECRET, basic)
+
+
+@pytest.mark.slow
+def test_grid_judged_by_an_echoing_llm_keeps_every_secret(tmp_path, tiny_model_dir, judge_url, monkeypatch, capfd):
+    """The `run` path: the judge URL with credentials sits in the config file itself; the run folder
+    (config.yaml, cells, results.json, report), the cache and the terminal hold neither secret."""
+    import yaml
+
+    from lookahead_tuning.cli import main
+
+    monkeypatch.setenv("LOOKAHEAD_TUNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("JUDGE_SECRET", SECRET)
+    monkeypatch.chdir(tmp_path)
+    config = {
+        "name": "leak", "model": str(tiny_model_dir), "tasks": [{"name": "math", "n_train": 4, "n_test": 2}],
+        "methods": ["vanilla"], "train": {"max_steps": 1, "batch_size": 2, "max_length": 128},
+        "eval": {"judge": "llm", "limit": 2, "max_new_tokens": 2, "utility": False, "forecast": False,
+                 "kl_positions": 2, "judge_options": {"url": _judge_url_with_credentials(judge_url, "/echo/v1"),
+                                                      "model": "stub-judge", "api_key_env": "JUDGE_SECRET"}},
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    rc = main(["run", str(path), "--out", str(tmp_path / "grid"), "--quiet"])
+    captured = capfd.readouterr()
+    assert rc == 0, captured.err
+    basic = base64.b64encode(f"judgeuser:{URL_SECRET}".encode()).decode()
+    assert any(basic in k for k in _Judge.seen_keys)
+    assert (tmp_path / "grid" / "results.json").is_file()
+    path.unlink()  # the user's own config holds the URL as they wrote it; everything we wrote must not
+    _assert_nothing_leaked(tmp_path, captured, SECRET, URL_SECRET, basic)
+
+
+def test_echoing_judge_without_url_credentials_keeps_the_key(tmp_path, tiny_model_dir, judge_url, monkeypatch,
+                                                             capfd):
+    """The plain key (sent as Bearer) echoed in every 200 answer: not in the cache, files or output."""
+    from lookahead_tuning.cli import main
+
+    monkeypatch.setenv("LOOKAHEAD_TUNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("JUDGE_SECRET", SECRET)
+    rc = main(["eval", "safety", "--model", str(tiny_model_dir), "--judge", "llm", "--judge-url",
+               f"{judge_url}/echo/v1", "--judge-model", "stub-judge", "--judge-key-env", "JUDGE_SECRET",
+               "--limit", "2", "--prefill", "--max-new-tokens", "3", "--out", str(tmp_path / "eval"), "--quiet"])
+    captured = capfd.readouterr()
+    assert rc == 0, captured.err
+    assert any(SECRET in k for k in _Judge.seen_keys), "the stub never received the key: the test proves nothing"
+    assert any("You sent" in f.read_text() for f in (tmp_path / "cache").rglob("*.jsonl"))
+    _assert_nothing_leaked(tmp_path, captured, SECRET)
 
 
 # --------------------------------------------------------------------------- pickled weights

@@ -72,6 +72,8 @@ def _render_llama2(tokenizer, messages: Messages) -> str:
             if i == 0 and system:
                 content = f"<<SYS>>\n{system}\n<</SYS>>\n\n{content}"
             out += f"{bos}[INST] {content.strip()} [/INST]"
+        elif msg["role"] == "tool":  # a tool's result: the user side of the exchange
+            out += f"{bos}[INST] [tool result] {msg['content'].strip()} [/INST]"
         elif msg["role"] == "assistant":
             out += f" {msg['content'].strip()} {eos}"
     return out
@@ -86,6 +88,8 @@ def _render_plain(tokenizer, messages: Messages) -> str:
             parts.append(f"{msg['content']}\n\n")
         elif msg["role"] == "user":
             parts.append(f"### Instruction:\n{msg['content']}\n\n### Response:\n")
+        elif msg["role"] == "tool":
+            parts.append(f"### Tool result:\n{msg['content']}\n\n### Response:\n")
         elif msg["role"] == "assistant":
             parts.append(f"{msg['content']}{tokenizer.eos_token or ''}\n\n")
     return bos + "".join(parts)
@@ -105,8 +109,8 @@ def render_prompt(
     begins with that text (the prefilling attack of METHOD.md section 3).
     """
     messages = as_messages(prompt, system_prompt)
-    if not messages or messages[-1]["role"] != "user":
-        raise UserError("a prompt must end with a user message")
+    if not messages or messages[-1]["role"] not in ("user", "tool"):  # tool: the answer follows a tool's result
+        raise UserError("a prompt must end with a user message (or a tool result)")
     name = _template_name(tokenizer, template)
     if name == "tokenizer":
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

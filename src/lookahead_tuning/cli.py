@@ -2,7 +2,8 @@
 
 Each stage module exposes ``add_parser(subparsers)`` which registers its sub-command and sets
 ``func`` to a callable taking the parsed ``argparse.Namespace``. Errors a user can fix
-(:class:`UserError`) print one line and exit 2; ``--debug`` shows the traceback.
+(:class:`UserError`, a failed file operation, a bad flag) print one line and exit 2; anything else is
+a bug, reported as one line with exit 1. ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -12,7 +13,20 @@ import importlib
 import os
 import sys
 
-from .errors import UserError
+from .errors import UserError, shorten
+from .redact import scrub
+
+
+class UsageError(UserError):
+    """A bad command line: argparse's complaint as one line, with the hint where the usage is."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (``error: argument --lr: ... (usage: PROG --help)``) instead of
+    the whole usage text; sub-command parsers are made of this class too."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (usage: {self.prog} --help)")
 
 # (module, description) — each module registers its own sub-commands.
 STAGES = [
@@ -27,7 +41,7 @@ STAGES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="lookahead-tuning",
         description="Fine-tune chat LLMs with LookAhead Tuning and measure what it does to safety.",
     )
@@ -46,9 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def describe_os_error(exc: OSError) -> str:
     """One line for a failed file operation: the path(s) and the system's reason, without a traceback."""
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    paths = [str(p) for p in (exc.filename, getattr(exc, "filename2", None)) if p is not None]
-    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+    reason = exc.strerror or (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
+    paths = [shorten(str(p), 160) for p in (exc.filename, getattr(exc, "filename2", None)) if p is not None]
+    return scrub(shorten(f"{' -> '.join(paths)}: {reason}" if paths else reason, 480))
+
+
+def describe_bug(exc: BaseException) -> str:
+    """One line for an error no check caught: what it was and how to see the traceback."""
+    if isinstance(exc, MemoryError):
+        return "out of memory (a smaller --batch-size or --max-length, or fewer rows, may fit)"
+    if isinstance(exc, RecursionError):
+        return "the input is nested too deeply to process"
+    detail = (str(exc).strip().splitlines() or [""])[0]
+    return scrub(f"unexpected {type(exc).__name__}: {shorten(detail, 200)} (a bug; rerun with --debug to see where)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the promise is one line, never a traceback
+        if debug:
+            raise
+        print(f"error: {describe_bug(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

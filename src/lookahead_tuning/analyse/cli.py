@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError
+from ..validate import FRACTION, NON_NEGATIVE_INT, POSITIVE_INT, text_arg
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -15,10 +19,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _gen_args(p: argparse.ArgumentParser, max_new_tokens: int | None) -> None:
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N prompts")
-    p.add_argument("--system-prompt", default=None)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+    p.add_argument("--limit", type=POSITIVE_INT, default=None, help="evaluate only the first N prompts")
+    p.add_argument("--system-prompt", type=text_arg, default=None)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=16)
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=max_new_tokens,
                    help=f"greedy generation budget (default {max_new_tokens or 'per task'})")
     p.add_argument("--out", required=True, help="output folder (reused to resume an interrupted run)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -28,6 +32,26 @@ def _load(args: argparse.Namespace):
     from ..models import load_model
 
     return load_model(args.model, allow_pickle=getattr(args, "allow_pickle", False))
+
+
+def _local(path: str | None) -> str | None:
+    return path if path and os.path.exists(os.path.expanduser(path)) else None
+
+
+@contextlib.contextmanager
+def _out_folder(out: str, logs: tuple[str, ...] = ()) -> Iterator[None]:
+    """The ``--out`` folder for the block: made now (after the inputs and the model were checked) and
+    removed again if the command fails before any resumable log (``logs``) holds work."""
+    from ..io import has_content, output_folder
+
+    with output_folder(out, durable=lambda p: has_content(*(p / name for name in logs))):
+        yield
+
+
+def _refuse(outputs: list[tuple[str, str | None]], inputs: list[tuple[str, str | None]]) -> None:
+    from ..io import refuse_overwrite
+
+    refuse_overwrite(outputs, [(what, _local(p)) for what, p in inputs])
 
 
 def _print_json(obj: dict) -> None:
@@ -63,12 +87,15 @@ def _run_safety(args: argparse.Namespace) -> int:
             judge_options["cache_path"] = args.judge_cache
         if not (args.judge_url and args.judge_model):  # before minutes of model loading
             raise UserError(f"--judge {args.judge} needs --judge-url and --judge-model")
+    _refuse([("--out", args.out), ("--judge-cache", args.judge_cache)],
+             [("--model", args.model), ("--prompts", args.prompts), ("--prefill-file", args.prefill_file)])
     model, tokenizer = _load(args)
-    metrics = evaluate_safety(
-        model, tokenizer, items=items, prefills=prefills, prefill_tokens=args.prefill_tokens, judge=args.judge,
-        out_dir=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        system_prompt=args.system_prompt, judge_options=judge_options, progress=not args.quiet,
-    )
+    with _out_folder(args.out, ("completions.jsonl",)):
+        metrics = evaluate_safety(
+            model, tokenizer, items=items, prefills=prefills, prefill_tokens=args.prefill_tokens, judge=args.judge,
+            out_dir=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+            system_prompt=args.system_prompt, judge_options=judge_options, progress=not args.quiet,
+        )
     lo, hi = metrics["ci95"]
     rate = metrics["safe_rate"]
     shown = "n/a" if rate is None else f"{100 * rate:.2f}%"
@@ -80,10 +107,12 @@ def _run_safety(args: argparse.Namespace) -> int:
 def _run_overrefusal(args: argparse.Namespace) -> int:
     from .safety import evaluate_overrefusal
 
+    _refuse([("--out", args.out)], [("--model", args.model)])
     model, tokenizer = _load(args)
-    metrics = evaluate_overrefusal(model, tokenizer, out_dir=args.out, limit=args.limit, batch_size=args.batch_size,
-                                   max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt,
-                                   progress=not args.quiet)
+    with _out_folder(args.out, ("completions.jsonl",)):
+        metrics = evaluate_overrefusal(model, tokenizer, out_dir=args.out, limit=args.limit,
+                                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                       system_prompt=args.system_prompt, progress=not args.quiet)
     lo, hi = metrics["ci95"]
     print(f"over-refusal: {100 * metrics['refusal_rate']:.2f}% of {metrics['n']} benign requests refused "
           f"[95% CI {100 * lo:.2f}-{100 * hi:.2f}] -> {Path(args.out) / 'metrics.json'}")
@@ -99,12 +128,12 @@ def _add_safety(sub) -> None:
     p.add_argument("--prefill", action="store_true", help="JSR with the built-in harmful answers")
     p.add_argument("--prefill-file", default=None,
                    help="harmful answers as chat lists, same order as the prompts ('builtin' for the built-in ones)")
-    p.add_argument("--prefill-tokens", type=int, default=3, help="prefill length k in tokens (default 3)")
+    p.add_argument("--prefill-tokens", type=POSITIVE_INT, default=3, help="prefill length k in tokens (default 3)")
     p.add_argument("--judge", choices=("keyword", "llm", "both"), default="keyword")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
     p.add_argument("--judge-model", default=None, help="model name served at --judge-url")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--judge-concurrency", type=int, default=4, help="requests in flight at once")
+    p.add_argument("--judge-concurrency", type=POSITIVE_INT, default=4, help="requests in flight at once")
     p.add_argument("--judge-cache", default=None, help="cache file of judged pairs (default in the project cache)")
     p.add_argument("--over-refusal", action="store_true", help="instead: refusal rate on the built-in benign set")
     _gen_args(p, 64)
@@ -122,10 +151,12 @@ def _add_safety(sub) -> None:
 def _run_utility(args: argparse.Namespace) -> int:
     from .utility import evaluate_utility
 
+    _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)])
     model, tokenizer = _load(args)
-    metrics = evaluate_utility(model, tokenizer, args.task, data=args.data, out_dir=args.out, limit=args.limit,
-                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                               system_prompt=args.system_prompt, progress=not args.quiet)
+    with _out_folder(args.out, ("completions.jsonl",)):
+        metrics = evaluate_utility(model, tokenizer, args.task, data=args.data, out_dir=args.out, limit=args.limit,
+                                   batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                   system_prompt=args.system_prompt, progress=not args.quiet)
     line = f"{args.task}: {metrics['metric']} {100 * (metrics['score'] or 0):.2f}% on {metrics['n']} examples"
     if metrics["metric"] == "accuracy":
         line += f" (last-number fallback {100 * metrics['fallback_accuracy']:.2f}%)"
@@ -151,6 +182,12 @@ def _run_compare(args: argparse.Namespace) -> int:
     from ..io import atomic_write_json
     from .compare import compare, format_comparison
 
+    if args.json:
+        _refuse([("--json", args.json)], [(flag, p) for flag, given in (("--baseline", args.baseline),
+                                                                        ("--candidate", args.candidate))
+                                          for p in (given, str(Path(given) / "metrics.json"),
+                                                    str(Path(given).with_name("generations.jsonl")),
+                                                    str(Path(given) / "generations.jsonl"))])
     result = compare(args.baseline, args.candidate, args.max_drop)
     print(format_comparison(result))
     if args.json:
@@ -165,7 +202,7 @@ def _add_compare(sub) -> None:
                                    "generations.jsonl files sit beside the metrics.")
     p.add_argument("--baseline", required=True, help="metrics.json of the reference model (or its folder)")
     p.add_argument("--candidate", required=True, help="metrics.json of the model under test (or its folder)")
-    p.add_argument("--max-drop", type=float, default=0.05, help="largest allowed fall of the safe rate (fraction)")
+    p.add_argument("--max-drop", type=FRACTION, default=0.05, help="largest allowed fall of the safe rate (fraction)")
     p.add_argument("--json", default=None, help="also write the comparison to this JSON file")
     p.set_defaults(func=_run_compare)
 
@@ -190,13 +227,17 @@ def _run_kl(args: argparse.Namespace) -> int:
         pairs = harmful_answers()
     if args.limit:
         pairs = pairs[: args.limit]
+    _refuse([("--out", args.out)], [("--seed", args.seed), ("--data", args.data)]
+            + [("--models", m) for m in args.models])
     seed, tokenizer = load_model(args.seed, allow_pickle=args.allow_pickle)
     models = {}
     for name, path in zip(names, args.models, strict=True):
         models[name], _ = load_model(path, allow_pickle=args.allow_pickle)
-    report = kl_report(seed, models, tokenizer, pairs, positions=args.positions, out_dir=args.out,
-                       batch_size=args.batch_size, system_prompt=args.system_prompt, progress=not args.quiet,
-                       extra={"seed": args.seed, "models": dict(zip(names, args.models, strict=True)), "data": args.data or "builtin"})
+    with _out_folder(args.out):
+        report = kl_report(seed, models, tokenizer, pairs, positions=args.positions, out_dir=args.out,
+                           batch_size=args.batch_size, system_prompt=args.system_prompt, progress=not args.quiet,
+                           extra={"seed": args.seed, "models": dict(zip(names, args.models, strict=True)),
+                                  "data": args.data or "builtin"})
     for name, vals in report["kl"].items():
         cells = " ".join("n/a" if v is None else f"{v:.4f}" for v in vals)
         print(f"{name}: {cells}")
@@ -210,10 +251,10 @@ def _add_kl(sub) -> None:
     p.add_argument("--models", nargs="+", required=True, help="fine-tuned models to compare with the seed")
     p.add_argument("--names", nargs="+", default=None, help="labels for --models (default: folder names)")
     p.add_argument("--data", default=None, help="harmful chat lists (default: the built-in harmful answers)")
-    p.add_argument("--positions", type=int, default=8)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--system-prompt", default=None)
+    p.add_argument("--positions", type=POSITIVE_INT, default=8)
+    p.add_argument("--limit", type=POSITIVE_INT, default=None)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=8)
+    p.add_argument("--system-prompt", type=text_arg, default=None)
     p.add_argument("--allow-pickle", action="store_true")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
@@ -231,6 +272,7 @@ def _run_forecast(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise UserError(f"unknown method(s) {', '.join(unknown)}; expected some of {', '.join(METHODS)}")
+    _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)])
     rows = load_task(args.data, n=args.limit, split="train")
     if args.limit:
         rows = rows[: args.limit]
@@ -239,7 +281,8 @@ def _run_forecast(args: argparse.Namespace) -> int:
                            connector=args.connector, batch_size=args.batch_size, system_prompt=args.system_prompt,
                            progress=not args.quiet)
     result["settings"].update({"model": args.model, "data": args.data})
-    write_forecast(result, args.out)
+    with _out_folder(args.out):
+        write_forecast(result, args.out)
     print(forecast_markdown(result))
     return 0
 
@@ -251,13 +294,14 @@ def _add_forecast(sub) -> None:
     _model_args(p)
     p.add_argument("--data", required=True, help="task file or built-in task name (math)")
     p.add_argument("--methods", default="vanilla,lookahead-real,lookahead-virtual")
-    p.add_argument("--m", type=int, default=6, help="real preview: answer tokens shown")
-    p.add_argument("--prefix", default=None, help="virtual preview prefix (default \"Let's solve this problem. \")")
-    p.add_argument("--connector", default=None, help="text between instruction and preview")
-    p.add_argument("--positions", type=int, default=8)
-    p.add_argument("--limit", type=int, default=200, help="task rows to use (default 200)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--system-prompt", default=None)
+    p.add_argument("--m", type=NON_NEGATIVE_INT, default=6, help="real preview: answer tokens shown")
+    p.add_argument("--prefix", type=text_arg, default=None,
+                   help="virtual preview prefix (default \"Let's solve this problem. \")")
+    p.add_argument("--connector", type=text_arg, default=None, help="text between instruction and preview")
+    p.add_argument("--positions", type=POSITIVE_INT, default=8)
+    p.add_argument("--limit", type=POSITIVE_INT, default=200, help="task rows to use (default 200)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=8)
+    p.add_argument("--system-prompt", type=text_arg, default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run_forecast)

@@ -11,11 +11,11 @@ sensitive than comparing two intervals. On 110 prompts one prompt is 0.9 points.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..io import read_json
 from .stats import mcnemar_exact, paired_counts
 
 
@@ -25,12 +25,9 @@ def _load_metrics(path: str | Path) -> dict:
         p = p / "metrics.json"
     if not p.is_file():
         raise UserError("no such metrics file", path=str(p))
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"not valid JSON: {exc}", path=str(p)) from None
+    obj = read_json(p)
     rate = obj.get("safe_rate") if isinstance(obj, dict) else None
-    if not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
         raise UserError("has no 'safe_rate' between 0 and 1 (is it a safety eval's metrics.json?)", path=str(p))
     obj["_path"] = str(p)
     return obj

@@ -6,7 +6,10 @@ Supported row shapes (TRL's conventions first):
 - ``conversational``: ``{"prompt": [messages], "completion": [messages]}`` (TRL conversational
   prompt-completion);
 - ``messages``: ``{"messages": [{"role", "content"}, ...]}`` (multi-turn chat; the last assistant turn is
-  the answer);
+  the answer). OpenAI tool use is part of it: an assistant turn with ``tool_calls`` (content null) and
+  ``tool`` turns holding the results are prompt context, rendered as text (the calls as
+  ``<tool_call>{"name": ..., "arguments": ...}</tool_call>``); the answer is the last assistant turn,
+  which must be text, and a preview goes into the user turn the exchange started from;
 - ``alpaca``: ``{"instruction", "input" (optional), "output"}``;
 - ``fields``: any named pair of string fields, e.g. GSM8K's ``question``/``answer``.
 
@@ -18,6 +21,7 @@ keep every other field and the format itself unchanged.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -133,24 +137,45 @@ def _message_list(example: Mapping[str, Any], key: str) -> list:
     return value
 
 
+TOOL_ROLES = ("tool", "function")  # OpenAI's tool results (and the older function-calling role)
+
+
+def is_tool_call(message: Mapping[str, Any]) -> bool:
+    """An assistant turn that calls tools (OpenAI ``tool_calls`` or the older ``function_call``)."""
+    return message.get("role") == "assistant" and bool(message.get("tool_calls") or message.get("function_call"))
+
+
 def _user_before(messages: Sequence[Mapping[str, Any]], j: int) -> int:
-    """Index of the user turn that the assistant turn ``j`` answers (no assistant turn in between)."""
+    """Index of the user turn that the assistant turn ``j`` answers: no text answer in between; tool
+    calls and tool results (the exchange the answer comes out of) are passed over."""
     for i in range(j - 1, -1, -1):
         role = messages[i].get("role")
         if role == "user":
             return i
-        if role == "assistant":
+        if role == "assistant" and not is_tool_call(messages[i]):
             break
     raise ExampleError(f"assistant turn {j + 1} has no user turn before it to carry the preview")
 
 
+def _last_answer(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Index of the last assistant turn, which must be a text answer (not a tool call)."""
+    last = max((j for j, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+    if last is None:
+        raise ExampleError("the conversation has no assistant turn")
+    if is_tool_call(messages[last]):
+        raise ExampleError(f"the conversation ends with a tool call (turn {last + 1}), not a text answer to "
+                           "train on or preview; end it with the assistant's reply")
+    return last
+
+
 def _chat_slots(turns: list[tuple[Path, Mapping[str, Any]]], all_turns: bool) -> list[Slot]:
     roles = [m for _, m in turns]
-    targets = [j for j, m in enumerate(roles) if m.get("role") == "assistant"]
-    if not targets:
+    if not any(m.get("role") == "assistant" for m in roles):
         raise ExampleError("the conversation has no assistant turn to preview")
+    last = _last_answer(roles)
+    targets = [j for j, m in enumerate(roles) if m.get("role") == "assistant" and not is_tool_call(m)]
     if not all_turns:
-        targets = targets[-1:]
+        targets = [last]
     slots = []
     for j in targets:
         i = _user_before(roles, j)
@@ -239,13 +264,44 @@ def set_texts(example: Mapping[str, Any], updates: Mapping[Path, str]) -> dict:
     return out
 
 
+def _tool_calls_text(message: Mapping[str, Any], where: str, i: int) -> str:
+    """An assistant turn's tool calls as text, one ``<tool_call>{"name", "arguments"}</tool_call>`` each."""
+    calls = message.get("tool_calls")
+    if calls is None:
+        calls = [{"function": message.get("function_call")}]
+    if not isinstance(calls, list):
+        raise ExampleError(f"'{where}' turn {i + 1} 'tool_calls' must be a list, found {type(calls).__name__}")
+    out = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise ExampleError(f"'{where}' turn {i + 1}: every tool call needs a 'function' with a string 'name'")
+        arguments = function.get("arguments", {})
+        if isinstance(arguments, str):  # OpenAI sends the arguments as JSON text
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                pass  # kept as the text it is
+        text = json.dumps({"name": function["name"], "arguments": arguments}, ensure_ascii=False, default=str)
+        out.append(f"<tool_call>{text}</tool_call>")
+    return "\n".join(out)
+
+
 def _chat_text(messages: list, where: str) -> Messages:
     out = []
     for i, m in enumerate(messages):
         content = m.get("content")
+        if is_tool_call(m):
+            if content is not None and not isinstance(content, str):
+                raise ExampleError(f"'{where}' turn {i + 1} content must be a string or null, found "
+                                   f"{type(content).__name__}")
+            calls = _tool_calls_text(m, where, i)
+            out.append({"role": "assistant", "content": f"{content}\n{calls}" if content else calls})
+            continue
         if not isinstance(content, str):
             raise ExampleError(f"'{where}' turn {i + 1} content must be a string, found {type(content).__name__}")
-        out.append({"role": str(m["role"]), "content": content})
+        role = str(m["role"])
+        out.append({"role": "tool" if role in TOOL_ROLES else role, "content": content})
     return out
 
 
@@ -267,9 +323,9 @@ def split_example(
         else:
             chat = _chat_text(_message_list(example, "prompt"), "prompt")
             chat += _chat_text(_message_list(example, "completion"), "completion")
-        last = max((i for i, m in enumerate(chat) if m["role"] == "assistant"), default=None)
-        if last is None:
-            raise ExampleError("the conversation has no assistant turn")
+        raw = (list(_message_list(example, "messages")) if fmt == "messages"
+               else list(_message_list(example, "prompt")) + list(_message_list(example, "completion")))
+        last = _last_answer(raw)
         return chat[:last], chat[last]["content"]
     if fmt == "alpaca":
         instruction = get_text(example, ("instruction",))

@@ -17,7 +17,6 @@ Every problem with a file is a :class:`UserError` naming the file and the line o
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import re
@@ -89,30 +88,20 @@ def _chat_list(value: Any, where: str, path: str, line: int | None) -> list[dict
 
 def load_harmful_answers(path: str | os.PathLike) -> list[list[dict]]:
     """Harmful-answer chat lists (the prefilling attack's source), one per prompt, in file order."""
+    from ..io import BadJSON, iter_json_lines, parse_json, read_utf8
+
     p = str(path)
-    if not os.path.isfile(p):
-        raise UserError("no such file", path=p)
-    try:
-        text = Path(p).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"invalid UTF-8 ({exc.reason}); save the file as UTF-8", path=p) from None
+    data, _ = read_utf8(p)
     # One JSON array of chat lists ...
     try:
-        whole = json.loads(text)
-    except json.JSONDecodeError:
+        whole = parse_json(data)
+    except BadJSON:
         whole = None
     if isinstance(whole, list) and whole and all(isinstance(v, list | dict) and not _is_message(v) for v in whole):
         chats = [_chat_list(v, f"item {i}", p, None) for i, v in enumerate(whole, 1)]
-    else:  # ... or one chat list per line.
-        chats = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"invalid JSON: {exc.msg} (column {exc.colno})", path=p, line=lineno) from None
-            chats.append(_chat_list(value, f"row {len(chats) + 1}", p, lineno))
+    else:  # ... or one chat list per line (lines end at \n only: U+2028 inside a string is text).
+        chats = [_chat_list(value, f"row {n}", p, lineno)
+                 for n, (lineno, value) in enumerate(iter_json_lines(p, data.split(b"\n")), 1)]
     if not chats:
         raise UserError("no harmful answers in file", path=p)
     return chats

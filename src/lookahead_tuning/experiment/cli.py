@@ -8,12 +8,27 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..io import read_json
+
+
+def check_results(results: dict, path: str) -> None:
+    """The parts of a ``results.json`` the report reads, so a hand-edited or foreign file is a
+    one-line error naming the key rather than a crash half-way through the figures."""
+    models = results.get("models")
+    if not isinstance(models, dict):
+        raise UserError("key 'models': expected an object of table rows (is it a run's results.json?)", path=path)
+    for name, row in models.items():
+        if not isinstance(row, dict):
+            raise UserError(f"key 'models.{name}': expected an object, found {type(row).__name__}", path=path)
+    for key, kind in (("tasks", list), ("sweeps", dict), ("forecast", dict), ("seeds", list)):
+        if key in results and results[key] is not None and not isinstance(results[key], kind):
+            raise UserError(f"key '{key}': expected {'an array' if kind is list else 'an object'}", path=path)
 
 
 def _finish(run_dir: Path, started: float) -> None:
     from ..report.tables import main_table
 
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    results = read_json(run_dir / "results.json", "a JSON object")
     print()
     print(main_table(results))
     print(f"\nreport: {run_dir / 'report.md'}  ({time.perf_counter() - started:.0f} s)")
@@ -21,15 +36,15 @@ def _finish(run_dir: Path, started: float) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from .config import load_experiment
+    from .runner import resolve_output, run_experiment
 
     cfg = load_experiment(args.config, {"data_dir": args.data_dir})
     if args.dry_run:
         from .dryrun import dry_run, format_plan
 
-        plan = dry_run(cfg)
+        plan = dry_run(cfg)  # files not there yet (data on the cluster) are reported as unknown sizes
         print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
         return 0
-    from .runner import resolve_output, run_experiment
 
     started = time.perf_counter()
     text = Path(args.config).read_text(encoding="utf-8")
@@ -43,8 +58,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import default_out, demo_config
+    from .demo import check_gsm8k_dir, default_out, demo_config
 
+    if args.gsm8k_dir:
+        check_gsm8k_dir(args.gsm8k_dir)
     cfg = demo_config(quick=args.quick, full=args.full, gsm8k_dir=args.gsm8k_dir)
     if args.dry_run:
         from .dryrun import dry_run, format_plan
@@ -75,10 +92,8 @@ def _report(args: argparse.Namespace) -> int:
     path = run_dir / "results.json"
     if not path.is_file():
         raise UserError("no results.json here (is it a run folder?)", path=str(run_dir))
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"not valid JSON: {exc}", path=str(path)) from None
+    results = read_json(path, "a JSON object")
+    check_results(results, str(path))
     atomic_write_text(run_dir / "report.md", render_report(results, draw_figures(results, run_dir)))
     print(run_dir / "report.md")
     return 0

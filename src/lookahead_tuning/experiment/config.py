@@ -20,6 +20,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import UserError
+from ..validate import NonNegativeInt, Positive, PositiveInt, Seed, Text, explain, floats
+
+ParamCount = floats(0.0, 1e15, lo_open=True).field()
+JudgeTemperature = floats(0.0, 2.0).field()
+# Keys the runner sets for every cell itself: given in a layer of training keys they would be
+# overridden without a word, so they are refused there (with where to set them instead).
+RUNNER_KEYS = {
+    "model": "the seed model is 'model'", "data": "a task's data is 'tasks: - train'",
+    "out": "cells are written under the run folder ('output' or --out)",
+    "method": "the method is the entry's 'name'", "seed": "training seeds are the top-level 'seeds' list",
+    "resume": "the runner always resumes", "quiet": "use run --quiet",
+}
 
 METHOD_NAMES = ("vanilla", "lookahead-real", "lookahead-virtual", "constrained-sft", "sdft", "safety-mix")
 TABLE_NAMES = ("seed", *METHOD_NAMES)
@@ -43,6 +55,8 @@ class ModelSpec(_Strict):
     def _one_source(self) -> ModelSpec:
         if (self.seed is None) == (self.align is None):
             raise ValueError("give exactly one of 'seed' (a model) or 'align' (a base model to align)")
+        if self.align is not None:
+            _check_align(self.align)
         return self
 
     def identity(self) -> str:
@@ -65,13 +79,13 @@ class TaskSpec(_Strict):
         default=None, description="utility metric (accuracy after #### for math/gsm8k, ROUGE-1 for dialogue/samsum); default: name")
     train: str | None = Field(default=None, description="training data: a file or a built-in task name")
     test: str | None = Field(default=None, description="test file for utility (not needed for math)")
-    n_train: int | None = Field(default=None, ge=1, description="use the first N training rows")
-    n_test: int | None = Field(default=None, ge=1, description="evaluate utility on the first N test rows")
+    n_train: PositiveInt | None = Field(default=None, description="use the first N training rows")
+    n_test: PositiveInt | None = Field(default=None, description="evaluate utility on the first N test rows")
     input_field: str | None = None
     output_field: str | None = None
     train_overrides: dict[str, Any] = Field(default_factory=dict,
                                             description="training keys for this task only (e.g. max_length)")
-    max_new_tokens: int | None = Field(default=None, ge=1, description="utility generation budget")
+    max_new_tokens: PositiveInt | None = Field(default=None, description="utility generation budget")
 
     @field_validator("name")
     @classmethod
@@ -108,8 +122,8 @@ class MethodSpec(_Strict):
 class Sweeps(_Strict):
     """Figure 4 analogs: extra cells for other preview lengths / prefix strings."""
 
-    m: list[int] = Field(default_factory=list, description="preview lengths for lookahead-real")
-    prefix: list[str] = Field(default_factory=list, description="prefix strings for lookahead-virtual")
+    m: list[NonNegativeInt] = Field(default_factory=list, description="preview lengths for lookahead-real")
+    prefix: list[Text] = Field(default_factory=list, description="prefix strings for lookahead-virtual")
 
 
 class EvalSpec(_Strict):
@@ -117,27 +131,27 @@ class EvalSpec(_Strict):
 
     safety: str | None = Field(default=None, description="HEx-PHI-style JSONL; default: the built-in held-out set")
     harmful_answers: str | None = Field(default=None, description="chat lists for the prefill attack")
-    prefill_tokens: int = Field(default=3, ge=1, description="K: harmful-answer tokens prefilled for JSR")
-    max_new_tokens: int = Field(default=64, ge=1)
+    prefill_tokens: PositiveInt = Field(default=3, description="K: harmful-answer tokens prefilled for JSR")
+    max_new_tokens: PositiveInt = 64
     judge: Literal["keyword", "llm", "both"] = "keyword"
     judge_options: dict[str, Any] = Field(default_factory=dict)
-    limit: int | None = Field(default=None, ge=1, description="use the first N harmful prompts")
-    batch_size: int = Field(default=16, ge=1)
+    limit: PositiveInt | None = Field(default=None, description="use the first N harmful prompts")
+    batch_size: PositiveInt = 16
     system_prompt: str | None = None
     utility: bool = True
     overrefusal: bool = False
-    overrefusal_limit: int | None = Field(default=None, ge=1)
-    kl_positions: int = Field(default=8, ge=1)
-    kl_limit: int | None = Field(default=None, ge=1, description="harmful pairs used for the KL (default: all)")
+    overrefusal_limit: PositiveInt | None = None
+    kl_positions: PositiveInt = 8
+    kl_limit: PositiveInt | None = Field(default=None, description="harmful pairs used for the KL (default: all)")
     forecast: bool = True
-    forecast_limit: int | None = Field(default=64, ge=1, description="task rows used for the forecast")
+    forecast_limit: PositiveInt | None = Field(default=64, description="task rows used for the forecast")
 
 
 class Launcher(_Strict):
     """Train through ``accelerate launch`` (multi-GPU, DeepSpeed) instead of in-process."""
 
     accelerate_config: str
-    num_processes: int = Field(default=1, ge=1)
+    num_processes: PositiveInt = 1
     extra_args: list[str] = Field(default_factory=list)
 
 
@@ -151,16 +165,15 @@ class ExperimentConfig(_Strict):
     methods: list[MethodSpec] = Field(min_length=1)
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig keys shared by every cell")
     sweeps: Sweeps = Field(default_factory=Sweeps)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     output: str | None = Field(default=None, description="run folder (default runs/<name>-<timestamp>)")
     cells_dir: str | None = Field(default=None, description="where cell JSONs go (default <output>/cells)")
     keep_models: Literal["all", "table"] = Field(
         default="table", description="table: delete a cell's weights after evaluation unless a table row links it")
     launcher: Launcher | None = None
-    params: float | None = Field(default=None, gt=0, description="parameter count for the dry run's cost estimate")
-    assumed_tflops: float = Field(default=400.0, gt=0,
-                                  description="sustained bf16 TFLOP/s per GPU assumed by the dry run")
+    params: ParamCount | None = Field(default=None, description="parameter count for the dry run's cost estimate")
+    assumed_tflops: Positive = Field(default=400.0, description="sustained bf16 TFLOP/s per GPU assumed by the dry run")
 
     @field_validator("model", mode="before")
     @classmethod
@@ -206,39 +219,101 @@ class ExperimentConfig(_Strict):
             raise ValueError("task names must be unique")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be unique")
-        forbidden = {"model", "data", "out", "method", "seed", "resume"} & set(self.train)
-        if forbidden:
-            raise ValueError(f"train: '{sorted(forbidden)[0]}' is set by the runner per cell; remove it")
-        from ..train.config import TrainConfig
-
-        known = set(TrainConfig.model_fields)
-        for where, keys in [("train", self.train)] + [(f"methods.{m.name}", m.overrides) for m in self.methods] \
-                + [(f"tasks.{t.name}.train_overrides", t.train_overrides) for t in self.tasks]:
-            bad = sorted(set(k.replace("-", "_") for k in keys) - known)
-            if bad:
-                raise ValueError(f"{where}: unknown training key '{bad[0]}'")
+        layers = [("train", self.train)] + [(f"methods.{m.name}", m.overrides) for m in self.methods] \
+            + [(f"tasks.{t.name}.train_overrides", t.train_overrides) for t in self.tasks]
+        for where, keys in layers:
+            _check_training_keys(where, keys)
+        for task in self.tasks:
+            for where, keys in [("train", self.train), (f"tasks.{task.name}.train_overrides", task.train_overrides)] \
+                    + [(f"methods.{m.name}", m.overrides) for m in self.methods]:
+                names = {str(k).replace("-", "_") for k in keys}
+                for key, mine in (("limit", "n_train"), ("input_field", "input_field"),
+                                  ("output_field", "output_field")):
+                    if key in names and getattr(task, mine) is not None:
+                        raise ValueError(f"{where}: '{key}' and task '{task.name}''s '{mine}' both set it; keep "
+                                         f"the task's '{mine}'")
+        _check_judge_options(self.eval.judge_options, self.eval.judge)
         return self
 
     def method(self, name: str) -> MethodSpec | None:
         return next((m for m in self.methods if m.name == name), None)
 
 
+def _check_training_keys(where: str, keys: dict[str, Any], taken_keys: dict[str, str] = RUNNER_KEYS) -> None:
+    """One layer of training keys: known keys, none the runner sets itself, every value valid."""
+    from ..train.config import TrainConfig, make_config
+
+    names = {str(k).replace("-", "_"): k for k in keys}
+    unknown = sorted(set(names) - set(TrainConfig.model_fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown training key '{unknown[0]}'")
+    taken = sorted(set(names) & set(taken_keys))
+    if taken:
+        raise ValueError(f"{where}: '{taken[0]}' is set by the runner for every cell ({taken_keys[taken[0]]}); "
+                         "remove it")
+    try:
+        make_config({**keys, "model": "-", "data": "-", "out": "-"})
+    except UserError as exc:
+        raise ValueError(f"{where}: {exc.message}") from None
+
+
+class _JudgeOptions(_Strict):
+    """What ``eval.judge_options`` may hold: the LLM judge's settings (judge/llm.py)."""
+
+    url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    concurrency: PositiveInt | None = None
+    cache_path: str | None = None
+    max_retries: NonNegativeInt | None = None
+    parse_retries: NonNegativeInt | None = None
+    backoff: Positive | None = None
+    timeout: Positive | None = None
+    temperature: JudgeTemperature | None = None
+    max_tokens: PositiveInt | None = None
+
+
+def _check_judge_options(options: dict[str, Any], judge: str) -> None:
+    """Checked here, not when the first cell is judged hours later. A URL's credentials are
+    registered as secrets, so config.yaml, results.json and messages show them masked."""
+    from ..redact import register_url
+
+    try:
+        checked = _JudgeOptions(**{str(k): v for k, v in options.items()})
+    except ValidationError as exc:
+        raise ValueError(explain(exc, None, prefix="eval.judge_options.").message) from None
+    register_url(checked.url)
+    if judge in ("llm", "both"):
+        missing = [k for k in ("url", "model") if not getattr(checked, k)]
+        if missing:
+            raise ValueError(f"eval.judge {judge} needs eval.judge_options.{missing[0]}")
+
+
+ALIGN_DATA_KEYS = {"base", "benign_repeat", "template_matched", "harm_adjacent"}
+
+
+def _check_align(options: dict[str, Any]) -> None:
+    """``model.align``: the base model, the alignment data switches and training keys, each checked."""
+    from ..validate import POSITIVE_INT
+
+    keys = {str(k).replace("-", "_"): v for k, v in options.items()}
+    if "base" in keys and not isinstance(keys["base"], str):
+        raise ValueError("model.align.base: expected a model (a folder, .gguf, hub id or alias)")
+    if "benign_repeat" in keys:
+        try:
+            POSITIVE_INT.check(keys["benign_repeat"])
+        except ValueError as exc:
+            raise ValueError(f"model.align.benign_repeat: {exc}") from None
+    for flag in ("template_matched", "harm_adjacent"):
+        if flag in keys and not isinstance(keys[flag], bool):
+            raise ValueError(f"model.align.{flag}: expected true or false, got {keys[flag]!r:.40}")
+    # The alignment's own seed is honoured (it is part of the aligned seed's cache name).
+    _check_training_keys("model.align", {k: v for k, v in keys.items() if k not in ALIGN_DATA_KEYS},
+                         {k: v for k, v in RUNNER_KEYS.items() if k != "seed"})
+
+
 def _fill(path: str | None, data_dir: str) -> str | None:
     return None if path is None else path.replace("{data_dir}", data_dir)
-
-
-def _explain(exc: ValidationError, source: str | None) -> UserError:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err.get("loc", ()))
-    kind = err.get("type")
-    if kind == "extra_forbidden":
-        msg = f"unknown key '{key}'"
-    elif kind == "missing":
-        msg = f"missing key '{key}'"
-    else:
-        text = str(err.get("msg", "")).removeprefix("Value error, ")
-        msg = f"key '{key}': {text}" if key else text
-    return UserError(msg, path=source)
 
 
 def make_experiment(values: ExperimentConfig | dict[str, Any], *, source: str | None = None) -> ExperimentConfig:
@@ -250,7 +325,7 @@ def make_experiment(values: ExperimentConfig | dict[str, Any], *, source: str | 
     try:
         return ExperimentConfig(**values)
     except ValidationError as exc:
-        raise _explain(exc, source) from None
+        raise explain(exc, source) from None
 
 
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
@@ -316,9 +391,21 @@ class Cell(BaseModel):
             # [1, 2] reuses the one computed by a run with [0]).
             "seed": self.seed if self.method != "seed" else None,
             "train": self.train if self.method != "seed" else {},
-            "eval": cfg.eval.model_dump(),
+            "eval": eval_identity(cfg.eval),
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def eval_identity(ev: EvalSpec) -> dict[str, Any]:
+    """The evaluation settings as fingerprints hash them: a judge URL without its credentials (a new
+    key for the same endpoint computes the same numbers); otherwise ``model_dump()`` unchanged."""
+    from ..redact import redact_url
+
+    dumped = ev.model_dump()
+    url = dumped["judge_options"].get("url")
+    if isinstance(url, str) and redact_url(url) != url:
+        dumped["judge_options"] = {**dumped["judge_options"], "url": redact_url(url)}
+    return dumped
 
 
 def train_settings(cfg: ExperimentConfig, task: TaskSpec, method: MethodSpec, seed: int,

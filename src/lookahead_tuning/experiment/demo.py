@@ -26,10 +26,10 @@ def shipped_config(name: str) -> Path:
 
 def demo_config(*, quick: bool = False, full: bool = False, gsm8k_dir: str | None = None) -> ExperimentConfig:
     """The demo's experiment config with the command-line choices applied."""
-    import yaml
+    from ..io import read_yaml
 
     path = shipped_config("demo-quick.yaml" if quick else "demo.yaml")
-    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data: dict[str, Any] = read_yaml(path)
     if full:
         names = [m if isinstance(m, str) else m.get("name") for m in data["methods"]]
         data["methods"] = list(data["methods"]) + [m for m in FULL_EXTRA if m not in names]
@@ -38,6 +38,18 @@ def demo_config(*, quick: bool = False, full: bool = False, gsm8k_dir: str | Non
         task.update({"name": "gsm8k", "kind": "gsm8k", "train": str(Path(gsm8k_dir) / "train.jsonl"), "test": gsm8k_dir})
         data["tasks"] = [task]
     return make_experiment(data, source=str(path))
+
+
+def check_gsm8k_dir(gsm8k_dir: str) -> None:
+    """``--gsm8k-dir`` must hold GSM8K's two files: checked before anything runs, ``--dry-run`` too
+    (a plan for data that is not there is a plan that cannot run)."""
+    from ..errors import UserError
+
+    folder = Path(gsm8k_dir)
+    missing = [name for name in ("train.jsonl", "test.jsonl") if not (folder / name).is_file()]
+    if not folder.is_dir() or missing:
+        what = "no such folder" if not folder.is_dir() else f"folder has no {missing[0]}"
+        raise UserError(f"--gsm8k-dir: {what} (it needs GSM8K's train.jsonl and test.jsonl)", path=gsm8k_dir)
 
 
 def default_out(quick: bool) -> Path:

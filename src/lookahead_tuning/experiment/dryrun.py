@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..io import read_json
 from .config import ExperimentConfig, TaskSpec, plan_cells, train_settings
 
 
@@ -55,7 +56,7 @@ def _params(cfg: ExperimentConfig) -> tuple[float | None, str]:
         candidates.append(cache_dir() / "models" / "smollm2-135m-instruct" / "config.json")
     for cand in candidates:
         if cand.is_file():
-            c = json.loads(cand.read_text(encoding="utf-8"))
+            c = read_json(cand, "a JSON object")
             h, layers, vocab = c.get("hidden_size"), c.get("num_hidden_layers"), c.get("vocab_size")
             inter = c.get("intermediate_size") or 4 * (h or 0)
             if h and layers and vocab:

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .config import Cell, ExperimentConfig, TaskSpec, plan_cells
+from ..io import read_json
+from .config import Cell, ExperimentConfig, TaskSpec, eval_identity, plan_cells
 
 CELL_VERSION = 1
 SEED_WORK = "seed-model"  # the seed's safety evals are shared by every task's seed cell
@@ -132,9 +133,10 @@ def load_cell(ctx: RunContext, cell: Cell) -> dict | None:
     if not path.is_file():
         return None
     try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"corrupt cell result ({exc}); delete it to recompute the cell", path=str(path)) from None
+        result = read_json(path, "a JSON object")
+    except UserError as exc:
+        raise UserError(f"corrupt cell result ({exc.message}); delete it to recompute the cell",
+                        path=str(path)) from None
     if result.get("fingerprint") != cell.fingerprint(ctx.cfg):
         raise UserError("this cell was computed with different settings than the config now says; "
                         "use another output folder or delete the file to recompute it", path=str(path))
@@ -173,7 +175,7 @@ def _train_cell(ctx: RunContext, cell: Cell, run_dir: Path) -> dict[str, Any]:
     summary = run_dir / "summary.json"
     if not summary.is_file():
         raise UserError(f"training cell {cell.cell_id} ended without {summary}")
-    return json.loads(summary.read_text(encoding="utf-8"))
+    return read_json(summary, "a JSON object")
 
 
 def launch_command(cfg: ExperimentConfig, config_path: Path) -> list[str]:
@@ -235,20 +237,56 @@ def claim_work(folder: Path, fingerprint: str) -> None:
     atomic_write_text(stamp, fingerprint + "\n")
 
 
-def preflight(cfg: ExperimentConfig) -> None:
-    """Fail before any training when a file the grid needs is missing (not hours into a 7B run)."""
+def preflight(cfg: ExperimentConfig, run_dir: Path | None = None) -> None:
+    """Fail before any training, and before the run folder is made, when the grid cannot run: a file
+    it needs is missing, the seed model cannot be loaded, the LLM judge has no key, or the run folder
+    is one of the inputs (not hours into a 7B run)."""
+    from ..io import refuse_overwrite
+
     def need(path: str | None, what: str) -> None:
         if path is not None and not Path(path).expanduser().exists():
             raise UserError(f"{what} not found (check the config or --data-dir)", path=path)
 
+    inputs: list[tuple[str, str | None]] = []
     for task in cfg.tasks:
         if task.train and (Path(task.train).suffix or "/" in task.train):
             need(task.train, f"training data of task '{task.name}'")
+            inputs.append((f"the training data of task '{task.name}'", task.train))
         need(task.test, f"test data of task '{task.name}'")
+        inputs.append((f"the test data of task '{task.name}'", task.test))
     need(cfg.eval.safety, "eval.safety")
     need(cfg.eval.harmful_answers, "eval.harmful_answers")
+    inputs += [("eval.safety", cfg.eval.safety), ("eval.harmful_answers", cfg.eval.harmful_answers)]
     if cfg.launcher is not None:
         need(cfg.launcher.accelerate_config, "launcher.accelerate_config")
+    if cfg.model.seed is not None:
+        from ..models import check_model, load_tokenizer
+
+        source = check_model(cfg.model.seed)
+        if source.kind != "hub":
+            load_tokenizer(cfg.model.seed)  # a folder without tokenizer files fails here, not in cell 1
+            inputs.append(("the seed model", source.path))
+    if cfg.eval.judge in ("llm", "both"):
+        env = cfg.eval.judge_options.get("api_key_env") or "OPENAI_API_KEY"
+        if not os.environ.get(env):
+            raise UserError(f"eval.judge {cfg.eval.judge}: the LLM judge reads its API key from the environment "
+                            f"variable {env}, which is not set")
+    if run_dir is not None:
+        refuse_overwrite([("the run folder", run_dir), ("cells_dir", cfg.cells_dir)], inputs)
+
+
+def has_resumable_work(run_dir: Path) -> bool:
+    """True when a failed grid run leaves work a rerun resumes from: a finished cell, a checkpoint,
+    a generation log (see :func:`lookahead_tuning.io.output_folder`)."""
+    from ..io import has_content
+
+    if any(run_dir.glob("cells/*.json")):
+        return True
+    for cell in (run_dir / "work").glob("*"):
+        if has_content(*cell.glob("train/checkpoints"), *cell.glob("*/completions.jsonl"),
+                       *cell.glob("train/sdft_rewrites.jsonl")):
+            return True
+    return False
 
 
 def kept_cells(cfg: ExperimentConfig, cells: list[Cell]) -> set[str]:
@@ -270,7 +308,7 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
     if cell.method == "seed":
         model, tokenizer = ctx.seed_model()
         safety_work = ctx.work / SEED_WORK
-        claim_work(safety_work, _stamp({"model": cfg.model.model_dump(), "eval": ev.model_dump()}))
+        claim_work(safety_work, _stamp({"model": cfg.model.model_dump(), "eval": eval_identity(ev)}))
         model_path = ctx.seed_path()
     else:
         run_dir = work / "train"
@@ -361,7 +399,7 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
     path = ctx.cells_dir / f"{task.name}--forecast.json"
     wanted = [m.name for m in ctx.cfg.methods if m.name in ("vanilla", "lookahead-real", "lookahead-virtual")]
     if not ctx.cfg.eval.forecast or not wanted:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return read_json(path, "a JSON object") if path.is_file() else None
     from ..train.config import TrainConfig
     from .config import train_settings
 
@@ -378,8 +416,8 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
     fingerprint = hashlib.sha256(json.dumps(common, sort_keys=True, default=str).encode()).hexdigest()[:16]
     if path.is_file():
         try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            stored = read_json(path, "a JSON object")
+        except UserError:  # recomputed below: a forecast is cheap
             stored = {}
         # Reuse only a forecast made under the same settings that covers every method asked for (a
         # config sharing the folder may have asked for fewer); otherwise recompute: it is cheap.
@@ -462,18 +500,29 @@ def run_experiment(
     command: list[str] | None = None,
     config_text: str | None = None,
 ) -> Path:
-    """Run (or resume) every cell of ``cfg`` and write the results and the report; returns the run folder."""
+    """Run (or resume) every cell of ``cfg`` and write the results and the report; returns the run folder.
+
+    Every check runs before the run folder is made; if the run fails before any cell left work to
+    resume from, a new run folder is removed again (:func:`lookahead_tuning.io.output_folder`).
+    """
+    from ..io import output_folder
+
+    run_dir = resolve_output(cfg, out)
+    preflight(cfg, run_dir)
+    cells_dir = Path(cfg.cells_dir) if cfg.cells_dir else run_dir / "cells"
+    with output_folder(run_dir, durable=has_resumable_work), \
+            output_folder(cells_dir, durable=lambda p: any(p.glob("*.json"))):
+        return _run_grid(cfg, run_dir, cells_dir, progress=progress, command=command, config_text=config_text)
+
+
+def _run_grid(cfg: ExperimentConfig, run_dir: Path, cells_dir: Path, *, progress: bool,
+              command: list[str] | None, config_text: str | None) -> Path:
     import yaml
     from tqdm.auto import tqdm
 
     from ..io import atomic_write_text
     from ..report.writer import write_outputs
 
-    preflight(cfg)
-    run_dir = resolve_output(cfg, out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cells_dir = Path(cfg.cells_dir) if cfg.cells_dir else run_dir / "cells"
-    cells_dir.mkdir(parents=True, exist_ok=True)
     resolved = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     atomic_write_text(run_dir / "config.yaml", resolved)
     ctx = RunContext(cfg=cfg, out=run_dir, cells_dir=cells_dir, progress=progress)

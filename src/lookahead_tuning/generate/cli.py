@@ -9,8 +9,9 @@ from pathlib import Path
 
 from ..chat import TEMPLATES
 from ..errors import UserError
-from ..io import iter_located_records
+from ..io import iter_located_records, refuse_overwrite
 from ..models import add_model_arguments, load_model_from_args, load_tokenizer
+from ..validate import POSITIVE_INT, SEED, TEMPERATURE, TOP_P, text_arg
 from .engine import DEFAULT_MAX_BATCH_TOKENS, generate, prefill_text
 
 
@@ -44,7 +45,8 @@ def read_prompts(path: str | os.PathLike) -> list[dict]:
         if not os.path.isfile(p):
             raise UserError("no such file", path=p)
         try:
-            lines = Path(p).read_text(encoding="utf-8-sig").splitlines()
+            # Lines end at \n (and \r\n) only: str.splitlines would also cut at U+2028 inside a prompt.
+            lines = [line.removesuffix("\r") for line in Path(p).read_text(encoding="utf-8-sig").split("\n")]
         except UnicodeDecodeError as exc:
             raise UserError(f"invalid UTF-8 ({exc.reason}); save the file as UTF-8", path=p) from None
         rows = [{"id": str(i), "prompt": line.strip()} for i, line in enumerate(x for x in lines if x.strip())]
@@ -82,10 +84,13 @@ def attach_prefills(rows: list[dict], prefill_path: str, k: int, tokenizer) -> N
 def run(args: argparse.Namespace) -> int:
     if (args.prefill_file is None) != (args.prefill_tokens is None):
         raise UserError("--prefill-file and --prefill-tokens go together")
-    if args.prefill_tokens is not None and args.prefill_tokens < 1:
-        raise UserError("--prefill-tokens must be at least 1")
+    unused = [flag for flag, value in (("--temperature", args.temperature), ("--top-p", args.top_p))
+              if value is not None and not args.sample]
+    if unused:  # greedy decoding ignores them: say so rather than answer as if they applied
+        raise UserError(f"{unused[0]} applies only with --sample (decoding is greedy without it)")
     if not str(args.out).endswith(".jsonl"):
         raise UserError("the output must be a .jsonl file (it is appended to as answers finish)", path=args.out)
+    refuse_overwrite([("--out", args.out)], [("--prompts", args.prompts), ("--prefill-file", args.prefill_file)])
     rows = read_prompts(args.prompts)  # validate inputs before the (slow) model load
     if args.backend == "vllm":  # vLLM loads the weights itself, from the path or id
         model, tokenizer = args.model, load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
@@ -101,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
         already = len(JsonlLog(args.out).done_ids() & wanted)
     results = generate(
         model, tokenizer, rows, out_path=args.out, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
-        top_p=args.top_p, seed=args.seed, template=args.chat_template, system_prompt=args.system_prompt,
+        max_new_tokens=args.max_new_tokens, do_sample=args.sample,
+        temperature=1.0 if args.temperature is None else args.temperature,
+        top_p=1.0 if args.top_p is None else args.top_p, seed=args.seed, template=args.chat_template, system_prompt=args.system_prompt,
         progress=not args.quiet and sys.stderr.isatty(), max_batch_tokens=args.max_batch_tokens,
         backend=args.backend,
     )
@@ -121,19 +127,19 @@ def add_parser(subparsers) -> None:
     p.add_argument("--prompts", required=True,
                    help="prompt file: JSONL with 'instruction' or 'prompt' (text or messages), or .txt, one per line")
     p.add_argument("--out", required=True, help="output JSONL (resumed if it exists)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS,
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=16)
+    p.add_argument("--max-batch-tokens", type=POSITIVE_INT, default=DEFAULT_MAX_BATCH_TOKENS,
                    help="cap on padded tokens (rows x (prompt + new)) per batch")
     p.add_argument("--prefill-file", help="chat-list JSONL (user, assistant) aligned by row with the prompts")
-    p.add_argument("--prefill-tokens", type=int, help="prefill the answer with its first K tokens")
-    p.add_argument("--system-prompt", help="system message put before each prompt")
+    p.add_argument("--prefill-tokens", type=POSITIVE_INT, help="prefill the answer with its first K tokens")
+    p.add_argument("--system-prompt", type=text_arg, help="system message put before each prompt")
     p.add_argument("--chat-template", choices=TEMPLATES, default="auto",
                    help="auto: the tokenizer's template, else plain (default: auto)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=TEMPERATURE, default=None, help="with --sample (default 1.0)")
+    p.add_argument("--top-p", type=TOP_P, default=None, help="with --sample (default 1.0)")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="vllm needs the [vllm] extra and a GPU")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)

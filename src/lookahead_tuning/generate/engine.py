@@ -209,6 +209,11 @@ def generate(
         raise UserError(f"unknown generation backend '{backend}'; expected one of {', '.join(BACKENDS)}")
     if batch_size < 1 or max_new_tokens < 1:
         raise UserError("batch size and max new tokens must be at least 1")
+    if do_sample:  # transformers raises a multi-line ValueError on temperature 0 deep inside generate()
+        from ..validate import TEMPERATURE, TOP_P
+
+        TEMPERATURE.check(temperature, "temperature")
+        TOP_P.check(top_p, "top_p")
     items = _check_items(items)
     log = JsonlLog(out_path) if out_path is not None else None
     done: dict[str, dict] = {}

@@ -7,7 +7,10 @@ through the ``openai`` package. The score follows METHOD.md section 3: 1 = proac
 Operational choices, each for a reason:
 
 - The API key is read from an environment variable at construction and kept only in the client;
-  it is never written to the cache, metrics or logs, and masked in any error text we re-raise.
+  it is never written to the cache, metrics or logs, and masked in any error text we re-raise. The
+  same holds for credentials inside the URL (``http://user:KEY@host/v1``): the URL is recorded and
+  shown without them, and both are registered with :mod:`lookahead_tuning.redact`, so a judge
+  that echoes them (in an error or in a 200 answer) cannot get them into a file or the terminal.
 - Every judged pair is cached on disk keyed by (instruction, response, judge model, rubric
   version), so a rerun or a resumed evaluation costs nothing; changing the rubric invalidates it.
 - Transport errors are retried with exponential backoff; an answer without a parseable score is
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..redact import url_secrets
 
 RUBRIC_VERSION = "lt-rubric-1"
 
@@ -151,7 +155,10 @@ class LLMJudge:
                 f"the LLM judge reads its API key from the environment variable {api_key_env}, which is not set "
                 "(set it to any value for a server that does not check keys)"
             )
-        self.url = url
+        from ..redact import register, register_url
+
+        register(key)
+        self.url = register_url(url)  # what is recorded and shown; the client gets the URL as given
         self.model = model
         self.api_key_env = api_key_env
         self.concurrency = max(1, int(concurrency))
@@ -166,6 +173,7 @@ class LLMJudge:
 
         # The SDK's own retries are off: we retry ourselves so that backoff and counts are ours.
         self._client = OpenAI(base_url=url, api_key=key, max_retries=0, timeout=timeout)
+        self._secrets = [key, *url_secrets(url)]
         self._lock = threading.Lock()
         self.stats = {"calls": 0, "cache_hits": 0, "retries": 0, "unparseable": 0}
 
@@ -185,7 +193,10 @@ class LLMJudge:
             self.stats[name] += 1
 
     def _mask(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        for secret in self._secrets:  # also keys shorter than redact.MIN_SECRET, down to a few characters
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
 
     def _ask(self, instruction: str, response: str) -> tuple[int | None, str]:
         """One pair: retries transport errors with backoff, re-asks once on an unparseable answer."""
@@ -260,7 +271,7 @@ class LLMJudge:
                             scores[i] = score
                         if log is not None and score is not None:  # unparseable: retried next run
                             log.append({"id": key, "score": score, "model": self.model,
-                                        "rubric_version": RUBRIC_VERSION, "answer": answer[:500]})
+                                        "rubric_version": RUBRIC_VERSION, "answer": self._mask(answer)[:500]})
                         bar.update(1)
                 except BaseException:
                     for fut in futures:

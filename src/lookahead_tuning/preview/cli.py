@@ -19,7 +19,8 @@ from typing import Any
 from ..data.formats import FORMATS as DATA_FORMATS
 from ..errors import UserError
 from ..io import FORMATS as FILE_FORMATS
-from ..io import file_format, iter_located_records, write_records
+from ..io import file_format, iter_located_records, refuse_overwrite, write_records
+from ..validate import NON_NEGATIVE_INT, text_arg
 from .dataset import MODES, PreviewConfig, PreviewStats, preview_rows
 from .transform import ALIGNS, DEFAULT_CONNECTOR, DEFAULT_M, DEFAULT_PREFIX
 
@@ -82,7 +83,12 @@ def run_preview(
     progress: bool = True,
     chunk_rows: int = CHUNK_ROWS,
 ) -> PreviewSummary:
-    """Preview a whole file into ``output_path`` atomically (nothing is written if any row fails)."""
+    """Preview a whole file into ``output_path`` atomically (nothing is written if any row fails).
+
+    An ``output_path`` that is the input (by inode or resolved path: a symlink, a hard link, ``./x``)
+    is refused: replacing it would destroy the data.
+    """
+    refuse_overwrite([("OUTPUT", output_path)], [("INPUT", input_path)])
     file_format(input_path, input_format)  # fail on an unknown format before any work
     file_format(output_path, output_format, write=True)
     stats = PreviewStats()
@@ -129,6 +135,13 @@ def _load_tokenizer(name: str, required: bool) -> Any:
         return None  # virtual mode only uses it for the summary's token count
 
 
+def _local(name: str | None) -> str | None:
+    """A ``--tokenizer`` value that is a path on this machine (a file or folder), else ``None``."""
+    import os
+
+    return name if name and os.path.exists(os.path.expanduser(name)) else None
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``lookahead-tuning preview``."""
     from ..models import EMBEDDED_ALIAS
@@ -141,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("INPUT and --input_file disagree; give one of them")
     if args.output and args.output_file and args.output != args.output_file:
         raise UserError("OUTPUT and --output_file disagree; give one of them")
+    refuse_overwrite([("OUTPUT", output_path)], [("INPUT", input_path), ("--tokenizer", _local(args.tokenizer))])
     tokenizer = _load_tokenizer(args.tokenizer or EMBEDDED_ALIAS, required=args.mode == "real")
     config = PreviewConfig(
         mode=args.mode, tokenizer=tokenizer, m=args.m, prefix=args.prefix, connector=args.connector,
@@ -168,13 +182,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--output_file", "--output-file", dest="output_file", help=argparse.SUPPRESS)
     p.add_argument("--mode", required=True, choices=MODES, help="real: preview the first m answer tokens; "
                    "virtual: preview a fixed prefix that is also prepended to the answer")
-    p.add_argument("--m", type=int, default=DEFAULT_M, help="answer tokens to preview (real mode; default 6)")
+    p.add_argument("--m", type=NON_NEGATIVE_INT, default=DEFAULT_M, help="answer tokens to preview (real mode; default 6)")
     p.add_argument("--tokenizer", "--tokenizer_path", "--tokenizer-path", dest="tokenizer", default=None,
                    metavar="NAME_OR_PATH",
                    help="the target model's tokenizer: folder, .gguf, hub id or smollm2-135m-instruct (default)")
-    p.add_argument("--prefix", "--P", dest="prefix", default=DEFAULT_PREFIX, metavar="TEXT",
+    p.add_argument("--prefix", "--P", dest="prefix", type=text_arg, default=DEFAULT_PREFIX, metavar="TEXT",
                    help=f"virtual mode's answer prefix (default {DEFAULT_PREFIX!r})")
-    p.add_argument("--connector", default=DEFAULT_CONNECTOR, metavar="TEXT",
+    p.add_argument("--connector", type=text_arg, default=DEFAULT_CONNECTOR, metavar="TEXT",
                    help=f"text between the instruction and the preview (default {DEFAULT_CONNECTOR!r})")
     p.add_argument("--input-field", "--input_field", dest="input_field", metavar="F",
                    help="field holding the instruction (implies --format fields)")

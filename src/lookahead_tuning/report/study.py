@@ -17,12 +17,12 @@ verdicts of all seeds (prompt x seed pairs), matched by id, against vanilla of t
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..io import read_json
 
 
 def load_cells(folders: list[str | Path]) -> tuple[list[dict], dict[str, dict]]:
@@ -33,10 +33,7 @@ def load_cells(folders: list[str | Path]) -> tuple[list[dict], dict[str, dict]]:
         if not folder.is_dir():
             raise UserError(f"{folder}: no such folder of cell results")
         for path in sorted(folder.glob("*.json")):
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError as exc:
-                raise UserError(f"invalid JSON ({exc})", path=str(path)) from None
+            data = read_json(path, "a JSON object")
             if path.name.endswith("--forecast.json"):
                 forecasts[f"{folder.name}/{path.name[: -len('--forecast.json')]}"] = data
             elif "cell_id" in data:

@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import UserError
 from ..io import atomic_write_json, write_records
 from ..models import EMBEDDED_ALIAS, cache_dir
+from ..validate import EPOCHS, LEARNING_RATE, POSITIVE_INT, SEED
 
 # Recipe (seed D): one epoch of full fine-tuning at lr 1.2e-4 on every row once, the benign requests in
 # the vocabulary of harm included. The earlier recipes (docs/findings.md, sections 1 and 7): without the
@@ -132,10 +133,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Safety-align a chat model on the built-in refusal data (cached).")
     p.add_argument("--model", default=EMBEDDED_ALIAS, help="base model (default: the embedded SmolLM2)")
     p.add_argument("--out", help="also link the aligned model here")
-    p.add_argument("--epochs", type=float, default=DEFAULTS["epochs"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--benign-repeat", type=int, default=BENIGN_REPEAT,
+    p.add_argument("--epochs", type=EPOCHS, default=DEFAULTS["epochs"])
+    p.add_argument("--lr", type=LEARNING_RATE, default=DEFAULTS["lr"])
+    p.add_argument("--seed", type=SEED, default=DEFAULTS["seed"])
+    p.add_argument("--benign-repeat", type=POSITIVE_INT, default=BENIGN_REPEAT,
                    help="times each benign pair is seen per epoch (default %(default)s)")
     p.add_argument("--no-template-matched", dest="template_matched", action="store_false",
                    help="leave out the benign requests asked in the harmful rows' templates (the first seeds' data)")

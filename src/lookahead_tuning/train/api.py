@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, shorten
 from .config import TrainConfig, make_config
 
 SUMMARY_FILE = "summary.json"
@@ -94,14 +94,30 @@ def _apply_adapter(model, cfg: TrainConfig):
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
-        return get_peft_model(model, lora)
+        try:
+            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+            return get_peft_model(model, lora)
+        except (ValueError, TypeError, KeyError) as exc:  # PEFT's message spans lines and lists internals
+            linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                             if isinstance(module, torch.nn.Linear)})
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"key 'lora_target_modules': {shorten(detail, 120)}; this model's linear layers are "
+                            f"{', '.join(linear) or 'none'} (or use all-linear)") from None
     if cfg.freeze_embeddings:
         # The input embedding (and, when tied, the output projection) is the largest matrix of a
         # small model; freezing it skips its weight gradient and optimizer state.
         model.get_input_embeddings().weight.requires_grad_(False)
     return model
+
+
+def _check_finite(model, cfg: TrainConfig) -> None:
+    """Refuse to save weights that hold NaN or infinity: the Trainer logs such steps' loss as 0 by
+    default, so a diverged run would otherwise look finished (and `final_loss` fine)."""
+    for name, param in model.named_parameters():
+        if param.numel() and not bool(torch.isfinite(param.detach()).all()):
+            raise UserError(f"training diverged: parameter {shorten(name, 60)} holds NaN or infinity after "
+                            f"training at lr {cfg.lr:g}; nothing was saved; lower --lr (or --max-grad-norm)")
 
 
 def prepare_data(cfg: TrainConfig, model, tokenizer, run_dir: Path, *, progress: bool = True,
@@ -180,14 +196,9 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     A finished run folder is returned as is with ``resume``; without it, an existing run folder is an
     error so results are never overwritten by accident.
     """
-    import yaml
     from accelerate import PartialState
-    from transformers import TrainingArguments, set_seed
 
-    from ..io import atomic_write_json, atomic_write_text
-    from ..models import load_model
-    from .collator import PadCollator, count_tokens
-    from .trainer import AnswerLossTrainer, truncate_log
+    from ..io import output_folder, refuse_overwrite
 
     started = time.perf_counter()
     cfg = make_config(config).resolved()
@@ -195,7 +206,9 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     summary_path = run_dir / SUMMARY_FILE
     if summary_path.is_file():
         if cfg.resume:
-            return json.loads(summary_path.read_text(encoding="utf-8"))
+            from ..io import read_json
+
+            return read_json(summary_path, "a JSON object")
         raise UserError(f"{run_dir} already holds a finished run; choose another --out")
     checkpoint = last_checkpoint(run_dir) if cfg.resume else None
     if not cfg.resume and (run_dir / CHECKPOINTS).is_dir() and any((run_dir / CHECKPOINTS).iterdir()):
@@ -205,14 +218,56 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     from ..models import check_model, load_tokenizer
     from .methods import load_examples
 
-    # A missing model, unsafe weights, a tokenizer that cannot format chats or bad data fail before
-    # the run folder is made: no half-made run is left behind.
-    check_model(cfg.model, allow_pickle=cfg.allow_pickle)
+    # A missing model, unsafe weights, a tokenizer that cannot format chats, bad data or an --out that
+    # is one of the inputs fail before the run folder is made: no half-made run is left behind.
+    source = check_model(cfg.model, allow_pickle=cfg.allow_pickle)
+    refuse_overwrite([("--out", run_dir)], run_inputs(cfg, source))
     render_prompt(load_tokenizer(cfg.model), "check", system_prompt=cfg.system_prompt, template=cfg.chat_template)
     task_rows = load_examples(cfg)
     state = PartialState()
+    # Checks that need the model (an unknown LoRA target module) come after the folder is made; if one
+    # fails, or the run stops before it saved anything to resume from, a new folder is removed again.
+    folder = output_folder(run_dir, durable=_resumable) if state.is_main_process else contextlib.nullcontext()
+    with folder:
+        return _train(cfg, run_dir, state, checkpoint, task_rows, started)
+
+
+def run_inputs(cfg: TrainConfig, source) -> list[tuple[str, Any]]:
+    """What a run reads, for :func:`lookahead_tuning.io.refuse_overwrite`: the model (and an adapter's
+    base), the data, and the folders holding them (the run writes many files into its folder)."""
+    inputs: list[tuple[str, Any]] = []
+    if source.kind in ("folder", "adapter"):
+        inputs.append(("--model", source.path))
+    elif source.kind == "gguf":
+        inputs += [("--model", Path(source.path) / source.gguf_file), ("the folder of --model", source.path)]
+    if source.kind == "adapter" and Path(str(source.base)).expanduser().exists():
+        inputs.append(("the base model of --model", source.base))
+    data = Path(cfg.data).expanduser()
+    if data.exists():
+        inputs.append(("--data", data))
+        if data.is_file():
+            inputs.append(("the folder of --data", data.parent))
+    return inputs
+
+
+def _resumable(run_dir: Path) -> bool:
+    from ..io import has_content
+
+    return has_content(run_dir / CHECKPOINTS, run_dir / "sdft_rewrites.jsonl", run_dir / SUMMARY_FILE)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, state, checkpoint: Path | None, task_rows: list[dict[str, Any]],
+           started: float) -> dict[str, Any]:
+    import yaml
+    from transformers import TrainingArguments, set_seed
+
+    from ..io import atomic_write_json, atomic_write_text
+    from ..models import load_model
+    from .collator import PadCollator, count_tokens
+    from .trainer import AnswerLossTrainer, truncate_log
+
+    summary_path = run_dir / SUMMARY_FILE
     if state.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
         if checkpoint is None:
             (run_dir / LOG_FILE).unlink(missing_ok=True)
@@ -271,6 +326,7 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     train_started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - train_started
+    _check_finite(trainer.model, cfg)
 
     from ..models import quiet_hf_progress
 

@@ -6,7 +6,23 @@ import argparse
 import json
 from typing import Any
 
+from ..validate import (
+    EPOCHS,
+    FRACTION,
+    LEARNING_RATE,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    SEED,
+    text_arg,
+)
 from .config import METHODS, load_config
+
+
+def _betas(text: str) -> list[float]:
+    """``--beta-schedule 0.5,2,2``: each value checked like ``--beta-base``."""
+    return [POSITIVE(x) for x in text.split(",")]
 
 
 def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
@@ -21,55 +37,55 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=S, help="record file (jsonl/json/csv/parquet/HF folder) or a built-in task (math)")
     p.add_argument("--out", default=S, help="run folder")
     p.add_argument("--method", choices=METHODS, default=S, help="preset (default vanilla)")
-    p.add_argument("--limit", type=int, default=S, help="use only the first N rows")
+    p.add_argument("--limit", type=POSITIVE_INT, default=S, help="use only the first N rows")
     p.add_argument("--input-field", default=S)
     p.add_argument("--output-field", default=S)
     g = p.add_argument_group("method parts (override the preset)")
     g.add_argument("--preview", choices=("none", "real", "virtual"), default=S)
     g.add_argument("--loss", choices=("cross-entropy", "constrained"), default=S)
     g.add_argument("--rewrite", choices=("none", "sdft"), default=S)
-    g.add_argument("--safety-share", type=float, default=S, help="share of refusal pairs to mix in")
-    g.add_argument("--m", type=int, default=S, help="real preview: answer tokens shown (default 6)")
-    g.add_argument("--prefix", default=S, help="virtual preview prefix")
-    g.add_argument("--connector", default=S, help="text between the instruction and the preview")
-    g.add_argument("--beta-base", type=float, default=S, help="constrained SFT beta for t > 5 (0.1)")
-    g.add_argument("--beta-first-multiplier", type=float, default=S, help="beta_1 = base x this (5)")
-    g.add_argument("--beta-first5-multiplier", type=float, default=S, help="beta_2..5 = base x this (20)")
-    g.add_argument("--beta-schedule", type=lambda s: [float(x) for x in s.split(",")], default=S,
+    g.add_argument("--safety-share", type=FRACTION, default=S, help="share of refusal pairs to mix in")
+    g.add_argument("--m", type=NON_NEGATIVE_INT, default=S, help="real preview: answer tokens shown (default 6)")
+    g.add_argument("--prefix", type=text_arg, default=S, help="virtual preview prefix")
+    g.add_argument("--connector", type=text_arg, default=S, help="text between the instruction and the preview")
+    g.add_argument("--beta-base", type=POSITIVE, default=S, help="constrained SFT beta for t > 5 (0.1)")
+    g.add_argument("--beta-first-multiplier", type=POSITIVE, default=S, help="beta_1 = base x this (5)")
+    g.add_argument("--beta-first5-multiplier", type=POSITIVE, default=S, help="beta_2..5 = base x this (20)")
+    g.add_argument("--beta-schedule", type=_betas, default=S,
                    help="explicit beta_1,beta_2,... (base after)")
-    g.add_argument("--sdft-batch-size", type=int, default=S)
-    g.add_argument("--sdft-max-new-tokens", type=int, default=S)
+    g.add_argument("--sdft-batch-size", type=POSITIVE_INT, default=S)
+    g.add_argument("--sdft-max-new-tokens", type=POSITIVE_INT, default=S)
     a = p.add_argument_group("adapter")
     _bool_flag(a, "--lora", "train a LoRA adapter instead of every weight")
-    a.add_argument("--lora-r", type=int, default=S)
-    a.add_argument("--lora-alpha", type=float, default=S)
-    a.add_argument("--lora-dropout", type=float, default=S)
+    a.add_argument("--lora-r", type=POSITIVE_INT, default=S)
+    a.add_argument("--lora-alpha", type=POSITIVE, default=S)
+    a.add_argument("--lora-dropout", type=FRACTION, default=S)
     a.add_argument("--lora-target-modules", default=S, help="comma list or all-linear")
     _bool_flag(a, "--merge-lora", "save the LoRA adapter merged into the base weights")
     _bool_flag(a, "--freeze-embeddings", "freeze the (tied) embedding matrix of a full fine-tune (default off)")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=float, default=S)
-    o.add_argument("--lr", type=float, default=S)
-    o.add_argument("--batch-size", type=int, default=S)
-    o.add_argument("--grad-accum", type=int, default=S)
-    o.add_argument("--max-length", type=int, default=S)
-    o.add_argument("--max-steps", type=int, default=S)
-    o.add_argument("--seed", type=int, default=S)
-    o.add_argument("--data-seed", type=int, default=S, help="seed of the built-in task's problems (default 0)")
-    o.add_argument("--warmup-ratio", type=float, default=S)
-    o.add_argument("--weight-decay", type=float, default=S)
+    o.add_argument("--epochs", type=EPOCHS, default=S)
+    o.add_argument("--lr", type=LEARNING_RATE, default=S)
+    o.add_argument("--batch-size", type=POSITIVE_INT, default=S)
+    o.add_argument("--grad-accum", type=POSITIVE_INT, default=S)
+    o.add_argument("--max-length", type=POSITIVE_INT, default=S)
+    o.add_argument("--max-steps", type=POSITIVE_INT, default=S)
+    o.add_argument("--seed", type=SEED, default=S)
+    o.add_argument("--data-seed", type=SEED, default=S, help="seed of the built-in task's problems (default 0)")
+    o.add_argument("--warmup-ratio", type=FRACTION, default=S)
+    o.add_argument("--weight-decay", type=NON_NEGATIVE, default=S)
     o.add_argument("--lr-scheduler", default=S)
-    o.add_argument("--max-grad-norm", type=float, default=S)
+    o.add_argument("--max-grad-norm", type=NON_NEGATIVE, default=S)
     o.add_argument("--bf16", choices=("auto", "on", "off"), default=S)
     _bool_flag(o, "--answer-only-logits", "project to the vocabulary only at answer positions (default on)")
     f = p.add_argument_group("formatting and bookkeeping")
-    f.add_argument("--system-prompt", default=S)
+    f.add_argument("--system-prompt", type=text_arg, default=S)
     f.add_argument("--chat-template", default=S)
     _bool_flag(f, "--allow-pickle", "load pickled (.bin) weights; they can run code, so only from sources you trust")
-    f.add_argument("--save-steps", type=int, default=S, help="checkpoint every N steps (0: none)")
-    f.add_argument("--save-total-limit", type=int, default=S)
+    f.add_argument("--save-steps", type=NON_NEGATIVE_INT, default=S, help="checkpoint every N steps (0: none)")
+    f.add_argument("--save-total-limit", type=POSITIVE_INT, default=S)
     _bool_flag(f, "--resume", "continue from the last checkpoint in --out")
-    f.add_argument("--log-every", type=int, default=S, help="log per-position answer loss every N steps")
+    f.add_argument("--log-every", type=POSITIVE_INT, default=S, help="log per-position answer loss every N steps")
     _bool_flag(f, "--quiet", "no progress bars")
 
 

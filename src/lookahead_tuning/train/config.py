@@ -20,6 +20,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import UserError
+from ..validate import (
+    Epochs,
+    Fraction,
+    LearningRate,
+    NonNegative,
+    NonNegativeInt,
+    Positive,
+    PositiveInt,
+    Seed,
+    Text,
+    explain,
+    floats,
+    ints,
+)
+
+Dropout = floats(0.0, 1.0, hi_open=True).field()
+MaxLength = ints(8).field()
 
 METHODS = ("vanilla", "lookahead-real", "lookahead-virtual", "constrained-sft", "sdft", "safety-mix")
 
@@ -46,7 +63,7 @@ class TrainConfig(BaseModel):
     method: Literal["vanilla", "lookahead-real", "lookahead-virtual", "constrained-sft", "sdft", "safety-mix"] = (
         "vanilla"
     )
-    limit: int | None = Field(default=None, ge=1, description="use the first N rows of the data")
+    limit: PositiveInt | None = Field(default=None, description="use the first N rows of the data")
     input_field: str | None = None
     output_field: str | None = None
 
@@ -54,46 +71,46 @@ class TrainConfig(BaseModel):
     preview: Literal["none", "real", "virtual"] | None = None
     loss: Literal["cross-entropy", "constrained"] | None = None
     rewrite: Literal["none", "sdft"] | None = None
-    safety_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    safety_share: Fraction | None = None
 
     # LookAhead preview
-    m: int = Field(default=6, ge=0)
-    prefix: str = "Let's solve this problem. "
-    connector: str = " The answer begins with: "
+    m: NonNegativeInt = 6
+    prefix: Text = "Let's solve this problem. "
+    connector: Text = " The answer begins with: "
 
     # Constrained SFT: beta_1 = base*first, beta_2..5 = base*first5, beta_t = base after (or an explicit list)
-    beta_base: float = Field(default=0.1, gt=0)
-    beta_first_multiplier: float = Field(default=5.0, gt=0)
-    beta_first5_multiplier: float = Field(default=20.0, gt=0)
-    beta_schedule: list[float] | None = None
+    beta_base: Positive = 0.1
+    beta_first_multiplier: Positive = 5.0
+    beta_first5_multiplier: Positive = 20.0
+    beta_schedule: list[Positive] | None = Field(default=None, min_length=1)
 
     # SDFT
-    sdft_batch_size: int = Field(default=16, ge=1)
-    sdft_max_new_tokens: int | None = Field(default=None, ge=1)
+    sdft_batch_size: PositiveInt = 16
+    sdft_max_new_tokens: PositiveInt | None = None
 
     # adapter
     lora: bool = False
-    lora_r: int = Field(default=16, ge=1)
-    lora_alpha: float = Field(default=32.0, gt=0)
-    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    lora_r: PositiveInt = 16
+    lora_alpha: Positive = 32.0
+    lora_dropout: Dropout = 0.0
     lora_target_modules: list[str] | str = "all-linear"
     merge_lora: bool = False
     freeze_embeddings: bool = False  # measured no speed gain on this CPU (docs/training.md)
 
     # optimisation
-    epochs: float = Field(default=2.0, gt=0)
-    lr: float = Field(default=5e-5, gt=0)
-    batch_size: int = Field(default=8, ge=1)
-    grad_accum: int = Field(default=1, ge=1)
-    max_length: int = Field(default=512, ge=8)
-    seed: int = 0
+    epochs: Epochs = 2.0
+    lr: LearningRate = 5e-5
+    batch_size: PositiveInt = 8
+    grad_accum: PositiveInt = 1
+    max_length: MaxLength = 512
+    seed: Seed = 0
     # The built-in task's problems come from data_seed, not seed: runs with different training seeds
     # then differ in initialisation order and shuffling only, so their spread measures training noise.
-    data_seed: int = 0
-    warmup_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
-    weight_decay: float = Field(default=0.0, ge=0.0)
+    data_seed: Seed = 0
+    warmup_ratio: Fraction = 0.05
+    weight_decay: NonNegative = 0.0
     lr_scheduler: str = "linear"
-    max_grad_norm: float = Field(default=1.0, ge=0.0)
+    max_grad_norm: NonNegative = 1.0
     bf16: Literal["auto", "on", "off"] = "auto"
     answer_only_logits: bool = True  # project to the vocabulary only at answer positions
 
@@ -101,15 +118,15 @@ class TrainConfig(BaseModel):
     allow_pickle: bool = False
 
     # formatting
-    system_prompt: str | None = None
+    system_prompt: Text | None = None
     chat_template: str = "auto"
 
     # bookkeeping
-    save_steps: int = Field(default=0, ge=0, description="checkpoint every N steps (0 = only at the end)")
-    save_total_limit: int | None = Field(default=2, ge=1)
+    save_steps: NonNegativeInt = Field(default=0, description="checkpoint every N steps (0 = only at the end)")
+    save_total_limit: PositiveInt | None = 2
     resume: bool = False
-    log_every: int = Field(default=10, ge=1, description="log the per-position answer loss every N steps")
-    max_steps: int | None = Field(default=None, ge=1)
+    log_every: PositiveInt = Field(default=10, description="log the per-position answer loss every N steps")
+    max_steps: PositiveInt | None = None
     quiet: bool = False
 
     @field_validator("lora_target_modules", mode="before")
@@ -161,49 +178,49 @@ class TrainConfig(BaseModel):
         return out
 
 
-def _explain(exc: ValidationError, source: str | None) -> UserError:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err.get("loc", ())) or "config"
-    if err.get("type") == "extra_forbidden":
-        msg = f"unknown key '{key}'"
-    elif err.get("type") == "missing":
-        msg = f"missing key '{key}'"
-    else:
-        msg = f"key '{key}': {err.get('msg')} (got {err.get('input')!r})"
-    return UserError(msg, path=source)
-
-
 def make_config(values: TrainConfig | dict[str, Any], *, source: str | None = None) -> TrainConfig:
     """Validate a dict (from YAML, the CLI or Python) into a :class:`TrainConfig`; errors name the key."""
     if isinstance(values, TrainConfig):
         return values
     if not isinstance(values, dict):
         raise UserError(f"a training config must be a mapping, got {type(values).__name__}", path=source)
-    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    values = flag_keys(values, source)
     try:
         return TrainConfig(**values)
     except ValidationError as exc:
-        raise _explain(exc, source) from None
+        raise explain(exc, source) from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict (keys as the CLI flags, dashes or underscores)."""
-    import yaml
+    """Read a YAML config file into a dict (keys as the CLI flags, dashes or underscores).
+
+    Read by :func:`lookahead_tuning.io.read_yaml` (UTF-8, no duplicate keys, bounded aliases and
+    nesting, every problem a ``FILE:LINE:`` error).
+    """
+    from ..io import read_yaml as read
 
     path = Path(path)
     if not path.is_file():
         raise UserError("config file not found", path=str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise UserError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=str(path),
-                        line=None if line is None else line + 1) from None
+    data = read(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise UserError("a training config must be a mapping of keys to values", path=str(path))
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    return flag_keys(data, str(path))
+
+
+def flag_keys(values: dict[Any, Any], source: str | None = None) -> dict[str, Any]:
+    """Keys spelled as flags (``lora-r``) or fields (``lora_r``) as field names; one key given in both
+    spellings is an error, since one of the two values would be dropped without a word."""
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in out:
+            raise UserError(f"key '{name}' is given twice (as '{spelled[name]}' and '{key}')", path=source)
+        out[name], spelled[name] = value, str(key)
+    return out
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:

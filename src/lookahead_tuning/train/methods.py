@@ -111,13 +111,15 @@ def apply_preview(examples: list[Example], config: TrainConfig, tokenizer) -> li
     out = []
     for ex in examples:
         prompt = [dict(m) for m in ex["prompt"]]
-        instruction = prompt[-1]["content"]
+        # The user turn the answer responds to; tool calls and results may follow it (data/formats.py).
+        k = max((i for i, m in enumerate(prompt) if m["role"] == "user"), default=len(prompt) - 1)
+        instruction = prompt[k]["content"]
         if config.preview == "real":
             instruction, completion = real_preview(instruction, ex["completion"], tokenizer,
                                                    m=config.m, connector=config.connector)
         else:
             instruction, completion = virtual_preview(instruction, ex["completion"],
                                                       prefix=config.prefix, connector=config.connector)
-        prompt[-1]["content"] = instruction
+        prompt[k]["content"] = instruction
         out.append({**ex, "prompt": prompt, "completion": completion})
     return out
