@@ -11,7 +11,47 @@ from ..chat import TEMPLATES
 from ..errors import UserError
 from ..io import iter_located_records
 from ..models import add_model_arguments, load_model_from_args, load_tokenizer
-from .engine import DEFAULT_MAX_BATCH_TOKENS, generate, prefill_text
+from .engine import BACKENDS, DEFAULT_MAX_BATCH_TOKENS, generate, prefill_text
+
+_ENDPOINT_FLAGS = {"base_url": "--base-url", "served_model": "--served-model"}
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """``--backend`` and the server flags, the same in ``generate``, ``eval safety`` and ``eval utility``."""
+    g = p.add_argument_group("generation backend")
+    g.add_argument("--backend", choices=BACKENDS, default="hf",
+                   help="hf: transformers here (default); vllm: vLLM here (the [vllm] extra); openai: any "
+                        "OpenAI-compatible server (vLLM, llama.cpp, a hosted API) via --base-url")
+    g.add_argument("--base-url", default=None, help="openai: the server's base URL, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--served-model", default=None,
+                   help="openai: the model name the server serves (its weights should be --model's: --model "
+                        "gives the tokenizer and chat template the prompts are rendered with)")
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="openai: environment variable holding the API key (unset: none is sent)")
+    g.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight at once (default 8)")
+    g.add_argument("--request-timeout", type=float, default=600.0, help="openai: seconds per request (default 600)")
+    g.add_argument("--max-retries", type=int, default=4,
+                   help="openai: retries of a failed request, with exponential backoff (default 4)")
+
+
+def load_generator(args: argparse.Namespace):
+    """``(model, tokenizer)`` for :func:`generate` as ``--backend`` says: weights loaded here (hf), a
+    path for vLLM to load, or an :class:`OpenAIEndpoint` (only the tokenizer is loaded here)."""
+    backend = getattr(args, "backend", "hf")
+    given = [flag for key, flag in _ENDPOINT_FLAGS.items() if getattr(args, key, None)]
+    if backend != "openai" and given:
+        raise UserError(f"{given[0]} is for --backend openai (the backend is {backend})")
+    trust = getattr(args, "trust_remote_code", False)
+    if backend == "openai":
+        from .openai_backend import OpenAIEndpoint
+
+        endpoint = OpenAIEndpoint(args.base_url, args.served_model, api_key_env=args.api_key_env,
+                                  concurrency=args.concurrency, timeout=args.request_timeout,
+                                  max_retries=args.max_retries)
+        return endpoint, load_tokenizer(args.model, trust_remote_code=trust)
+    if backend == "vllm":  # vLLM loads the weights itself, from the path or id
+        return args.model, load_tokenizer(args.model, trust_remote_code=trust)
+    return load_model_from_args(args)
 
 
 def _prompt_of(loc, rec: dict):
@@ -87,10 +127,7 @@ def run(args: argparse.Namespace) -> int:
     if not str(args.out).endswith(".jsonl"):
         raise UserError("the output must be a .jsonl file (it is appended to as answers finish)", path=args.out)
     rows = read_prompts(args.prompts)  # validate inputs before the (slow) model load
-    if args.backend == "vllm":  # vLLM loads the weights itself, from the path or id
-        model, tokenizer = args.model, load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-    else:
-        model, tokenizer = load_model_from_args(args)
+    model, tokenizer = load_generator(args)
     if args.prefill_file:
         attach_prefills(rows, args.prefill_file, args.prefill_tokens, tokenizer)
     already = 0
@@ -134,6 +171,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="vllm needs the [vllm] extra and a GPU")
+    add_backend_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)
