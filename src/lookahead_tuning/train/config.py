@@ -109,6 +109,9 @@ class TrainConfig(BaseModel):
     save_total_limit: int | None = Field(default=2, ge=1)
     resume: bool = False
     log_every: int = Field(default=10, ge=1, description="log the per-position answer loss every N steps")
+    # Where the Trainer also sends its logs (loss, lr, grad norm per step): <out>/tensorboard/ for
+    # TensorBoard, the W&B project of WANDB_PROJECT for wandb. train_log.jsonl is written either way.
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
     max_steps: int | None = Field(default=None, ge=1)
     quiet: bool = False
 
