@@ -104,7 +104,7 @@ def run_preview(
         for chunk, locations in _chunks(input_path, input_format, chunk_rows):
             out = preview_rows(chunk, config, locations=locations, stats=stats)
             bar.update(len(chunk))
-            yield from (out if export is None else export_rows(out, export, config))
+            yield from (out if export is None else export_rows(out, export, config, start=stats.rows - len(out) + 1))
 
     try:
         write_records(output_path, rows(), output_format)

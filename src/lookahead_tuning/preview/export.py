@@ -74,17 +74,21 @@ def axolotl_row(system: str | None, turns: list[dict[str, str]]) -> dict[str, An
     return {"messages": messages}
 
 
-def export_rows(rows: Iterable[Mapping[str, Any]], target: str, config: Any) -> Iterator[dict[str, Any]]:
+def export_rows(rows: Iterable[Mapping[str, Any]], target: str, config: Any, *,
+                start: int = 1) -> Iterator[dict[str, Any]]:
     """The previewed ``rows`` in ``target``'s shape; ``config`` is the :class:`PreviewConfig` that made
-    them (its format is resolved once the first chunk is previewed)."""
-    for row in rows:
-        system, turns = _conversation(row, config.fmt, config.input_field, config.output_field)
-        if target == "axolotl":
-            yield axolotl_row(system, turns)
-        elif config.fmt in CHAT_FORMATS:
-            yield sharegpt_row(system, turns)
-        else:
-            yield alpaca_row(system, turns)
+    them (its format is resolved once the first chunk is previewed); ``start``: the first row's number."""
+    for k, row in enumerate(rows, start=start):
+        try:
+            system, turns = _conversation(row, config.fmt, config.input_field, config.output_field)
+            if target == "axolotl":
+                yield axolotl_row(system, turns)
+            elif config.fmt in CHAT_FORMATS:
+                yield sharegpt_row(system, turns)
+            else:
+                yield alpaca_row(system, turns)
+        except UserError as exc:
+            raise UserError(f"row {k} (after the preview): {exc.message}") from None
 
 
 def check_export_path(output_path: str, target: str) -> None:
