@@ -17,7 +17,7 @@ from typing import Any
 class CompletionsStub:
     def __init__(self, *, model=None, tokenizer=None, served=("tiny",), delay: float = 0.0,
                  fail_first: int = 0, fail_status: int = 500, fail_after: int | None = None,
-                 root: str | None = None):
+                 root: str | None = None, port: int = 0):
         self.model, self.tokenizer = model, tokenizer
         self.served = list(served)
         self.delay = delay
@@ -68,7 +68,7 @@ class CompletionsStub:
                         stub.in_flight -= 1
                 self._send(status, answer)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -109,3 +109,27 @@ class CompletionsStub:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def main() -> None:
+    """``python tests/openai_stub.py --model DIR --port P --name NAME``: serve a model folder until killed
+    (what ``eval.generation.server`` starts in the runner's tests)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", default="tiny")
+    args = parser.parse_args()
+    import torch
+
+    from lookahead_tuning.models import load_model
+
+    torch.set_num_threads(1)
+    model, tok = load_model(args.model)
+    stub = CompletionsStub(model=model, tokenizer=tok, served=(args.name,), root=args.model, port=args.port)
+    stub.thread.join()
+
+
+if __name__ == "__main__":
+    main()

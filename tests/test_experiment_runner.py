@@ -188,3 +188,54 @@ def test_lora_cell_trains_an_adapter_and_evaluates_it(tmp_path, tiny_model_dir, 
 
     model, _ = load_model(str(run_dir / "models" / "vanilla"))
     assert model.config.num_hidden_layers == 2
+
+
+@pytest.mark.slow  # two tiny trainings' worth of evaluation, twice, plus a served model per cell
+def test_openai_generation_starts_a_server_per_cell_and_matches_local(tmp_path, tiny_model_dir, one_torch_thread):
+    """eval.generation.backend openai: each cell's answers come from a server started on that cell's
+    weights (then stopped), and they equal the answers generated here."""
+    import sys
+    from pathlib import Path
+
+    base = tiny_config(tiny_model_dir).model_dump(mode="json")
+    base["methods"] = ["vanilla"]
+    base["eval"] = {**base["eval"], "forecast": False}
+    local = runner_mod.run_experiment(make_experiment(base), out=tmp_path / "local", progress=False)
+    stub = Path(__file__).with_name("openai_stub.py")
+    served = {**base, "eval": {**base["eval"], "generation": {
+        "backend": "openai", "server": f"{sys.executable} {stub} --model {{model}} --port {{port}} --name {{name}}",
+        "env": {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"},
+        "startup_timeout": 120, "concurrency": 2}}}
+    remote = runner_mod.run_experiment(make_experiment(served), out=tmp_path / "remote", progress=False)
+    for cell in ("math--seed", "math--vanilla--seed0"):
+        a = json.loads((local / "cells" / f"{cell}.json").read_text())
+        b = json.loads((remote / "cells" / f"{cell}.json").read_text())
+        assert a["fingerprint"] != b["fingerprint"]  # the backend is part of the settings
+        for key in ("rsr_verdicts", "jsr_verdicts", "utility"):
+            assert a[key] == b[key], key
+    work = remote / "work"
+    metrics = json.loads((work / "seed-model" / "jsr" / "metrics.json").read_text())
+    assert metrics["generation"]["backend"] == "openai"
+    logs = sorted(p.parent.name for p in work.glob("*/server.log"))
+    assert logs == ["math--seed", "math--vanilla--seed0"]  # one server per model
+    for cell in ("math--seed", "math--vanilla--seed0"):
+        a = [json.loads(x)["completion"] for x in (local / "work" / cell / "utility" / "generations.jsonl").read_text().splitlines()]
+        b = [json.loads(x)["completion"] for x in (work / cell / "utility" / "generations.jsonl").read_text().splitlines()]
+        assert a == b
+
+
+def test_openai_generation_config_is_checked(tiny_model_dir):
+    from lookahead_tuning.errors import UserError
+
+    base = tiny_config(tiny_model_dir).model_dump(mode="json")
+    with pytest.raises(UserError, match=r"eval.generation.*needs 'server'.*missing \{port\}"):
+        make_experiment({**base, "eval": {"generation": {"backend": "openai", "server": "serve {model}"}}})
+    with pytest.raises(UserError, match="'server' is for backend openai"):
+        make_experiment({**base, "eval": {"generation": {"server": "serve {model} {port}"}}})
+    lora = {**base, "train": {**base["train"], "lora": True},
+            "eval": {"generation": {"backend": "openai", "server": "serve {model} {port}"}}}
+    with pytest.raises(UserError, match="LoRA adapter.*merge_lora: true"):
+        runner_mod.preflight(make_experiment(lora))
+    # the default (local) generation leaves every fingerprint as it was before the key existed
+    cfg = tiny_config(tiny_model_dir)
+    assert "generation" not in cfg.eval.identity()

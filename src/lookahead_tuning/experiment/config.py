@@ -111,6 +111,33 @@ class Sweeps(_Strict):
     prefix: list[str] = Field(default_factory=list, description="prefix strings for lookahead-virtual")
 
 
+class GenerationSpec(_Strict):
+    """How the evaluations generate: here (``hf``), or through an OpenAI-compatible server that the runner
+    starts for each model of the grid (``openai``; every cell has its own weights, so one fixed server
+    could not answer for them)."""
+
+    backend: Literal["hf", "openai"] = "hf"
+    server: str | None = Field(
+        default=None, description="openai: command serving {model} on 127.0.0.1:{port} under the name {name}")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment for the server")
+    startup_timeout: float = Field(default=900.0, gt=0, description="seconds to wait for GET /v1/models")
+    concurrency: int = Field(default=8, ge=1, description="requests in flight at once")
+    request_timeout: float = Field(default=600.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+
+    @model_validator(mode="after")
+    def _server(self) -> GenerationSpec:
+        if self.backend == "openai":
+            missing = [p for p in ("{model}", "{port}") if p not in (self.server or "")]
+            if missing:
+                raise ValueError("backend openai needs 'server': a command with {model} and {port} "
+                                 f"(missing {', '.join(missing)}), e.g. python -m vllm.entrypoints.openai.api_server "
+                                 "--model {model} --served-model-name {name} --host 127.0.0.1 --port {port}")
+        elif self.server is not None:
+            raise ValueError("'server' is for backend openai")
+        return self
+
+
 class EvalSpec(_Strict):
     """Safety, utility and KL evaluation settings (fixed for a whole run)."""
 
@@ -130,6 +157,15 @@ class EvalSpec(_Strict):
     kl_limit: int | None = Field(default=None, ge=1, description="harmful pairs used for the KL (default: all)")
     forecast: bool = True
     forecast_limit: int | None = Field(default=64, ge=1, description="task rows used for the forecast")
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide the evaluations' numbers, for fingerprints. ``generation`` at its
+        default (here, transformers) is left out, so cells computed before the key existed still match."""
+        values = self.model_dump()
+        if self.generation == GenerationSpec():
+            values.pop("generation")
+        return values
 
 
 class Launcher(_Strict):
@@ -314,8 +350,9 @@ class Cell(BaseModel):
             # The seed model's cell does not depend on the training seeds (a grid run with seeds
             # [1, 2] reuses the one computed by a run with [0]).
             "seed": self.seed if self.method != "seed" else None,
-            "train": self.train if self.method != "seed" else {},
-            "eval": cfg.eval.model_dump(),
+            # report_to only says where training logs go; it decides no number
+            "train": {k: v for k, v in self.train.items() if k != "report_to"} if self.method != "seed" else {},
+            "eval": cfg.eval.identity(),
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
