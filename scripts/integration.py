@@ -44,12 +44,12 @@ def load() -> dict[str, float]:
 
 
 def vllm_env(out: Path) -> dict[str, str]:
-    """vLLM's settings on this CPU: a small KV cache, caches inside the run folder, both cores computing
-    (by default vLLM keeps one core for its scheduler, which on 2 cores halves the arithmetic)."""
+    """vLLM's settings on this CPU: a small KV cache and its caches inside the run folder. Its threads are
+    its defaults: one core for the scheduler, one compute thread bound to the other — one compute thread,
+    as our engine gets here (``--threads``); on a shared 2-core machine more threads spin-wait."""
     return {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CACHE_ROOT": str(out / "vllm-cache"),
-            "TORCHINDUCTOR_CACHE_DIR": str(out / "inductor-cache"), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-            "DO_NOT_TRACK": "1"}
+            "TORCHINDUCTOR_CACHE_DIR": str(out / "inductor-cache"), "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
 
 def start(vllm_python: str, model_dir: Path, port: int, out: Path, tag: str):
@@ -232,15 +232,18 @@ def main() -> int:
     parser.add_argument("--judge-n", type=int, default=110, help="RSR answers judged by the served model")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--concurrency", type=int, default=16, help="batch size here = requests in flight there")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of our engine (vLLM computes with 1)")
     parser.add_argument("--quick", action="store_true", help="24 prompts, 16 judged: the protocol, not the figures")
     parser.add_argument("--inprocess", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inprocess:
         return run_inprocess(*args.inprocess)
     if args.quick:
-        args.n, args.judge_n = 24, 16
+        args.n, args.judge_n = min(args.n, 24), min(args.judge_n, 16)
 
     import torch
+
+    torch.set_num_threads(args.threads)
 
     from lookahead_tuning.generate.engine import generate
     from lookahead_tuning.generate.openai_backend import OpenAIEndpoint
