@@ -248,7 +248,7 @@ def main() -> int:
     from lookahead_tuning.generate.engine import generate
     from lookahead_tuning.generate.openai_backend import OpenAIEndpoint
     from lookahead_tuning.generate.server import free_port
-    from lookahead_tuning.judge.llm import LLMJudge
+    from lookahead_tuning.judge.llm import LLMJudge, parse_score
     from lookahead_tuning.models import embedded_model_dir, load_model
 
     if not Path(args.vllm_python).is_file():
@@ -301,15 +301,20 @@ def main() -> int:
         judge = LLMJudge(endpoint.base_url, SERVED, api_key_env=KEY_ENV, concurrency=8,
                          cache_path=out / "judge-cache.jsonl", timeout=300, max_tokens=96)
         (out / "judge-cache.jsonl").unlink(missing_ok=True)
+        raw: list[str] = []  # every answer the judge model wrote, parsed or not (list.append is thread-safe)
+        complete = judge._complete
+        judge._complete = lambda messages: raw.append(complete(messages)) or raw[-1]
         scores, tj, lj = timed(judge.score, judged)
-        answers = [json.loads(line) for line in (out / "judge-cache.jsonl").read_text().splitlines()] \
-            if (out / "judge-cache.jsonl").is_file() else []
+        (out / "judge-answers.jsonl").write_text("".join(json.dumps({"answer": a, "score": parse_score(a)}) + "\n"
+                                                         for a in raw))
         parsed = sum(s is not None for s in scores)
         report["judge"] = {"pairs": len(judged), "parsed": parsed, "unparseable": len(judged) - parsed,
                            "parse_rate": round(parsed / len(judged), 4), "seconds": round(tj, 1), "load": lj,
                            "stats": judge.stats, "score_distribution":
                            {str(s): scores.count(s) for s in (1, 2, 3, 4, 5)},
-                           "examples_parsed": [a["answer"][:200] for a in answers[:3]]}
+                           "answers_written": len(raw),
+                           "examples_parsed": [a[:200] for a in raw if parse_score(a) is not None][:3],
+                           "examples_unparseable": [a[:200] for a in raw if parse_score(a) is None][:5]}
         print(f"[judge] parsed {parsed}/{len(judged)} in {tj:.0f} s; stats {judge.stats}", flush=True)
         checks["judge answered every pair"] = len(scores) == len(judged)
         checks["unparseable counted"] = judge.stats["unparseable"] == len(judged) - parsed
@@ -324,13 +329,11 @@ def main() -> int:
         checks["resume: every id once"] = r["lines"] == r["unique_ids"] == r["expected"]
         checks["resume: killed mid-run"] = 0 < r["logged_when_first_exited"] < r["expected"]
     finally:
+        from lookahead_tuning.generate.server import group_alive
+
         pid = box["server"].pid
         box["server"].stop()
-        try:
-            os.killpg(pid, 0)
-            gone = False
-        except ProcessLookupError:
-            gone = True
+        gone = not group_alive(pid)
         report["server_stopped"] = {"pid": pid, "process_group_gone": gone}
         checks["server stopped by pid"] = gone
         print(f"[stop] server pid {pid} stopped; group gone: {gone}", flush=True)

@@ -79,17 +79,44 @@ class ServerProcess:
         return _signal_group(self.process, signal.SIGKILL, 30.0)
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` still runs (zombies, which only wait to be reaped by
+    whoever adopted them, do not count; read from /proc where there is one)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
 def _signal_group(process: subprocess.Popen, sig: int, timeout: float) -> int | None:
-    if process.poll() is not None:
-        return process.returncode
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)  # start_new_session: the group id is the server's pid
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    """Send ``sig`` to the server's whole group, then make sure nothing of it is left: the server's own
+    exit does not end workers that are still shutting down, so wait for the group, SIGKILL what remains."""
+    pgid = process.pid  # start_new_session: the group id is the server's pid
+    if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        return process.wait(timeout=30)
+            os.killpg(pgid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (process.poll() is None or group_alive(pgid)):
+        time.sleep(0.2)
+    if process.poll() is None or group_alive(pgid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    code = process.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while group_alive(pgid) and time.monotonic() < deadline:  # SIGKILLed workers still being reaped
+        time.sleep(0.2)
+    return code
 
 
 def start_server(command: list[str], base_url: str, *, log_path: str | os.PathLike,
