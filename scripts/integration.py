@@ -188,6 +188,7 @@ def inprocess_vllm(args, out: Path, model_dir: Path, items: list[dict]) -> dict[
     path.write_text("".join(json.dumps(it) + "\n" for it in items))
     result = out / "inprocess-vllm.jsonl"
     result.unlink(missing_ok=True)
+    Path(f"{result}.timing.json").unlink(missing_ok=True)
     env = {**os.environ, **vllm_env(out), "PYTHONPATH": str(ROOT / "src")}
     started = time.perf_counter()
     done = subprocess.run([args.vllm_python, __file__, "--inprocess", str(path), str(result), str(model_dir),
@@ -198,7 +199,7 @@ def inprocess_vllm(args, out: Path, model_dir: Path, items: list[dict]) -> dict[
     if done.returncode != 0:
         info["error"] = (done.stderr.strip().splitlines() or [""])[-1][:300]
         return info
-    timing = json.loads(done.stdout.strip().splitlines()[-1])
+    timing = json.loads(Path(f"{result}.timing.json").read_text())  # vLLM's shutdown also prints to stdout
     return {**info, **timing}
 
 
@@ -218,8 +219,9 @@ def run_inprocess(items_path: str, result_path: str, model_dir: str, max_new_tok
                        max_new_tokens=int(max_new_tokens), progress=False, backend="vllm")
     seconds = time.perf_counter() - started
     tokens = sum(r["completion_tokens"] for r in results)
-    print(json.dumps({"startup_seconds": round(startup, 1), "seconds": round(seconds, 2), "tokens": tokens,
-                      "tokens_per_s": round(tokens / seconds, 1)}))
+    Path(f"{result_path}.timing.json").write_text(json.dumps({
+        "startup_seconds": round(startup, 1), "seconds": round(seconds, 2), "tokens": tokens,
+        "tokens_per_s": round(tokens / seconds, 1)}))
     return 0
 
 
