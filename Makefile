@@ -51,7 +51,7 @@ $(VLLM_STAMP):
 	touch $(VLLM_STAMP)
 
 integration: venv $(VLLM_STAMP)
-	$(BIN)/python scripts/integration.py --vllm-python $(VLLM_VENV)/bin/python $(INTEGRATION_ARGS)
+	$(BIN)/python scripts/integration.py --vllm-python $(CURDIR)/$(VLLM_VENV)/bin/python $(INTEGRATION_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build dist src/*.egg-info

@@ -253,6 +253,7 @@ def main() -> int:
     from lookahead_tuning.judge.llm import LLMJudge, parse_score
     from lookahead_tuning.models import embedded_model_dir, load_model
 
+    args.vllm_python = os.path.abspath(args.vllm_python)  # the server runs in OUT; keep the venv's own path
     if not Path(args.vllm_python).is_file():
         print(f"error: {args.vllm_python} not found; `make integration` creates .venv-vllm/", file=sys.stderr)
         return 2
@@ -361,4 +362,10 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT / "src"))
-    sys.exit(main())
+    from lookahead_tuning.errors import UserError
+
+    try:
+        sys.exit(main())
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
