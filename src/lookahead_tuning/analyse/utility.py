@@ -17,11 +17,13 @@ from typing import Any
 from ..errors import UserError
 from .stats import wilson_interval
 
-TASKS = ("gsm8k", "math", "samsum")
+TASKS = ("gsm8k", "math", "samsum", "dialogue")
+# Tasks scored by ROUGE-1 F1 (summaries); the others by accuracy after ####.
+ROUGE_TASKS = ("samsum", "dialogue")
 # Generous budgets: a truncated chain of thought loses its "#### N" line.
 # Built-in math test problems evaluated when no --limit is given (a few minutes on 2 CPU cores).
 MATH_EVAL_N = 200
-DEFAULT_MAX_NEW_TOKENS = {"gsm8k": 256, "math": 160, "samsum": 128}
+DEFAULT_MAX_NEW_TOKENS = {"gsm8k": 256, "math": 160, "samsum": 128, "dialogue": 64}
 
 _NUMBER = re.compile(r"-?\$?\s*\d[\d,]*(?:\.\d+)?")
 
@@ -108,8 +110,8 @@ def _task_rows(task: str, data: str | None, limit: int | None) -> list[dict]:
     (``data.loaders.load_task``): a model fine-tuned on a task is evaluated in its own format."""
     from ..data.loaders import load_task
 
-    if task == "math":
-        rows = load_task(data or "math", n=limit or MATH_EVAL_N, split="test")
+    if task in ("math", "dialogue"):  # built-in generators: --data may name a math level (math:hard)
+        rows = load_task(data or task, n=limit or MATH_EVAL_N, split="test")
     elif data is None:
         raise UserError(f"--task {task} needs --data FILE (e.g. the {task} test split)")
     else:
@@ -154,7 +156,7 @@ def evaluate_utility(
                        max_new_tokens=max_new, system_prompt=system_prompt, progress=progress, backend=backend)
     completions = [r["completion"] for r in results]
     references = [r["reference"] for r in results]
-    if task == "samsum":
+    if task in ROUGE_TASKS:
         metrics = rouge1_scores(completions, references)
         per_example = metrics.pop("per_example")
     else:

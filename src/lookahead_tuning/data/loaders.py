@@ -26,9 +26,11 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import iter_located_records
-from . import mathgen
+from . import dialoguegen, mathgen
 
-TASKS = ("math", "gsm8k", "samsum")
+TASKS = ("math", "dialogue", "gsm8k", "samsum")
+# Tasks generated offline by the package itself (no data file).
+BUILTIN_TASKS = ("math", "dialogue")
 SPLITS = ("train", "test")
 SAMSUM_PROMPT = "Summarize this dialogue:\n"
 # Default number of generated math problems when ``n`` is not given.
@@ -241,9 +243,10 @@ def load_task(name_or_path: str | os.PathLike, *, n: int | None = None, seed: in
     """Rows ``{"id", "prompt", "completion", "ground_truth"}`` of a fine-tuning task.
 
     ``name_or_path`` is ``math`` or ``math:LEVEL`` (the built-in generator; ``n`` problems, default
-    :data:`MATH_DEFAULT_N`), ``gsm8k:PATH`` or ``samsum:PATH`` (a file or a folder with split files),
+    :data:`MATH_DEFAULT_N`), ``dialogue`` (the built-in SAMSum-style chats, ``n`` likewise), ``gsm8k:PATH`` or ``samsum:PATH`` (a file or a folder with split files),
     or a bare PATH whose task is told from its fields. ``n`` rows are drawn with ``seed``; all rows
-    when ``n`` is None. Train and test rows never overlap (math: :func:`mathgen.split_of`).
+    when ``n`` is None. Train and test rows never overlap (math: :func:`mathgen.split_of`, dialogue:
+    :func:`dialoguegen.split_of`).
     """
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
@@ -254,6 +257,12 @@ def load_task(name_or_path: str | os.PathLike, *, n: int | None = None, seed: in
         problems = mathgen.generate_problems(MATH_DEFAULT_N if n is None else n, seed=seed, level=level, split=split)
         return [{"id": f"math-{split}-{i}", "prompt": p["question"], "completion": p["answer"],
                  "ground_truth": gsm8k_final(p["answer"])} for i, p in enumerate(problems)]
+    if task == "dialogue":
+        if arg:
+            raise UserError(f"task 'dialogue' is the built-in generator and takes no argument, got '{spec}'")
+        chats = dialoguegen.generate_dialogues(MATH_DEFAULT_N if n is None else n, seed=seed, split=split)
+        return [{"id": f"dialogue-{split}-{i}", "prompt": SAMSUM_PROMPT + c["dialogue"], "completion": c["summary"],
+                 "ground_truth": c["summary"]} for i, c in enumerate(chats)]
     if task in ("gsm8k", "samsum") and not arg:
         raise UserError(f"task '{task}' needs its data: write {task}:PATH (a file or a folder with split files)")
     if task not in ("gsm8k", "samsum"):

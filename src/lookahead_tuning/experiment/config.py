@@ -23,7 +23,8 @@ from ..errors import UserError
 
 METHOD_NAMES = ("vanilla", "lookahead-real", "lookahead-virtual", "constrained-sft", "sdft", "safety-mix")
 TABLE_NAMES = ("seed", *METHOD_NAMES)
-UTILITY_TASKS = ("math", "gsm8k", "samsum")
+UTILITY_TASKS = ("math", "dialogue", "gsm8k", "samsum")
+BUILTIN_KINDS = ("math", "dialogue")  # generated offline: no train or test file needed
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
@@ -60,8 +61,8 @@ class TaskSpec(_Strict):
     """A fine-tuning task: training data and the held-out test rows its utility is measured on."""
 
     name: str = Field(description="label in the tables; also the utility metric when it is math|gsm8k|samsum")
-    kind: Literal["math", "gsm8k", "samsum"] | None = Field(
-        default=None, description="utility metric (accuracy after ####, or ROUGE-1); default: name")
+    kind: Literal["math", "dialogue", "gsm8k", "samsum"] | None = Field(
+        default=None, description="utility metric (accuracy after #### for math/gsm8k, ROUGE-1 for dialogue/samsum); default: name")
     train: str | None = Field(default=None, description="training data: a file or a built-in task name")
     test: str | None = Field(default=None, description="test file for utility (not needed for math)")
     n_train: int | None = Field(default=None, ge=1, description="use the first N training rows")
@@ -89,10 +90,10 @@ class TaskSpec(_Strict):
                 raise ValueError(f"task '{self.name}': set 'kind' to one of {', '.join(UTILITY_TASKS)}")
             self.kind = self.name  # type: ignore[assignment]
         if self.train is None:
-            if self.kind != "math":
+            if self.kind not in BUILTIN_KINDS:
                 raise ValueError(f"task '{self.name}': 'train' (a data file) is required")
-            self.train = "math"
-        if self.kind != "math" and self.test is None:
+            self.train = self.kind
+        if self.kind not in BUILTIN_KINDS and self.test is None:
             raise ValueError(f"task '{self.name}': 'test' (a data file) is required for {self.kind}")
         return self
 

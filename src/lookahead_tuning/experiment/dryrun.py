@@ -83,7 +83,7 @@ def _test_size(task: TaskSpec) -> tuple[int | None, str | None]:
     from ..data import loaders
 
     try:
-        if task.kind == "math":
+        if task.kind in ("math", "dialogue"):
             return task.n_test or 200, None
         rows = loaders.load_gsm8k(task.test) if task.kind == "gsm8k" else loaders.load_samsum(task.test)
         return min(len(rows), task.n_test or len(rows)), None
