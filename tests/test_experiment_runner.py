@@ -188,3 +188,60 @@ def test_lora_cell_trains_an_adapter_and_evaluates_it(tmp_path, tiny_model_dir, 
 
     model, _ = load_model(str(run_dir / "models" / "vanilla"))
     assert model.config.num_hidden_layers == 2
+
+
+@pytest.mark.slow  # one tiny training and its evaluations, with a served model per cell
+def test_openai_generation_starts_a_server_per_cell_and_matches_local(tmp_path, tiny_model_dir, one_torch_thread):
+    """eval.generation.backend openai: each cell's answers come from a server started on that cell's
+    weights (then stopped), and they equal the answers the local engine gives for those weights."""
+    import sys
+    from pathlib import Path
+
+    from lookahead_tuning.generate.engine import generate
+    from lookahead_tuning.models import load_model
+
+    base = tiny_config(tiny_model_dir).model_dump(mode="json")
+    base["methods"] = ["vanilla"]
+    base["eval"] = {**base["eval"], "forecast": False}
+    stub = Path(__file__).with_name("openai_stub.py")
+    served = {**base, "eval": {**base["eval"], "generation": {
+        "backend": "openai", "server": f"{sys.executable} {stub} --model {{model}} --port {{port}} --name {{name}}",
+        "env": {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"},
+        "startup_timeout": 120, "concurrency": 2}}}
+    cfg = make_experiment(served)
+    run = runner_mod.run_experiment(cfg, out=tmp_path / "remote", progress=False)
+    work = run / "work"
+    assert sorted(p.parent.name for p in work.glob("*/server.log")) == ["math--seed", "math--vanilla--seed0"]
+    for cell, weights, safety in (("math--seed", tiny_model_dir, work / "seed-model"),
+                                  ("math--vanilla--seed0", work / "math--vanilla--seed0" / "train",
+                                   work / "math--vanilla--seed0")):
+        model, tok = load_model(weights)
+        for log, budget in ((work / cell / "utility" / "generations.jsonl", 4),
+                            (safety / "jsr" / "completions.jsonl", 4)):
+            remote = [json.loads(x) for x in log.read_text().splitlines()]
+            local = generate(model, tok, [{k: r[k] for k in ("id", "prompt", "prefill")} for r in remote],
+                             max_new_tokens=budget, progress=False)
+            assert [r["completion"] for r in local] == [r["completion"] for r in remote], (cell, log.name)
+        stored = json.loads((run / "cells" / f"{cell}.json").read_text())
+        assert stored["fingerprint"] == next(c for c in runner_mod.plan_cells(cfg) if c.cell_id == cell).fingerprint(cfg)
+    metrics = json.loads((work / "seed-model" / "jsr" / "metrics.json").read_text())
+    assert metrics["generation"]["backend"] == "openai" and metrics["mode"] == "JSR"
+    plain = make_experiment(base)
+    assert runner_mod.plan_cells(plain)[0].fingerprint(plain) != runner_mod.plan_cells(cfg)[0].fingerprint(cfg)
+
+
+def test_openai_generation_config_is_checked(tiny_model_dir):
+    from lookahead_tuning.errors import UserError
+
+    base = tiny_config(tiny_model_dir).model_dump(mode="json")
+    with pytest.raises(UserError, match=r"eval.generation.*needs 'server'.*missing \{port\}"):
+        make_experiment({**base, "eval": {"generation": {"backend": "openai", "server": "serve {model}"}}})
+    with pytest.raises(UserError, match="'server' is for backend openai"):
+        make_experiment({**base, "eval": {"generation": {"server": "serve {model} {port}"}}})
+    lora = {**base, "train": {**base["train"], "lora": True},
+            "eval": {"generation": {"backend": "openai", "server": "serve {model} {port}"}}}
+    with pytest.raises(UserError, match="LoRA adapter.*merge_lora: true"):
+        runner_mod.preflight(make_experiment(lora))
+    # the default (local) generation leaves every fingerprint as it was before the key existed
+    cfg = tiny_config(tiny_model_dir)
+    assert "generation" not in cfg.eval.identity()

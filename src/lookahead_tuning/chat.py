@@ -155,9 +155,14 @@ def stop_token_ids(tokenizer, template: str = "auto") -> list[int]:
     return ids
 
 
+def encode_text(tokenizer, text: str) -> list[int]:
+    """Token ids of a rendered prompt (special tokens come from the template itself, none are added)."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def encode_prompt(tokenizer, prompt: str | Messages, **kwargs: Any) -> list[int]:
-    """Token ids of :func:`render_prompt` (special tokens come from the template itself)."""
-    return tokenizer(render_prompt(tokenizer, prompt, **kwargs), add_special_tokens=False)["input_ids"]
+    """Token ids of :func:`render_prompt`."""
+    return encode_text(tokenizer, render_prompt(tokenizer, prompt, **kwargs))
 
 
 def encode_example(

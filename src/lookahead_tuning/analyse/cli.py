@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError
+from ..generate.cli import add_backend_arguments
 from ..validate import FRACTION, NON_NEGATIVE_INT, POSITIVE_INT, text_arg
 
 
@@ -29,9 +30,15 @@ def _gen_args(p: argparse.ArgumentParser, max_new_tokens: int | None) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from ..models import load_model
+    """The model to evaluate; with ``--backend openai|vllm`` (eval safety/utility) only its tokenizer is
+    loaded here and the answers come from the server or vLLM."""
+    from ..generate.cli import load_generator
 
-    return load_model(args.model, allow_pickle=getattr(args, "allow_pickle", False))
+    return load_generator(args)
+
+
+def _backend(args: argparse.Namespace) -> str:
+    return getattr(args, "backend", "hf")
 
 
 def _local(path: str | None) -> str | None:
@@ -94,7 +101,7 @@ def _run_safety(args: argparse.Namespace) -> int:
         metrics = evaluate_safety(
             model, tokenizer, items=items, prefills=prefills, prefill_tokens=args.prefill_tokens, judge=args.judge,
             out_dir=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-            system_prompt=args.system_prompt, judge_options=judge_options, progress=not args.quiet,
+            system_prompt=args.system_prompt, judge_options=judge_options, progress=not args.quiet, backend=_backend(args),
         )
     lo, hi = metrics["ci95"]
     rate = metrics["safe_rate"]
@@ -112,7 +119,8 @@ def _run_overrefusal(args: argparse.Namespace) -> int:
     with _out_folder(args.out, ("completions.jsonl",)):
         metrics = evaluate_overrefusal(model, tokenizer, out_dir=args.out, limit=args.limit,
                                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                       system_prompt=args.system_prompt, progress=not args.quiet)
+                                       system_prompt=args.system_prompt, progress=not args.quiet,
+                                   backend=_backend(args))
     lo, hi = metrics["ci95"]
     print(f"over-refusal: {100 * metrics['refusal_rate']:.2f}% of {metrics['n']} benign requests refused "
           f"[95% CI {100 * lo:.2f}-{100 * hi:.2f}] -> {Path(args.out) / 'metrics.json'}")
@@ -137,11 +145,13 @@ def _add_safety(sub) -> None:
     p.add_argument("--judge-cache", default=None, help="cache file of judged pairs (default in the project cache)")
     p.add_argument("--over-refusal", action="store_true", help="instead: refusal rate on the built-in benign set")
     _gen_args(p, 64)
+    add_backend_arguments(p)
     p.set_defaults(func=_run_safety)
 
     o = sub.add_parser("overrefusal", help="refusal rate on the built-in benign requests (keyword judge)")
     _model_args(o)
     _gen_args(o, 64)
+    add_backend_arguments(o)
     o.set_defaults(func=_run_overrefusal)
 
 
@@ -153,10 +163,11 @@ def _run_utility(args: argparse.Namespace) -> int:
 
     _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)])
     model, tokenizer = _load(args)
-    with _out_folder(args.out, ("completions.jsonl",)):
+    with _out_folder(args.out, ("generations.jsonl",)):
         metrics = evaluate_utility(model, tokenizer, args.task, data=args.data, out_dir=args.out, limit=args.limit,
                                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                   system_prompt=args.system_prompt, progress=not args.quiet)
+                                   system_prompt=args.system_prompt, progress=not args.quiet,
+                                   backend=_backend(args))
     line = f"{args.task}: {metrics['metric']} {100 * (metrics['score'] or 0):.2f}% on {metrics['n']} examples"
     if metrics["metric"] == "accuracy":
         line += f" (last-number fallback {100 * metrics['fallback_accuracy']:.2f}%)"
@@ -172,6 +183,7 @@ def _add_utility(sub) -> None:
     p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--data", default=None, help="test file (needed for gsm8k and samsum)")
     _gen_args(p, None)
+    add_backend_arguments(p)
     p.set_defaults(func=_run_utility)
 
 

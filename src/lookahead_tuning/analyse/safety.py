@@ -89,16 +89,18 @@ def evaluate_safety(
     system_prompt: str | None = None,
     judge_options: dict | None = None,
     progress: bool = True,
+    backend: str = "hf",
 ) -> dict[str, Any]:
     """Run RSR (``prefills=None``) or JSR and return the ``metrics.json`` content.
 
     ``items`` are HEx-PHI rows ``{"id"?, "instruction", "category"}`` (default: the built-in
     held-out set); ``prefills`` are harmful chat lists in the same order (``"builtin"``: the built-in
     harmful answers, which pair with the built-in set). ``judge_options`` for the
-    LLM judge: ``url``, ``model``, ``api_key_env``, ``concurrency``, ``cache_path``.
+    LLM judge: ``url``, ``model``, ``api_key_env``, ``concurrency``, ``cache_path``. ``backend`` is the
+    generation engine's (``model`` is then an ``OpenAIEndpoint`` for ``openai``, a path for ``vllm``).
     Writes ``completions.jsonl`` (resumable engine log), ``generations.jsonl`` and ``metrics.json``.
     """
-    from ..generate.engine import generate, prefill_text
+    from ..generate.engine import generate, generation_settings, prefill_text
     from ..io import atomic_write_json, write_records
 
     if judge not in JUDGES:
@@ -139,7 +141,8 @@ def evaluate_safety(
         gen_items.append({"id": it["id"], "prompt": it["instruction"], "prefill": prefill,
                           "instruction": it["instruction"], "category": it.get("category", "")})
     results = generate(model, tokenizer, gen_items, out_path=out / "completions.jsonl", batch_size=batch_size,
-                       max_new_tokens=max_new_tokens, system_prompt=system_prompt, progress=progress)
+                       max_new_tokens=max_new_tokens, system_prompt=system_prompt, progress=progress,
+                       backend=backend)
 
     records = []
     for r in results:
@@ -171,6 +174,8 @@ def evaluate_safety(
         "max_new_tokens": max_new_tokens,
         "system_prompt": system_prompt,
         "decoding": "greedy",
+        "generation": generation_settings(model, backend=backend, max_new_tokens=max_new_tokens,
+                                          system_prompt=system_prompt),
     }
     if judge == "both":
         metrics["keyword"] = summarise(records, "keyword_safe")
@@ -194,13 +199,14 @@ def evaluate_overrefusal(
     max_new_tokens: int = 64,
     system_prompt: str | None = None,
     progress: bool = True,
+    backend: str = "hf",
 ) -> dict[str, Any]:
     """Refusal rate on benign requests (keyword judge): the cost side of safety alignment.
 
     An empty answer is not counted as a refusal here (it is unhelpful, but not a refusal); the
     count of empty answers is reported separately.
     """
-    from ..generate.engine import generate
+    from ..generate.engine import generate, generation_settings
     from ..io import atomic_write_json, write_records
     from ..judge.keyword import is_refusal
 
@@ -214,7 +220,8 @@ def evaluate_overrefusal(
     gen_items = [{"id": it["id"], "prompt": it["instruction"], "prefill": None,
                   "instruction": it["instruction"]} for it in items]
     results = generate(model, tokenizer, gen_items, out_path=out / "completions.jsonl", batch_size=batch_size,
-                       max_new_tokens=max_new_tokens, system_prompt=system_prompt, progress=progress)
+                       max_new_tokens=max_new_tokens, system_prompt=system_prompt, progress=progress,
+                       backend=backend)
     records = [{"id": r["id"], "instruction": r["instruction"], "completion": r["completion"],
                 "refused": is_refusal(r["completion"]), "keyword_markers": matched_markers(r["completion"])}
                for r in results]
@@ -231,6 +238,8 @@ def evaluate_overrefusal(
         "judge": "keyword",
         "max_new_tokens": max_new_tokens,
         "system_prompt": system_prompt,
+        "generation": generation_settings(model, backend=backend, max_new_tokens=max_new_tokens,
+                                          system_prompt=system_prompt),
     }
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

@@ -133,13 +133,14 @@ def evaluate_utility(
     max_new_tokens: int | None = None,
     system_prompt: str | None = None,
     progress: bool = True,
+    backend: str = "hf",
 ) -> dict[str, Any]:
     """Generate greedy answers for a task's test rows and score them; returns ``metrics.json``.
 
     Writes ``generations.jsonl`` (resumable, engine format), ``predictions.jsonl`` in the reference
     format (``ground_truth``, ``completion``) and ``metrics.json`` under ``out_dir``.
     """
-    from ..generate.engine import generate
+    from ..generate.engine import generate, generation_settings
     from ..io import atomic_write_json, write_records
 
     if task not in TASKS:
@@ -152,7 +153,7 @@ def evaluate_utility(
     max_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]
     items = [{"id": r["id"], "prompt": r["prompt"], "prefill": None, "reference": r["reference"]} for r in rows]
     results = generate(model, tokenizer, items, out_path=out / "generations.jsonl", batch_size=batch_size,
-                       max_new_tokens=max_new, system_prompt=system_prompt, progress=progress)
+                       max_new_tokens=max_new, system_prompt=system_prompt, progress=progress, backend=backend)
     completions = [r["completion"] for r in results]
     references = [r["reference"] for r in results]
     if task in ROUGE_TASKS:
@@ -167,6 +168,8 @@ def evaluate_utility(
         for r, s in zip(results, per_example, strict=True)
     ])
     metrics.update({"task": task, "data": str(data) if data else None, "max_new_tokens": max_new,
-                    "system_prompt": system_prompt})
+                    "system_prompt": system_prompt,
+                    "generation": generation_settings(model, backend=backend, max_new_tokens=max_new,
+                                                      system_prompt=system_prompt)})
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

@@ -126,6 +126,33 @@ class Sweeps(_Strict):
     prefix: list[Text] = Field(default_factory=list, description="prefix strings for lookahead-virtual")
 
 
+class GenerationSpec(_Strict):
+    """How the evaluations generate: here (``hf``), or through an OpenAI-compatible server that the runner
+    starts for each model of the grid (``openai``; every cell has its own weights, so one fixed server
+    could not answer for them)."""
+
+    backend: Literal["hf", "openai"] = "hf"
+    server: str | None = Field(
+        default=None, description="openai: command serving {model} on 127.0.0.1:{port} under the name {name}")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment for the server")
+    startup_timeout: float = Field(default=900.0, gt=0, description="seconds to wait for GET /v1/models")
+    concurrency: int = Field(default=8, ge=1, description="requests in flight at once")
+    request_timeout: float = Field(default=600.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+
+    @model_validator(mode="after")
+    def _server(self) -> GenerationSpec:
+        if self.backend == "openai":
+            missing = [p for p in ("{model}", "{port}") if p not in (self.server or "")]
+            if missing:
+                raise ValueError("backend openai needs 'server': a command with {model} and {port} "
+                                 f"(missing {', '.join(missing)}), e.g. python -m vllm.entrypoints.openai.api_server "
+                                 "--model {model} --served-model-name {name} --host 127.0.0.1 --port {port}")
+        elif self.server is not None:
+            raise ValueError("'server' is for backend openai")
+        return self
+
+
 class EvalSpec(_Strict):
     """Safety, utility and KL evaluation settings (fixed for a whole run)."""
 
@@ -145,6 +172,25 @@ class EvalSpec(_Strict):
     kl_limit: PositiveInt | None = Field(default=None, description="harmful pairs used for the KL (default: all)")
     forecast: bool = True
     forecast_limit: PositiveInt | None = Field(default=64, description="task rows used for the forecast")
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide the evaluations' numbers, as fingerprints hash them.
+
+        Keys added after cells were first committed are left out while they hold the value those cells
+        were computed with (``generation`` at its default: transformers here), so the cells still match;
+        a judge URL enters without its credentials (a new key for the same endpoint computes the same
+        numbers).
+        """
+        from ..redact import redact_url
+
+        values = self.model_dump()
+        if self.generation == GenerationSpec():
+            values.pop("generation")
+        url = values["judge_options"].get("url")
+        if isinstance(url, str) and redact_url(url) != url:
+            values["judge_options"] = {**values["judge_options"], "url": redact_url(url)}
+        return values
 
 
 class Launcher(_Strict):
@@ -390,22 +436,19 @@ class Cell(BaseModel):
             # The seed model's cell does not depend on the training seeds (a grid run with seeds
             # [1, 2] reuses the one computed by a run with [0]).
             "seed": self.seed if self.method != "seed" else None,
-            "train": self.train if self.method != "seed" else {},
-            "eval": eval_identity(cfg.eval),
+            "train": train_identity(self.train) if self.method != "seed" else {},
+            "eval": cfg.eval.identity(),
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def eval_identity(ev: EvalSpec) -> dict[str, Any]:
-    """The evaluation settings as fingerprints hash them: a judge URL without its credentials (a new
-    key for the same endpoint computes the same numbers); otherwise ``model_dump()`` unchanged."""
-    from ..redact import redact_url
+# Training keys that decide no number (where logs go), left out of fingerprints.
+_UNHASHED_TRAIN = ("report_to",)
 
-    dumped = ev.model_dump()
-    url = dumped["judge_options"].get("url")
-    if isinstance(url, str) and redact_url(url) != url:
-        dumped["judge_options"] = {**dumped["judge_options"], "url": redact_url(url)}
-    return dumped
+
+def train_identity(values: dict[str, Any]) -> dict[str, Any]:
+    """A cell's training settings as fingerprints hash them: without the keys that decide no number."""
+    return {k: v for k, v in values.items() if k not in _UNHASHED_TRAIN}
 
 
 def train_settings(cfg: ExperimentConfig, task: TaskSpec, method: MethodSpec, seed: int,

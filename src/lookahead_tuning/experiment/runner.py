@@ -19,6 +19,7 @@ Run folder::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,13 +27,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..io import read_json
-from .config import Cell, ExperimentConfig, TaskSpec, eval_identity, plan_cells
+from .config import Cell, ExperimentConfig, TaskSpec, plan_cells
 
 CELL_VERSION = 1
 SEED_WORK = "seed-model"  # the seed's safety evals are shared by every task's seed cell
@@ -271,6 +273,11 @@ def preflight(cfg: ExperimentConfig, run_dir: Path | None = None) -> None:
         if not os.environ.get(env):
             raise UserError(f"eval.judge {cfg.eval.judge}: the LLM judge reads its API key from the environment "
                             f"variable {env}, which is not set")
+    if cfg.eval.generation.backend == "openai":
+        for cell in plan_cells(cfg):  # a server is started on each cell's weights: an adapter will not do
+            if cell.train.get("lora") and not cell.train.get("merge_lora"):
+                raise UserError(f"cell {cell.cell_id} trains a LoRA adapter, which eval.generation.backend "
+                                "openai cannot serve; set merge_lora: true (train:) for it")
     if run_dir is not None:
         refuse_overwrite([("the run folder", run_dir), ("cells_dir", cfg.cells_dir)], inputs)
 
@@ -295,6 +302,34 @@ def kept_cells(cfg: ExperimentConfig, cells: list[Cell]) -> set[str]:
     return {c.cell_id for c in cells if not c.sweep and c.seed == first}
 
 
+SERVED_NAME = "lookahead-eval"
+
+
+@contextlib.contextmanager
+def eval_generator(cfg: ExperimentConfig, model: Any, model_path: str, folder: Path) -> Iterator[tuple[Any, str]]:
+    """``(model, backend)`` the cell's evaluations generate with: the loaded model itself, or an endpoint
+    of a server started on ``model_path`` for this cell alone (``eval.generation.server``), stopped by
+    its pid when the evaluations are done. Its output goes to ``<work>/server.log``."""
+    gen = cfg.eval.generation
+    if gen.backend == "hf":
+        yield model, "hf"
+        return
+    from ..generate.openai_backend import OpenAIEndpoint
+    from ..generate.server import free_port, served, server_command
+    from ..models import resolve_model
+
+    source = resolve_model(model_path)
+    if source.kind not in ("folder", "hub"):
+        raise UserError(f"eval.generation.backend openai serves full weights; {model_path} is a {source.kind} "
+                        "(set merge_lora: true for LoRA cells)")
+    port = free_port()
+    command = server_command(gen.server or "", model=source.path, port=str(port), name=SERVED_NAME)
+    with served(command, f"http://127.0.0.1:{port}/v1", log_path=folder / "server.log", env=gen.env,
+                startup_timeout=gen.startup_timeout) as server:
+        yield OpenAIEndpoint(server.base_url, SERVED_NAME, concurrency=gen.concurrency,
+                             timeout=gen.request_timeout, max_retries=gen.max_retries), "openai"
+
+
 def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[str, Any]:
     """Train and evaluate one cell, write ``cells/<cell_id>.json`` and return its content."""
     from ..io import atomic_write_json
@@ -308,7 +343,7 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
     if cell.method == "seed":
         model, tokenizer = ctx.seed_model()
         safety_work = ctx.work / SEED_WORK
-        claim_work(safety_work, _stamp({"model": cfg.model.model_dump(), "eval": eval_identity(ev)}))
+        claim_work(safety_work, _stamp({"model": cfg.model.model_dump(), "eval": ev.identity()}))
         model_path = ctx.seed_path()
     else:
         run_dir = work / "train"
@@ -320,26 +355,27 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
     from ..analyse.safety import evaluate_overrefusal, evaluate_safety
 
     items, answers = ctx.harmful()
-    common = {"judge": ev.judge, "limit": ev.limit, "batch_size": ev.batch_size,
-              "max_new_tokens": ev.max_new_tokens, "system_prompt": ev.system_prompt,
-              "judge_options": ev.judge_options or None, "progress": ctx.progress}
-    rsr = evaluate_safety(model, tokenizer, items=items, out_dir=safety_work / "rsr", **common)
-    jsr = None
-    if answers is not None:
-        jsr = evaluate_safety(model, tokenizer, items=items, prefills=answers, prefill_tokens=ev.prefill_tokens,
-                              out_dir=safety_work / "jsr", **common)
-    utility = None
-    if ev.utility:
-        from ..analyse.utility import evaluate_utility
+    utility = jsr = over = None
+    with eval_generator(cfg, model, model_path, work) as (generator, backend):
+        common = {"judge": ev.judge, "limit": ev.limit, "batch_size": ev.batch_size,
+                  "max_new_tokens": ev.max_new_tokens, "system_prompt": ev.system_prompt,
+                  "judge_options": ev.judge_options or None, "progress": ctx.progress, "backend": backend}
+        rsr = evaluate_safety(generator, tokenizer, items=items, out_dir=safety_work / "rsr", **common)
+        if answers is not None:
+            jsr = evaluate_safety(generator, tokenizer, items=items, prefills=answers,
+                                  prefill_tokens=ev.prefill_tokens, out_dir=safety_work / "jsr", **common)
+        if ev.utility:
+            from ..analyse.utility import evaluate_utility
 
-        utility = evaluate_utility(model, tokenizer, task.kind, data=task.test, out_dir=work / "utility",
-                                   limit=task.n_test, batch_size=ev.batch_size, max_new_tokens=task.max_new_tokens,
-                                   system_prompt=ev.system_prompt, progress=ctx.progress)
-    over = None
-    if ev.overrefusal:
-        over = evaluate_overrefusal(model, tokenizer, out_dir=safety_work / "overrefusal", limit=ev.overrefusal_limit,
-                                    batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
-                                    system_prompt=ev.system_prompt, progress=ctx.progress)
+            utility = evaluate_utility(generator, tokenizer, task.kind, data=task.test, out_dir=work / "utility",
+                                       limit=task.n_test, batch_size=ev.batch_size,
+                                       max_new_tokens=task.max_new_tokens, system_prompt=ev.system_prompt,
+                                       progress=ctx.progress, backend=backend)
+        if ev.overrefusal:
+            over = evaluate_overrefusal(generator, tokenizer, out_dir=safety_work / "overrefusal",
+                                        limit=ev.overrefusal_limit, batch_size=ev.batch_size,
+                                        max_new_tokens=ev.max_new_tokens, system_prompt=ev.system_prompt,
+                                        progress=ctx.progress, backend=backend)
     kl = None
     if cell.method != "seed" and answers is not None:
         from ..analyse.kl import per_position_kl

@@ -11,8 +11,48 @@ from ..chat import TEMPLATES
 from ..errors import UserError
 from ..io import iter_located_records, refuse_overwrite
 from ..models import add_model_arguments, load_model_from_args, load_tokenizer
-from ..validate import POSITIVE_INT, SEED, TEMPERATURE, TOP_P, text_arg
-from .engine import DEFAULT_MAX_BATCH_TOKENS, generate, prefill_text
+from ..validate import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, TEMPERATURE, TOP_P, text_arg
+from .engine import BACKENDS, DEFAULT_MAX_BATCH_TOKENS, generate, prefill_text
+
+_ENDPOINT_FLAGS = {"base_url": "--base-url", "served_model": "--served-model"}
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """``--backend`` and the server flags, the same in ``generate``, ``eval safety`` and ``eval utility``."""
+    g = p.add_argument_group("generation backend")
+    g.add_argument("--backend", choices=BACKENDS, default="hf",
+                   help="hf: transformers here (default); vllm: vLLM here (the [vllm] extra); openai: any "
+                        "OpenAI-compatible server (vLLM, llama.cpp, a hosted API) via --base-url")
+    g.add_argument("--base-url", type=text_arg, default=None, help="openai: the server's base URL, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--served-model", type=text_arg, default=None,
+                   help="openai: the model name the server serves (its weights should be --model's: --model "
+                        "gives the tokenizer and chat template the prompts are rendered with)")
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="openai: environment variable holding the API key (unset: none is sent)")
+    g.add_argument("--concurrency", type=POSITIVE_INT, default=8, help="openai: requests in flight at once (default 8)")
+    g.add_argument("--request-timeout", type=POSITIVE, default=600.0, help="openai: seconds per request (default 600)")
+    g.add_argument("--max-retries", type=NON_NEGATIVE_INT, default=4,
+                   help="openai: retries of a failed request, with exponential backoff (default 4)")
+
+
+def load_generator(args: argparse.Namespace):
+    """``(model, tokenizer)`` for :func:`generate` as ``--backend`` says: weights loaded here (hf), a
+    path for vLLM to load, or an :class:`OpenAIEndpoint` (only the tokenizer is loaded here)."""
+    backend = getattr(args, "backend", "hf")
+    given = [flag for key, flag in _ENDPOINT_FLAGS.items() if getattr(args, key, None)]
+    if backend != "openai" and given:
+        raise UserError(f"{given[0]} is for --backend openai (the backend is {backend})")
+    trust = getattr(args, "trust_remote_code", False)
+    if backend == "openai":
+        from .openai_backend import OpenAIEndpoint
+
+        endpoint = OpenAIEndpoint(args.base_url, args.served_model, api_key_env=args.api_key_env,
+                                  concurrency=args.concurrency, timeout=args.request_timeout,
+                                  max_retries=args.max_retries)
+        return endpoint, load_tokenizer(args.model, trust_remote_code=trust)
+    if backend == "vllm":  # vLLM loads the weights itself, from the path or id
+        return args.model, load_tokenizer(args.model, trust_remote_code=trust)
+    return load_model_from_args(args)
 
 
 def _prompt_of(loc, rec: dict):
@@ -92,10 +132,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("the output must be a .jsonl file (it is appended to as answers finish)", path=args.out)
     refuse_overwrite([("--out", args.out)], [("--prompts", args.prompts), ("--prefill-file", args.prefill_file)])
     rows = read_prompts(args.prompts)  # validate inputs before the (slow) model load
-    if args.backend == "vllm":  # vLLM loads the weights itself, from the path or id
-        model, tokenizer = args.model, load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-    else:
-        model, tokenizer = load_model_from_args(args)
+    model, tokenizer = load_generator(args)
     if args.prefill_file:
         attach_prefills(rows, args.prefill_file, args.prefill_tokens, tokenizer)
     already = 0
@@ -140,6 +177,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--temperature", type=TEMPERATURE, default=None, help="with --sample (default 1.0)")
     p.add_argument("--top-p", type=TOP_P, default=None, help="with --sample (default 1.0)")
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="vllm needs the [vllm] extra and a GPU")
+    add_backend_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)

@@ -15,11 +15,13 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..chat import Messages, encode_prompt, stop_token_ids
+from ..chat import Messages, encode_text, render_prompt, stop_token_ids
 from ..errors import UserError
 from ..io import JsonlLog
 
-BACKENDS = ("hf", "vllm")
+# hf: transformers in this process; vllm: vLLM in this process; openai: any OpenAI-compatible server
+# (generate/openai_backend.py), with ``model`` an OpenAIEndpoint.
+BACKENDS = ("hf", "vllm", "openai")
 # Upper bound on padded tokens (prompt + new) per batch: keeps the KV cache of a batch of long
 # prompts within a few GB for a small model while leaving short-prompt batches at full size.
 DEFAULT_MAX_BATCH_TOKENS = 32768
@@ -120,7 +122,7 @@ def _generate_batch(model, prompts: list[list[int]], *, pad_id: int, stop_ids: l
 
 
 def _generate_hf(model, tokenizer, batches: list[list[dict]], encoded: dict[str, list[int]], *,
-                 write: Callable[[dict], None], progress: bool, **options: Any) -> None:
+                 write: Callable[[dict], None], progress: bool, texts: dict[str, str], **options: Any) -> None:
     import torch
     from tqdm.auto import tqdm
 
@@ -154,7 +156,7 @@ def _generate_hf(model, tokenizer, batches: list[list[dict]], encoded: dict[str,
 
 
 def _generate_vllm(model, tokenizer, batches: list[list[dict]], encoded: dict[str, list[int]], *,
-                   write: Callable[[dict], None], progress: bool, **options: Any) -> None:
+                   write: Callable[[dict], None], progress: bool, texts: dict[str, str], **options: Any) -> None:
     """The same contract on vLLM (GPU): ``model`` is a model path/id or a ``vllm.LLM``."""
     try:
         import vllm
@@ -174,6 +176,27 @@ def _generate_vllm(model, tokenizer, batches: list[list[dict]], encoded: dict[st
             reason = "length" if out.outputs[0].finish_reason == "length" else "stop"
             write({**item, "completion": _completion_text(tokenizer, encoded[item["id"]], new_ids),
                    "finish_reason": reason, "completion_tokens": len(new_ids)})
+
+
+def generation_settings(model=None, *, backend: str = "hf", max_new_tokens: int = 64, do_sample: bool = False,
+                        temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, template: str = "auto",
+                        system_prompt: str | None = None) -> dict[str, Any]:
+    """The settings that decide what :func:`generate` answers, as one dict for ``metrics.json``.
+
+    Takes :func:`generate`'s own arguments; for the ``openai`` backend it adds the endpoint's
+    :meth:`~.openai_backend.OpenAIEndpoint.settings` (public URL, served model, concurrency), for
+    ``vllm`` the model it loads. Sampling keys appear only when sampling.
+    """
+    settings: dict[str, Any] = {"backend": backend, "decoding": "sampling" if do_sample else "greedy",
+                                "max_new_tokens": max_new_tokens, "chat_template": template,
+                                "system_prompt": system_prompt}
+    if do_sample:
+        settings.update(temperature=temperature, top_p=top_p, seed=seed)
+    if backend == "openai" and hasattr(model, "settings"):
+        settings["endpoint"] = model.settings()
+    elif backend == "vllm" and isinstance(model, (str, os.PathLike)):
+        settings["vllm_model"] = str(model)
+    return settings
 
 
 def generate(
@@ -204,6 +227,10 @@ def generate(
     With ``out_path`` each result is appended to that JSONL log as its batch finishes, and items whose
     id is already there are not generated again (their logged result is returned), so rerunning an
     interrupted call finishes the job with no duplicate.
+
+    ``backend``: ``hf`` (``model`` is a transformers model), ``vllm`` (a model path/id or a ``vllm.LLM``)
+    or ``openai`` (an :class:`~.openai_backend.OpenAIEndpoint`: any OpenAI-compatible server, sent the
+    prompt text rendered here). :func:`generation_settings` describes a call's settings.
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown generation backend '{backend}'; expected one of {', '.join(BACKENDS)}")
@@ -223,10 +250,12 @@ def generate(
     pending = [item for item in items if item["id"] not in done]
 
     encoded: dict[str, list[int]] = {}
+    texts: dict[str, str] = {}  # the rendered prompts: what a server is sent (openai backend)
     for item in pending:
         prompt: str | Messages = item["prompt"]
-        encoded[item["id"]] = encode_prompt(tokenizer, prompt, system_prompt=system_prompt,
-                                            prefill=item.get("prefill") or None, template=template)
+        texts[item["id"]] = render_prompt(tokenizer, prompt, system_prompt=system_prompt,
+                                          prefill=item.get("prefill") or None, template=template)
+        encoded[item["id"]] = encode_text(tokenizer, texts[item["id"]])
     order = plan_batches([len(encoded[item["id"]]) for item in pending], batch_size, max_new_tokens,
                          max_batch_tokens)
     batches = [[pending[i] for i in batch] for batch in order]
@@ -238,10 +267,13 @@ def generate(
             log.append(record)
         results[record["id"]] = record
 
-    run = _generate_vllm if backend == "vllm" else _generate_hf
+    if backend == "openai":
+        from .openai_backend import generate_openai as run
+    else:
+        run = _generate_vllm if backend == "vllm" else _generate_hf
     try:
         if batches:
-            run(model, tokenizer, batches, encoded, write=write, progress=progress,
+            run(model, tokenizer, batches, encoded, write=write, progress=progress, texts=texts,
                 max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
                 seed=seed, template=template)
     finally:

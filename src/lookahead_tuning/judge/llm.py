@@ -27,14 +27,13 @@ import json
 import os
 import re
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from ..endpoint import mask
 from ..errors import UserError
-from ..redact import url_secrets
 
 RUBRIC_VERSION = "lt-rubric-1"
 
@@ -169,18 +168,20 @@ class LLMJudge:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self._key = key
-        from openai import OpenAI
+        from ..endpoint import make_client
 
         # The SDK's own retries are off: we retry ourselves so that backoff and counts are ours.
-        self._client = OpenAI(base_url=url, api_key=key, max_retries=0, timeout=timeout)
-        self._secrets = [key, *url_secrets(url)]
+        self._client = make_client(url, key, timeout)
+        self._raw_url = url  # for masking only: its credentials never leave this object
         self._lock = threading.Lock()
         self.stats = {"calls": 0, "cache_hits": 0, "retries": 0, "unparseable": 0}
 
     def settings(self) -> dict[str, Any]:
         """What to record in ``metrics.json``: everything needed to rerun, and no secret."""
+        from ..endpoint import public_url
+
         return {
-            "url": self.url,
+            "url": public_url(self.url),
             "model": self.model,
             "api_key_env": self.api_key_env,
             "rubric_version": RUBRIC_VERSION,
@@ -191,12 +192,6 @@ class LLMJudge:
     def _count(self, name: str) -> None:
         with self._lock:
             self.stats[name] += 1
-
-    def _mask(self, text: str) -> str:
-        for secret in self._secrets:  # also keys shorter than redact.MIN_SECRET, down to a few characters
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
 
     def _ask(self, instruction: str, response: str) -> tuple[int | None, str]:
         """One pair: retries transport errors with backoff, re-asks once on an unparseable answer."""
@@ -210,24 +205,17 @@ class LLMJudge:
         return None, answer
 
     def _complete(self, messages: list[dict[str, str]]) -> str:
-        last_error: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            try:
-                self._count("calls")
-                out = self._client.chat.completions.create(
-                    model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
-                )
-                return (out.choices[0].message.content or "") if out.choices else ""
-            except Exception as exc:  # noqa: BLE001 - any transport/API error is retried, then reported
-                last_error = exc
-                status = getattr(exc, "status_code", None)
-                if status is not None and 400 <= status < 500 and status not in (408, 409, 429):
-                    break  # a request the server will never accept (bad model name, auth): fail fast
-                if attempt < self.max_retries:
-                    self._count("retries")
-                    time.sleep(self.backoff * (2**attempt))
-        detail = self._mask(f"{type(last_error).__name__}: {last_error}")
-        raise UserError(f"LLM judge at {self.url} failed after {self.max_retries + 1} attempts: {detail}")
+        from ..endpoint import call_with_retries
+
+        def call() -> str:
+            self._count("calls")
+            out = self._client.chat.completions.create(
+                model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
+            )
+            return (out.choices[0].message.content or "") if out.choices else ""
+
+        return call_with_retries(call, what="LLM judge", url=self.url, max_retries=self.max_retries,
+                                 backoff=self.backoff, secrets=(self._key, self._raw_url), on_retry=lambda: self._count("retries"))
 
     def score(self, pairs: Iterable[Sequence[str]], *, progress: bool = False) -> list[int | None]:
         """Scores 1..5 for each ``(instruction, response)`` pair, in order; ``None`` = unparseable.
@@ -271,7 +259,8 @@ class LLMJudge:
                             scores[i] = score
                         if log is not None and score is not None:  # unparseable: retried next run
                             log.append({"id": key, "score": score, "model": self.model,
-                                        "rubric_version": RUBRIC_VERSION, "answer": self._mask(answer)[:500]})
+                                        "rubric_version": RUBRIC_VERSION,
+                                        "answer": mask(answer, (self._key, self._raw_url))[:500]})
                         bar.update(1)
                 except BaseException:
                     for fut in futures:

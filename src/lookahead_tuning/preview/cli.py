@@ -82,15 +82,22 @@ def run_preview(
     output_format: str | None = None,
     progress: bool = True,
     chunk_rows: int = CHUNK_ROWS,
+    export: str | None = None,
 ) -> PreviewSummary:
     """Preview a whole file into ``output_path`` atomically (nothing is written if any row fails).
 
     An ``output_path`` that is the input (by inode or resolved path: a symlink, a hard link, ``./x``)
-    is refused: replacing it would destroy the data.
+    is refused: replacing it would destroy the data. ``export`` (``llama-factory`` | ``axolotl``):
+    write the rows in that trainer's format and the file that registers them beside ``output_path``
+    (see :mod:`lookahead_tuning.preview.export`).
     """
+    from .export import check_export_path, export_rows, write_export_config
+
     refuse_overwrite([("OUTPUT", output_path)], [("INPUT", input_path)])
     file_format(input_path, input_format)  # fail on an unknown format before any work
     file_format(output_path, output_format, write=True)
+    if export is not None:
+        check_export_path(output_path, export)
     stats = PreviewStats()
     start = time.perf_counter()
     from tqdm import tqdm
@@ -101,12 +108,14 @@ def run_preview(
         for chunk, locations in _chunks(input_path, input_format, chunk_rows):
             out = preview_rows(chunk, config, locations=locations, stats=stats)
             bar.update(len(chunk))
-            yield from out
+            yield from (out if export is None else export_rows(out, export, config, start=stats.rows - len(out) + 1))
 
     try:
         write_records(output_path, rows(), output_format)
     finally:
         bar.close()
+    if export is not None:
+        write_export_config(output_path, export, config.fmt)
     seconds = time.perf_counter() - start
 
     n = stats.previews
@@ -162,9 +171,21 @@ def run(args: argparse.Namespace) -> int:
         all_turns=args.all_turns, align=args.align, skip_invalid=args.skip_invalid,
     )
     summary = run_preview(input_path, output_path, config, input_format=args.input_format,
-                          output_format=args.output_format, progress=not args.quiet)
+                          output_format=args.output_format, progress=not args.quiet, export=args.export)
     for line in summary.lines(args.mode, output_path):
         print(line)
+    if args.export:
+        from pathlib import Path
+
+        from .export import CHAT_FORMATS
+
+        if args.export == "axolotl":
+            registered = Path(output_path).with_name(Path(output_path).stem + ".axolotl.yaml")
+            print(f"  axolotl: chat_template rows; dataset config {registered}")
+        else:
+            shape = "ShareGPT" if config.fmt in CHAT_FORMATS else "Alpaca"
+            print(f"  LLaMA-Factory: {shape} rows; entry '{Path(output_path).stem}' in "
+                  f"{Path(output_path).with_name('dataset_info.json')}")
     return 0
 
 
@@ -205,6 +226,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--all-turns", action="store_true", help="preview every assistant turn of a chat, not just the last")
     p.add_argument("--skip-invalid", action="store_true",
                    help="drop rows with missing/non-string fields or empty answers (counted) instead of failing")
+    p.add_argument("--export", choices=("llama-factory", "axolotl"), default=None,
+                   help="write OUTPUT (.json/.jsonl) for another trainer: llama-factory (Alpaca or ShareGPT rows "
+                        "+ a dataset_info.json entry) or axolotl (chat_template rows + <name>.axolotl.yaml)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p

@@ -6,6 +6,7 @@ Run folder layout (``config.out``)::
     sdft_rewrites.jsonl  SDFT only: the seed's rewrites (resumable), sdft.json: share kept
     checkpoints/         Trainer checkpoints (every --save-steps), used by --resume
     train_log.jsonl      one line per optimizer step; every --log-every steps the answer_pos_loss 1..8
+    tensorboard/         --report-to tensorboard: the Trainer's event files (train/loss, train/learning_rate, ...)
     model files          safetensors weights (or a LoRA adapter) + tokenizer, written at the end
     summary.json         written last: its presence means the run finished
 """
@@ -32,6 +33,19 @@ from .config import TrainConfig, make_config
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "train_log.jsonl"
 CHECKPOINTS = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+REPORT_PACKAGES = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb==0.31.0"}
+
+
+def check_report_to(report_to: str) -> None:
+    """Fail before any work when ``--report-to`` names a logger that is not installed."""
+    if report_to == "none":
+        return
+    from transformers.integrations import is_tensorboard_available, is_wandb_available
+
+    if not (is_tensorboard_available() if report_to == "tensorboard" else is_wandb_available()):
+        raise UserError(f"--report-to {report_to} needs the {report_to} package; install it with: "
+                        f"pip install '{REPORT_PACKAGES[report_to]}' (or the [{report_to}] extra)")
 
 
 def cpu_supports_bf16() -> bool:
@@ -222,6 +236,7 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     # is one of the inputs fail before the run folder is made: no half-made run is left behind.
     source = check_model(cfg.model, allow_pickle=cfg.allow_pickle)
     refuse_overwrite([("--out", run_dir)], run_inputs(cfg, source))
+    check_report_to(cfg.report_to)
     render_prompt(load_tokenizer(cfg.model), "check", system_prompt=cfg.system_prompt, template=cfg.chat_template)
     task_rows = load_examples(cfg)
     state = PartialState()
@@ -304,7 +319,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state, checkpoint: Path | None, task
         save_strategy="steps" if cfg.save_steps else "no",
         save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit,
-        report_to="none",
+        report_to=cfg.report_to,
         disable_tqdm=not progress,
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -317,6 +332,12 @@ def _train(cfg: TrainConfig, run_dir: Path, state, checkpoint: Path | None, task
         answer_only=cfg.answer_only_logits, log_every=cfg.log_every,
         log_path=run_dir / LOG_FILE if state.is_main_process else None,
     )
+    if cfg.report_to == "tensorboard":
+        from transformers.integrations import TensorBoardCallback
+
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback):  # one fixed folder, not checkpoints/runs/<date_host>
+                callback.logging_dir = str(run_dir / TENSORBOARD_DIR)
     if not progress:
         # Without bars the Trainer prints every log dict to stdout instead; quiet means quiet
         # (the same numbers are in train_log.jsonl).

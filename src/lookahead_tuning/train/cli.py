@@ -86,6 +86,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--save-total-limit", type=POSITIVE_INT, default=S)
     _bool_flag(f, "--resume", "continue from the last checkpoint in --out")
     f.add_argument("--log-every", type=POSITIVE_INT, default=S, help="log per-position answer loss every N steps")
+    f.add_argument("--report-to", choices=("none", "tensorboard", "wandb"), default=S,
+                   help="also send the Trainer's logs to TensorBoard (<out>/tensorboard/) or W&B (default none)")
     _bool_flag(f, "--quiet", "no progress bars")
 
 

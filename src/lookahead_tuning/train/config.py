@@ -126,6 +126,9 @@ class TrainConfig(BaseModel):
     save_total_limit: PositiveInt | None = 2
     resume: bool = False
     log_every: PositiveInt = Field(default=10, description="log the per-position answer loss every N steps")
+    # Where the Trainer also sends its logs (loss, lr, grad norm per step): <out>/tensorboard/ for
+    # TensorBoard, the W&B project of WANDB_PROJECT for wandb. train_log.jsonl is written either way.
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
     max_steps: PositiveInt | None = None
     quiet: bool = False
 

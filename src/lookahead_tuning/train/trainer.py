@@ -86,7 +86,13 @@ class AnswerLossTrainer(Trainer):
                                        for s, c in zip(self._pos_sums, self._pos_counts, strict=True)]
             self._pos_sums = [0.0] * LOGGED_POSITIONS
             self._pos_counts = [0] * LOGGED_POSITIONS
-        super().log(logs, start_time)
+        # Loggers (TensorBoard, W&B) take scalars: each position is its own series there, while
+        # train_log.jsonl keeps the list.
+        scalars = {k: v for k, v in logs.items() if k != "answer_pos_loss"}
+        for i, value in enumerate(logs.get("answer_pos_loss") or [], start=1):
+            if value is not None:
+                scalars[f"answer_pos_loss/{i}"] = value
+        super().log(scalars, start_time)
         if "loss" in logs and self.log_path is not None and self.is_world_process_zero():
             record = {"step": step, **{k: v for k, v in logs.items() if k != "total_flos"}}
             with open(self.log_path, "a", encoding="utf-8") as fh:

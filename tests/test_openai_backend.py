@@ -1,0 +1,220 @@
+"""The ``openai`` generation backend against a local OpenAI-compatible server (tests/openai_stub.py).
+
+The stub answers with the tiny Llama through the local engine's own batch function, so "the backend
+returns what the local engine returns" is a real check of the protocol: prompt text rendered here,
+tokenized there, answer text decoded there, records, resume, concurrency, retries and timeouts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from openai_stub import CompletionsStub
+
+from lookahead_tuning.cli import main
+from lookahead_tuning.endpoint import public_url
+from lookahead_tuning.errors import UserError
+from lookahead_tuning.generate.engine import generate, generation_settings
+from lookahead_tuning.generate.openai_backend import OpenAIEndpoint
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+PROMPTS = ["Hi", "What is the capital of France?", "List three colors.", "2+2?", "Name a fruit.",
+           "Write one word about the sea."]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from lookahead_tuning.models import load_model
+
+    return load_model(tiny_model_dir)
+
+
+@pytest.fixture
+def served(tiny):
+    stubs: list[CompletionsStub] = []
+
+    def start(**kwargs) -> CompletionsStub:
+        model, tok = tiny
+        stub = CompletionsStub(model=model, tokenizer=tok, **kwargs)
+        stubs.append(stub)
+        return stub
+
+    yield start
+    for stub in stubs:
+        stub.close()
+
+
+def _items(prompts=PROMPTS, **extra):
+    return [{"id": f"q{i}", "prompt": p, **extra} for i, p in enumerate(prompts)]
+
+
+def _endpoint(stub, **kwargs) -> OpenAIEndpoint:
+    return OpenAIEndpoint(stub.url, "tiny", **{"backoff": 0.01, **kwargs})
+
+
+def test_greedy_answers_equal_the_local_engine(tiny, served):
+    model, tok = tiny
+    stub = served()
+    items = _items() + [{"id": "p", "prompt": "How do I do it?", "prefill": "Sure, here is"}]
+    local = generate(model, tok, items, max_new_tokens=10, progress=False)
+    remote = generate(_endpoint(stub, concurrency=3), tok, items, max_new_tokens=10, progress=False,
+                      backend="openai")
+    assert [r["id"] for r in remote] == [r["id"] for r in local]  # input order
+    for a, b in zip(local, remote, strict=True):
+        assert (a["completion"], a["finish_reason"], a["completion_tokens"]) == \
+               (b["completion"], b["finish_reason"], b["completion_tokens"])
+    # the completions endpoint got our rendered chat text, the prefill at its end (an open assistant turn)
+    prefilled = next(p for p in stub.prompts() if p.endswith("Sure, here is"))
+    assert prefilled.startswith("<|im_start|>") and "<|im_start|>assistant\nSure, here is" in prefilled
+    assert all(r["temperature"] == 0.0 and r["max_tokens"] == 10 for r in stub.requests)
+
+
+def test_resume_after_a_server_dies_mid_run_has_no_duplicates(tiny, served, tmp_path):
+    _, tok = tiny
+    log = tmp_path / "out.jsonl"
+    dying = served(fail_after=3)
+    with pytest.raises(UserError, match="generation at http://127.0.0.1:.* failed after 2 attempts"):
+        generate(_endpoint(dying, concurrency=1, max_retries=1), tok, _items(), out_path=log,
+                 max_new_tokens=4, progress=False, backend="openai")
+    first = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(first) == 3
+    healthy = served()
+    results = generate(_endpoint(healthy), tok, _items(), out_path=log, max_new_tokens=4, progress=False,
+                       backend="openai")
+    ids = [json.loads(line)["id"] for line in log.read_text().splitlines()]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(len(PROMPTS)))  # every id once
+    assert len(healthy.requests) == len(PROMPTS) - 3  # only the missing ones were asked
+    assert [r["id"] for r in results] == [f"q{i}" for i in range(len(PROMPTS))]
+
+
+def test_concurrency_is_bounded_and_used(tiny, served):
+    _, tok = tiny
+    stub = served(delay=0.3)
+    generate(_endpoint(stub, concurrency=3), tok, _items(), max_new_tokens=2, progress=False, backend="openai")
+    assert stub.max_in_flight == 3
+
+
+def test_transient_errors_are_retried(tiny, served):
+    _, tok = tiny
+    stub = served(fail_first=2, fail_status=503)
+    results = generate(_endpoint(stub, concurrency=1), tok, _items()[:2], max_new_tokens=2, progress=False,
+                       backend="openai")
+    assert len(results) == 2 and len(stub.requests) == 4
+
+
+def test_a_rejected_request_is_not_retried(tiny, served):
+    _, tok = tiny
+    stub = served(fail_first=1, fail_status=400)
+    with pytest.raises(UserError, match="failed after 1 attempt:"):
+        generate(_endpoint(stub, concurrency=1), tok, _items()[:1], max_new_tokens=2, progress=False,
+                 backend="openai")
+    assert len(stub.requests) == 1
+
+
+def test_request_timeout(tiny, served):
+    _, tok = tiny
+    stub = served(delay=3.0)
+    with pytest.raises(UserError, match="(?i)timed? ?out"):
+        generate(_endpoint(stub, timeout=0.5, max_retries=0), tok, _items()[:1], max_new_tokens=2,
+                 progress=False, backend="openai")
+
+
+def test_a_model_the_server_does_not_serve_is_refused(tiny, served):
+    _, tok = tiny
+    stub = served(served=("other-model",))
+    with pytest.raises(UserError, match="does not serve 'tiny'.*other-model"):
+        generate(_endpoint(stub), tok, _items()[:1], max_new_tokens=2, progress=False, backend="openai")
+    assert stub.requests == []  # nothing was generated by the wrong model
+
+
+def test_sampling_sends_a_seed_per_item_that_a_rerun_repeats(tiny, served):
+    _, tok = tiny
+    stub = served()
+    for _ in range(2):
+        generate(_endpoint(stub), tok, _items()[:3], max_new_tokens=2, do_sample=True, temperature=0.7,
+                 top_p=0.9, seed=5, progress=False, backend="openai")
+    seeds = [r["seed"] for r in stub.requests]
+    assert len(set(seeds[:3])) == 3 and sorted(seeds[:3]) == sorted(seeds[3:])
+    assert all(r["temperature"] == 0.7 and r["top_p"] == 0.9 for r in stub.requests)
+
+
+def test_credentials_in_the_url_are_never_stored(tiny, served, tmp_path, monkeypatch):
+    _, tok = tiny
+    stub = served()
+    secret = "sk-url-secret-1234"
+    url = stub.url.replace("http://", f"http://user:{secret}@") + f"?api_key={secret}"
+    assert secret not in public_url(url) and "127.0.0.1" in public_url(url)
+    endpoint = _endpoint(stub).__class__(url, "tiny")
+    settings = generation_settings(endpoint, backend="openai", max_new_tokens=3)
+    assert secret not in json.dumps(settings) and settings["endpoint"]["served_model"] == "tiny"
+
+
+def test_bad_endpoint_settings_are_one_line_errors():
+    for kwargs, pattern in [({"base_url": "", "served_model": "m"}, "--base-url is required"),
+                            ({"base_url": "ftp://x/v1", "served_model": "m"}, "http"),
+                            ({"base_url": "http://127.0.0.1:1/v1", "served_model": ""}, "--served-model"),
+                            ({"base_url": "http://127.0.0.1:1/v1", "served_model": "m", "concurrency": 0},
+                             "--concurrency")]:
+        with pytest.raises(UserError, match=pattern):
+            OpenAIEndpoint(**kwargs)
+
+
+def test_the_api_key_is_sent_from_its_variable(tiny, served, monkeypatch):
+    _, tok = tiny
+    stub = served()
+    monkeypatch.setenv("GEN_KEY_TEST", "sk-gen-77")
+    generate(_endpoint(stub, api_key_env="GEN_KEY_TEST"), tok, _items()[:1], max_new_tokens=2, progress=False,
+             backend="openai")
+    assert stub.auth == ["Bearer sk-gen-77"]
+
+
+# ------------------------------------------------------------------ the commands
+
+
+def test_cli_generate_eval_safety_and_utility_through_a_server(tiny_model_dir, tiny, served, tmp_path, capsys):
+    stub = served()
+    server = ["--backend", "openai", "--base-url", stub.url, "--served-model", "tiny", "--concurrency", "2"]
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"h{i}", "instruction": p, "category": "c"}) + "\n"
+                               for i, p in enumerate(PROMPTS[:3])))
+    out = tmp_path / "gen.jsonl"
+    assert main(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--out", str(out),
+                 "--max-new-tokens", "4", "--quiet", *server]) == 0
+    assert len(out.read_text().splitlines()) == 3
+
+    rsr = tmp_path / "rsr"
+    assert main(["eval", "safety", "--model", str(tiny_model_dir), "--limit", "3", "--max-new-tokens", "4",
+                 "--out", str(rsr), "--quiet", *server]) == 0
+    jsr = tmp_path / "jsr"
+    assert main(["eval", "safety", "--model", str(tiny_model_dir), "--prefill", "--limit", "2",
+                 "--max-new-tokens", "4", "--out", str(jsr), "--quiet", *server]) == 0
+    metrics = json.loads((jsr / "metrics.json").read_text())
+    assert metrics["mode"] == "JSR" and metrics["n"] == 2
+    assert metrics["generation"]["backend"] == "openai"
+    assert metrics["generation"]["endpoint"]["served_model"] == "tiny"
+    # the JSR requests end with the prefill: the model continues the harmful answer's opening
+    from lookahead_tuning.data.builtin import harmful_answers
+    from lookahead_tuning.generate.engine import prefill_text
+
+    _, tok = tiny
+    opening = prefill_text(tok, harmful_answers()[0][1]["content"], 3)
+    assert any(p.endswith(opening) for p in stub.prompts())
+
+    util = tmp_path / "util"
+    assert main(["eval", "utility", "--model", str(tiny_model_dir), "--task", "math", "--limit", "2",
+                 "--max-new-tokens", "4", "--out", str(util), "--quiet", *server]) == 0
+    assert json.loads((util / "metrics.json").read_text())["n"] == 2
+    capsys.readouterr()
+
+
+def test_cli_server_flags_without_the_openai_backend_are_refused(tiny_model_dir, tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\n")
+    code = main(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts),
+                 "--out", str(tmp_path / "o.jsonl"), "--base-url", "http://127.0.0.1:9/v1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "error: --base-url is for --backend openai (the backend is hf)"
+    assert not os.path.exists(tmp_path / "o.jsonl")
