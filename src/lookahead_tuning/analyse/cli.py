@@ -278,12 +278,11 @@ def _add_kl(sub) -> None:
 
 def _run_forecast(args: argparse.Namespace) -> int:
     from ..data.loaders import load_task
-    from .forecast import METHODS, forecast_loss, forecast_markdown, write_forecast
+    from .forecast import forecast_loss, forecast_markdown, method_settings, write_forecast
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)}; expected some of {', '.join(METHODS)}")
+    for method in methods:  # an unknown or unforecastable method fails before the model loads
+        method_settings(method)
     _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)])
     rows = load_task(args.data, n=args.limit, split="train")
     if args.limit:

@@ -27,47 +27,40 @@ from typing import Any
 from ..errors import UserError
 from .kl import answer_logits, encode_pairs
 
-METHODS = ("vanilla", "lookahead-real", "lookahead-virtual")
+# The methods `forecast` measures when none are named: the three the paper compares in its figures.
+DEFAULT_METHODS = ("vanilla", "lookahead-real", "lookahead-virtual")
 
 
-def _with_instruction(prompt: Any, new_text: str) -> Any:
-    if isinstance(prompt, str):
-        return new_text
-    messages = [dict(m) for m in prompt]
-    messages[-1]["content"] = new_text
-    return messages
+def method_settings(method: str, *, m: int = 6, prefix: str | None = None, connector: str | None = None):
+    """The training settings of ``method`` with these preview parameters, as ``train`` would resolve them."""
+    from ..methods import get_method
+    from ..train.config import make_config
 
+    if not get_method(method).forecastable:
+        from ..methods import METHODS
 
-def _instruction(prompt: Any) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    if not prompt or prompt[-1].get("role") != "user":
-        raise UserError("a prompt given as messages must end with a user turn")
-    return str(prompt[-1]["content"])
+        usable = ", ".join(n for n, spec in METHODS.items() if spec.forecastable)
+        raise UserError(f"the forecast measures the seed's cross-entropy on the data as trained, which does not "
+                        f"describe '{method}' (another loss or rewritten answers); it takes {usable}")
+    values: dict[str, Any] = {"model": "-", "data": "-", "out": "-", "method": method, "m": m}
+    if prefix is not None:
+        values["prefix"] = prefix
+    if connector is not None:
+        values["connector"] = connector
+    return make_config(values).resolved()
 
 
 def method_pairs(rows: Sequence[dict], method: str, tokenizer, *, m: int = 6, prefix: str | None = None,
-                 connector: str | None = None) -> list[tuple[Any, str]]:
-    """The ``(prompt, trained answer)`` pairs a method would train on (preview applied to the prompt,
-    and for virtual mode the prefix prepended to the answer)."""
-    from .. import preview
+                 connector: str | None = None, settings=None) -> list[tuple[Any, str]]:
+    """The ``(prompt, trained answer)`` pairs a method would train on: ``method_examples``, the pipeline
+    training uses (safety mix and preview applied). ``settings`` (a ``TrainConfig``) overrides the
+    method's defaults with ``m``, ``prefix`` and ``connector``."""
+    from ..train.methods import as_example, method_examples
 
-    connector = preview.DEFAULT_CONNECTOR if connector is None else connector
-    prefix = preview.DEFAULT_PREFIX if prefix is None else prefix
-    out = []
-    for row in rows:
-        prompt, answer = row["prompt"], str(row["completion"])
-        if method == "vanilla":
-            out.append((prompt, answer))
-        elif method == "lookahead-real":
-            instr, ans = preview.real_preview(_instruction(prompt), answer, tokenizer, m, connector)
-            out.append((_with_instruction(prompt, instr), ans))
-        elif method == "lookahead-virtual":
-            instr, ans = preview.virtual_preview(_instruction(prompt), answer, prefix, connector)
-            out.append((_with_instruction(prompt, instr), ans))
-        else:
-            raise UserError(f"unknown method '{method}' for the forecast; expected one of {', '.join(METHODS)}")
-    return out
+    if settings is None:
+        settings = method_settings(method, m=m, prefix=prefix, connector=connector)
+    examples = method_examples([as_example(r) for r in rows], settings, tokenizer)
+    return [(ex["prompt"], ex["completion"]) for ex in examples]
 
 
 def per_position_loss(model, tokenizer, pairs: Sequence[tuple[Any, str]], k: int = 8, *, batch_size: int = 8,
@@ -88,10 +81,14 @@ def per_position_loss(model, tokenizer, pairs: Sequence[tuple[Any, str]], k: int
     return [float(t / c) if c > 0 else math.nan for t, c in zip(total.tolist(), count.tolist(), strict=True)]
 
 
-def forecast_loss(model, tokenizer, rows: Sequence[dict], methods: Sequence[str] = METHODS, k: int = 8, *,
+def forecast_loss(model, tokenizer, rows: Sequence[dict], methods: Sequence[str] = DEFAULT_METHODS, k: int = 8, *,
                   m: int = 6, prefix: str | None = None, connector: str | None = None, batch_size: int = 8,
-                  system_prompt: str | None = None, progress: bool = False) -> dict[str, Any]:
+                  system_prompt: str | None = None, progress: bool = False,
+                  settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-position seed loss for each method on ``rows`` (``{"prompt", "completion"}``).
+
+    ``settings`` maps a method to its resolved training settings (a run's cells); methods not in it use
+    their registry defaults with ``m``, ``prefix`` and ``connector``.
 
     Returns ``{"k", "n", "methods": {name: {"per_position": [...], "mean_first_3", "mean_first_k"}},
     "ranking", "settings"}``; ``ranking`` orders methods by ``mean_first_3`` (lowest first = least
@@ -105,7 +102,8 @@ def forecast_loss(model, tokenizer, rows: Sequence[dict], methods: Sequence[str]
         raise UserError(f"--positions must be >= 1, got {k}")
     results = {}
     for method in tqdm(list(methods), desc="forecast", disable=not progress):
-        pairs = method_pairs(rows, method, tokenizer, m=m, prefix=prefix, connector=connector)
+        pairs = method_pairs(rows, method, tokenizer, m=m, prefix=prefix, connector=connector,
+                             settings=(settings or {}).get(method))
         losses = per_position_loss(model, tokenizer, pairs, k, batch_size=batch_size, system_prompt=system_prompt)
         results[method] = {
             "per_position": [None if math.isnan(v) else v for v in losses],

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import UserError
+from ..methods import MethodName, get_method
 from ..validate import NonNegativeInt, Positive, PositiveInt, Seed, Text, explain, floats
 
 ParamCount = floats(0.0, 1e15, lo_open=True).field()
@@ -33,8 +34,6 @@ RUNNER_KEYS = {
     "resume": "the runner always resumes", "quiet": "use run --quiet",
 }
 
-METHOD_NAMES = ("vanilla", "lookahead-real", "lookahead-virtual", "constrained-sft", "sdft", "safety-mix")
-TABLE_NAMES = ("seed", *METHOD_NAMES)
 UTILITY_TASKS = ("math", "dialogue", "gsm8k", "samsum")
 BUILTIN_KINDS = ("math", "dialogue")  # generated offline: no train or test file needed
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
@@ -115,7 +114,7 @@ class TaskSpec(_Strict):
 class MethodSpec(_Strict):
     """One method of the table: a preset name plus training keys that differ for it."""
 
-    name: Literal["vanilla", "lookahead-real", "lookahead-virtual", "constrained-sft", "sdft", "safety-mix"]
+    name: MethodName
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -398,7 +397,7 @@ class Cell(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     task: str
-    method: str  # "seed" or a METHOD_NAMES entry
+    method: str  # "seed" or a registered method (lookahead_tuning.methods)
     seed: int
     sweep: dict[str, Any] = Field(default_factory=dict)  # {"m": 12} or {"prefix": "..."}; {} = the table cell
     train: dict[str, Any] = Field(default_factory=dict)  # the TrainConfig keys for this cell (no paths)
@@ -423,6 +422,12 @@ class Cell(BaseModel):
             return f"{self.method}@prefix={self.sweep['prefix']}"
         return self.method
 
+    def eval_system_prompt(self, cfg: ExperimentConfig) -> str | None:
+        """The system prompt this cell is evaluated with: its method's own (PTST's safety prompt) or
+        the run's ``eval.system_prompt``."""
+        own = get_method(self.method).eval_system_prompt if self.method != "seed" else None
+        return own if own is not None else cfg.eval.system_prompt
+
     def fingerprint(self, cfg: ExperimentConfig) -> str:
         """Hash of everything that decides this cell's numbers: a stored cell with another
         fingerprint was computed under different settings and must not be reused silently."""
@@ -439,16 +444,33 @@ class Cell(BaseModel):
             "train": train_identity(self.train) if self.method != "seed" else {},
             "eval": cfg.eval.identity(),
         }
+        if self.method != "seed" and get_method(self.method).eval_system_prompt is not None:
+            blob["eval_system_prompt"] = self.eval_system_prompt(cfg)  # PTST's prompt text decides its numbers
+
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # Training keys that decide no number (where logs go), left out of fingerprints.
 _UNHASHED_TRAIN = ("report_to",)
+# Training keys added after cells were committed, with the behaviour those cells were trained with. At
+# that value a key is left out of the hash (old cells keep their fingerprints); any other *effective*
+# value is hashed, including a new default, so a cell trained the old way is never reused for the new.
+_LEGACY_TRAIN = {"sampling": "random"}
 
 
 def train_identity(values: dict[str, Any]) -> dict[str, Any]:
-    """A cell's training settings as fingerprints hash them: without the keys that decide no number."""
-    return {k: v for k, v in values.items() if k not in _UNHASHED_TRAIN}
+    """A cell's training settings as fingerprints hash them: without the keys that decide no number,
+    and with the effective value of every key newer than the committed cells (see ``_LEGACY_TRAIN``)."""
+    from ..train.config import TrainConfig
+
+    out = {k: v for k, v in values.items() if k not in _UNHASHED_TRAIN}
+    for key, legacy in _LEGACY_TRAIN.items():
+        effective = out.get(key, TrainConfig.model_fields[key].default)
+        if effective == legacy:
+            out.pop(key, None)
+        else:
+            out[key] = effective
+    return out
 
 
 def train_settings(cfg: ExperimentConfig, task: TaskSpec, method: MethodSpec, seed: int,

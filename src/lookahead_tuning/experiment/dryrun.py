@@ -100,36 +100,37 @@ def _data_key(values: dict[str, Any]) -> str:
     from ..train.config import make_config
 
     cfg = make_config({**values, "model": "-", "data": "-", "out": "-"}).resolved()
-    keys = ("preview", "safety_share", "m", "prefix", "connector", "max_length", "system_prompt", "chat_template")
+    keys = ("preview", "safety_share", "m", "prefix", "connector", "max_length", "system_prompt", "chat_template",
+            "loss")
     return json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True, default=str)
 
 
 def _tokens(examples: list[dict], values: dict[str, Any], tokenizer) -> dict[str, Any]:
-    """Tokens one epoch of a method trains on (safety mix and preview applied, as training does).
+    """Tokens one epoch of a method trains on (its data as training builds it, ``method_examples``).
 
-    Sets larger than :data:`SAMPLE_ROWS` are counted on an evenly spaced sample and scaled up,
-    which keeps the dry run to seconds on a 7k-row set; the result says so.
+    Sets larger than :data:`SAMPLE_ROWS` are counted on an evenly spaced sample of the task rows and
+    scaled up, which keeps the dry run to seconds on a 7k-row set; the result says so. SDFT's answers
+    are the seed's rewrites, made at run time: they are counted as the gold answers they replace.
     """
     import warnings
 
     from ..train.collator import count_tokens, tokenize_examples
     from ..train.config import make_config
-    from ..train.methods import apply_preview, mix_safety
+    from ..train.methods import method_examples
 
     cfg = make_config({**values, "model": "-", "data": "-", "out": "-"}).resolved()
-    rows = mix_safety(examples, cfg.safety_share, cfg.seed)
-    step = max(1, -(-len(rows) // SAMPLE_ROWS))
-    sample = rows[::step]
-    sample = apply_preview(sample, cfg, tokenizer)
+    step = max(1, -(-len(examples) // SAMPLE_ROWS))
+    sample = examples[::step]
+    rows = method_examples(sample, cfg, tokenizer, rewritten=sample)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        encoded = tokenize_examples(sample, tokenizer, max_length=cfg.max_length, system_prompt=cfg.system_prompt,
+        encoded = tokenize_examples(rows, tokenizer, max_length=cfg.max_length, system_prompt=cfg.system_prompt,
                                     template=cfg.chat_template)
     counts = count_tokens(encoded)
-    scale = len(rows) / len(sample)
+    scale = len(examples) / len(sample)
     kept = round(len(encoded) * scale)
     return {"total": round(counts["total"] * scale), "answer": round(counts["answer"] * scale), "rows": kept,
-            "epochs": cfg.epochs, "sampled": len(sample) if step > 1 else None}
+            "epochs": cfg.epochs, "sampled": len(sample) if step > 1 else None, "loss": cfg.loss}
 
 
 def dry_run(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -166,7 +167,8 @@ def dry_run(cfg: ExperimentConfig) -> dict[str, Any]:
             entry["epochs"] = tokens["epochs"]
             entry["sampled_rows"] = tokens["sampled"]
             if params:
-                factor = 8.0 if cell.train.get("method") == "constrained-sft" else 6.0
+                # Constrained SFT's loss adds a forward pass of the frozen seed (2 x params x tokens).
+                factor = 8.0 if tokens["loss"] == "constrained" else 6.0
                 flops = factor * params * tokens["total"] * tokens["epochs"]
                 entry["train_flops"] = flops
                 total_flops += flops
@@ -236,7 +238,7 @@ def format_plan(plan: dict[str, Any]) -> str:
         if not plan["cost_complete"]:
             lines.append("estimated cost covers ONLY the cells whose training data was found:")
         lines.append(f"estimated training compute: {plan['train_flops']:.3g} FLOPs = 6 x params x tokens x epochs "
-                     f"(8 x for constrained-sft){est}")
+                     f"(8 x with the constrained loss){est}")
         lines.append(f"  = {plan['gpu_hours']:.3g} GPU-hours at an ASSUMED {plan['assumed_tflops_per_gpu']:g} TFLOP/s "
                      f"sustained per GPU; {plan['wall_hours']:.3g} h wall on {plan['gpus']} GPU(s); evaluation "
                      "and SDFT rewriting not included")

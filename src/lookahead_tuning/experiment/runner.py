@@ -355,10 +355,11 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
     from ..analyse.safety import evaluate_overrefusal, evaluate_safety
 
     items, answers = ctx.harmful()
+    system_prompt = cell.eval_system_prompt(cfg)  # PTST evaluates with its safety system prompt
     utility = jsr = over = None
     with eval_generator(cfg, model, model_path, work) as (generator, backend):
         common = {"judge": ev.judge, "limit": ev.limit, "batch_size": ev.batch_size,
-                  "max_new_tokens": ev.max_new_tokens, "system_prompt": ev.system_prompt,
+                  "max_new_tokens": ev.max_new_tokens, "system_prompt": system_prompt,
                   "judge_options": ev.judge_options or None, "progress": ctx.progress, "backend": backend}
         rsr = evaluate_safety(generator, tokenizer, items=items, out_dir=safety_work / "rsr", **common)
         if answers is not None:
@@ -369,12 +370,12 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
 
             utility = evaluate_utility(generator, tokenizer, task.kind, data=task.test, out_dir=work / "utility",
                                        limit=task.n_test, batch_size=ev.batch_size,
-                                       max_new_tokens=task.max_new_tokens, system_prompt=ev.system_prompt,
+                                       max_new_tokens=task.max_new_tokens, system_prompt=system_prompt,
                                        progress=ctx.progress, backend=backend)
         if ev.overrefusal:
             over = evaluate_overrefusal(generator, tokenizer, out_dir=safety_work / "overrefusal",
                                         limit=ev.overrefusal_limit, batch_size=ev.batch_size,
-                                        max_new_tokens=ev.max_new_tokens, system_prompt=ev.system_prompt,
+                                        max_new_tokens=ev.max_new_tokens, system_prompt=system_prompt,
                                         progress=ctx.progress, backend=backend)
     kl = None
     if cell.method != "seed" and answers is not None:
@@ -384,7 +385,7 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
         # Teacher-forced on the harmful answers (the paper's Figure 3 setup), same prompts as RSR/JSR.
         pairs = answers[: min(len(items), ev.kl_limit or ev.limit or len(items))]
         kl = per_position_kl(seed_model, model, tokenizer, pairs, ev.kl_positions, batch_size=ev.batch_size,
-                             system_prompt=ev.system_prompt)
+                             system_prompt=system_prompt)
         kl = [None if v != v else v for v in kl]  # NaN (no pair that long) is not JSON
 
     result: dict[str, Any] = {
@@ -433,10 +434,12 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
     from ..io import atomic_write_json
 
     path = ctx.cells_dir / f"{task.name}--forecast.json"
-    wanted = [m.name for m in ctx.cfg.methods if m.name in ("vanilla", "lookahead-real", "lookahead-virtual")]
+    from ..methods import get_method
+
+    wanted = [m.name for m in ctx.cfg.methods if get_method(m.name).forecastable]
     if not ctx.cfg.eval.forecast or not wanted:
         return read_json(path, "a JSON object") if path.is_file() else None
-    from ..train.config import TrainConfig
+    from ..train.config import TrainConfig, make_config
     from .config import train_settings
 
     def resolved(method: str, key: str) -> Any:  # the value the method's cells train with
@@ -444,11 +447,22 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
         values = train_settings(ctx.cfg, task, spec, ctx.cfg.seeds[0], {}) if spec else ctx.cfg.train
         return values.get(key, TrainConfig.model_fields[key].default)
 
+    def settings_of(method: str) -> TrainConfig:  # what the method's first-seed cell trains with
+        values = train_settings(ctx.cfg, task, ctx.cfg.method(method), ctx.cfg.seeds[0], {})
+        return make_config({**values, "model": "-", "data": "-", "out": "-"}).resolved()
+
     m, prefix = resolved("lookahead-real", "m"), resolved("lookahead-virtual", "prefix")
+    settings = {name: settings_of(name) for name in wanted}
     common = {"seed_model": ctx.cfg.model.identity(), "task": task.model_dump(),
               "train": {k: v for k, v in ctx.cfg.train.items() if k not in ("m", "prefix")},
               "limit": ctx.cfg.eval.forecast_limit, "k": ctx.cfg.eval.kl_positions,
               "system_prompt": ctx.cfg.eval.system_prompt, "first_seed": ctx.cfg.seeds[0]}
+    # Methods beyond the paper's three enter with their own data settings (the three are checked
+    # through m and prefix below, as forecasts stored before the others existed were).
+    extra = {name: {k: getattr(s, k) for k in ("preview", "safety_share", "m", "prefix", "connector")}
+             for name, s in settings.items() if name not in ("vanilla", "lookahead-real", "lookahead-virtual")}
+    if extra:
+        common["methods"] = extra
     fingerprint = hashlib.sha256(json.dumps(common, sort_keys=True, default=str).encode()).hexdigest()[:16]
     if path.is_file():
         try:
@@ -463,7 +477,6 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
                 and ("lookahead-virtual" not in wanted or same.get("prefix") == prefix)):
             return stored
     from ..analyse.forecast import forecast_loss
-    from ..train.config import make_config
     from ..train.methods import load_examples
 
     train_cfg = make_config({**ctx.cfg.train, "model": ctx.seed_path(), "data": task.train, "out": "-",
@@ -473,7 +486,7 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
     model, tokenizer = ctx.seed_model()
     result = forecast_loss(model, tokenizer, rows, wanted, k=ctx.cfg.eval.kl_positions, m=m, prefix=prefix,
                            connector=train_cfg.connector, batch_size=ctx.cfg.eval.batch_size,
-                           system_prompt=ctx.cfg.eval.system_prompt)
+                           system_prompt=ctx.cfg.eval.system_prompt, settings=settings)
     result["task"] = task.name
     result["fingerprint"] = fingerprint
     atomic_write_json(path, result)

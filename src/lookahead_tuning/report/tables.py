@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..methods import row_rank
+
 # The targets, used only to phrase yes/no statements; the numbers decide the answer.
 SEED_RSR_TARGET = 0.90
 VANILLA_DROP_TARGET = 0.15
@@ -18,7 +20,6 @@ SAFETY_MARGIN = 0.05
 UTILITY_MARGIN = 0.02
 
 METRICS = ("utility", "rsr", "jsr")  # the paper's column order
-ORDER = ("seed", "vanilla", "lookahead-real", "lookahead-virtual", "constrained-sft", "sdft", "safety-mix")
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -111,7 +112,7 @@ def aggregate(cell_results: Iterable[dict], primary_task: str, task_order: Seque
 
 def _name_key(name: str) -> tuple:
     method, _, point = name.partition("@")
-    rank = ORDER.index(method) if method in ORDER else len(ORDER)
+    rank = row_rank(method)
     key, _, value = point.partition("=")
     number = float(value) if key == "m" and value else math.inf
     return (rank, number, point)

@@ -38,6 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "warmup_ratio": 0.05,
 }
+# Every seed so far was trained on batches in random order; `sampling: group_by_length` (an override)
+# pads the alignment set to 1.02x its real tokens instead of 1.51x (benchmarks/padding.py), but it is
+# another recipe and so another seed. At this value the key leaves it out: the seeds keep their names.
+SAMPLING = "random"
 REPORT = "align_report.json"
 
 
@@ -55,6 +59,8 @@ def _plan(base: str, overrides: dict[str, Any]) -> tuple[Path, dict[str, Any], l
     template_matched = bool(overrides.pop("template_matched", True))
     harm_adjacent = bool(overrides.pop("harm_adjacent", HARM_ADJACENT))
     settings = {**DEFAULTS, **overrides}
+    if settings.get("sampling", SAMPLING) == SAMPLING:
+        settings.pop("sampling", None)
     rows = [{"prompt": r["prompt"], "completion": r["completion"]}
             for r in alignment_set()
             if (template_matched or r["category"] != "template_matched")
@@ -104,7 +110,7 @@ def aligned_seed(
     started = time.time()
     summary = train({
         "model": str(base), "data": str(data_path), "out": str(folder / "model"),
-        "method": "vanilla", "quiet": quiet, **settings,
+        "method": "vanilla", "quiet": quiet, "sampling": SAMPLING, **settings,
     })
     atomic_write_json(folder / "align_summary.json", {**summary, "align_seconds": time.time() - started,
                                                        "settings": settings, "base": str(base)})
@@ -142,6 +148,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="leave out the benign requests asked in the harmful rows' templates (the first seeds' data)")
     p.add_argument("--harm-adjacent", action=argparse.BooleanOptionalAction, default=HARM_ADJACENT,
                    help="include the benign requests in the vocabulary of harm (default %(default)s)")
+    p.add_argument("--sampling", choices=("random", "group_by_length"), default=SAMPLING,
+                   help="batch order: random (every seed so far; default) or group_by_length (less padding, "
+                        "faster, but another seed)")
     p.add_argument("--force", action="store_true", help="retrain even if cached")
     p.add_argument("--no-eval", action="store_true", help="skip the RSR / over-refusal check")
     p.add_argument("--quiet", action="store_true")
@@ -151,7 +160,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     path = aligned_seed(args.model, force=args.force, evaluate=not args.no_eval, quiet=args.quiet,
                         epochs=args.epochs, lr=args.lr, seed=args.seed, benign_repeat=args.benign_repeat,
-                        template_matched=args.template_matched, harm_adjacent=args.harm_adjacent)
+                        template_matched=args.template_matched, harm_adjacent=args.harm_adjacent,
+                        sampling=args.sampling)
     report_path = path.parent / REPORT
     if args.out:
         out = Path(args.out)

@@ -137,41 +137,48 @@ def _check_finite(model, cfg: TrainConfig) -> None:
 def prepare_data(cfg: TrainConfig, model, tokenizer, run_dir: Path, *, progress: bool = True,
                  examples: list[dict[str, Any]] | None = None,
                  ) -> tuple[list[dict[str, Any]], list[dict[str, list[int]]], dict[str, Any]]:
-    """Rows as the method sees them (rewrite, safety mix, preview) and their token ids.
+    """Rows as the method sees them (:func:`~lookahead_tuning.train.methods.method_examples`) and
+    their token ids.
 
     ``examples`` are the task rows already read by :func:`load_examples` (read here when omitted).
     """
     from .collator import tokenize_examples
-    from .methods import apply_preview, load_examples, mix_safety
+    from .methods import load_examples, method_examples
 
     if examples is None:
         examples = load_examples(cfg)
     info: dict[str, Any] = {"task_rows": len(examples)}
+    rewritten = None
     if cfg.rewrite == "sdft":
-        from accelerate import PartialState
-
-        from .sdft import rewrite_examples
-
-        started = time.perf_counter()
-        # Rank 0 generates; the others then find every rewrite in the resumable file.
-        with PartialState().main_process_first():
-            examples, stats = rewrite_examples(
-                model, tokenizer, examples, run_dir, batch_size=cfg.sdft_batch_size,
-                max_new_tokens=cfg.sdft_max_new_tokens, system_prompt=cfg.system_prompt,
-                template=cfg.chat_template, progress=progress)
-        stats["rewrite_seconds"] = round(time.perf_counter() - started, 2)
-        if PartialState().is_main_process:
-            from ..io import atomic_write_json
-
-            atomic_write_json(run_dir / "sdft.json", stats)
-        info["sdft"] = stats
-    examples = mix_safety(examples, cfg.safety_share, cfg.seed)
+        rewritten, info["sdft"] = _sdft_rewrites(cfg, model, tokenizer, examples, run_dir, progress)
+    examples = method_examples(examples, cfg, tokenizer, rewritten=rewritten)
     info["safety_rows"] = sum(1 for ex in examples if ex.get("safety"))
-    examples = apply_preview(examples, cfg, tokenizer)
     rows = tokenize_examples(examples, tokenizer, max_length=cfg.max_length,
                              system_prompt=cfg.system_prompt, template=cfg.chat_template)
     info["data_rows"] = len(rows)
     return examples, rows, info
+
+
+def _sdft_rewrites(cfg: TrainConfig, model, tokenizer, examples: list[dict[str, Any]], run_dir: Path,
+                   progress: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The seed's rewrites of the gold answers (resumable in the run folder) and their statistics."""
+    from accelerate import PartialState
+
+    from .sdft import rewrite_examples
+
+    started = time.perf_counter()
+    # Rank 0 generates; the others then find every rewrite in the resumable file.
+    with PartialState().main_process_first():
+        rewritten, stats = rewrite_examples(
+            model, tokenizer, examples, run_dir, batch_size=cfg.sdft_batch_size,
+            max_new_tokens=cfg.sdft_max_new_tokens, system_prompt=cfg.system_prompt,
+            template=cfg.chat_template, progress=progress)
+    stats["rewrite_seconds"] = round(time.perf_counter() - started, 2)
+    if PartialState().is_main_process:
+        from ..io import atomic_write_json
+
+        atomic_write_json(run_dir / "sdft.json", stats)
+    return rewritten, stats
 
 
 def _save_final(trainer, tokenizer, cfg: TrainConfig, run_dir: Path, state) -> None:
@@ -320,6 +327,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state, checkpoint: Path | None, task
         save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit,
         report_to=cfg.report_to,
+        train_sampling_strategy=cfg.sampling,
         disable_tqdm=not progress,
         remove_unused_columns=False,
         dataloader_num_workers=0,

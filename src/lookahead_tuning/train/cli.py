@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from ..methods import METHOD_NAMES
 from ..validate import (
     EPOCHS,
     FRACTION,
@@ -17,7 +18,7 @@ from ..validate import (
     SEED,
     text_arg,
 )
-from .config import METHODS, load_config
+from .config import load_config
 
 
 def _betas(text: str) -> list[float]:
@@ -36,7 +37,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=S, help="model folder, .gguf, LoRA adapter, hub id or smollm2-135m-instruct")
     p.add_argument("--data", default=S, help="record file (jsonl/json/csv/parquet/HF folder) or a built-in task (math)")
     p.add_argument("--out", default=S, help="run folder")
-    p.add_argument("--method", choices=METHODS, default=S, help="preset (default vanilla)")
+    p.add_argument("--method", choices=METHOD_NAMES, default=S, help="preset (default vanilla)")
     p.add_argument("--limit", type=POSITIVE_INT, default=S, help="use only the first N rows")
     p.add_argument("--input-field", default=S)
     p.add_argument("--output-field", default=S)
@@ -77,6 +78,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--lr-scheduler", default=S)
     o.add_argument("--max-grad-norm", type=NON_NEGATIVE, default=S)
     o.add_argument("--bf16", choices=("auto", "on", "off"), default=S)
+    o.add_argument("--sampling", choices=("group_by_length", "random"), default=S,
+                   help="batch order: similar lengths together (default, less padding) or random")
     _bool_flag(o, "--answer-only-logits", "project to the vocabulary only at answer positions (default on)")
     f = p.add_argument_group("formatting and bookkeeping")
     f.add_argument("--system-prompt", type=text_arg, default=S)

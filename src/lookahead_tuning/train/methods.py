@@ -1,8 +1,10 @@
-"""The data side of every method: load rows, mix safety data, apply the LookAhead preview.
+"""The data side of every method: load rows, then :func:`method_examples` — the one pipeline
+(rewritten answers -> safety mix -> LookAhead preview) that training, the dry run and the forecast share.
 
 A training example here is ``{"prompt": [messages ending with a user turn], "completion": str}``.
-The methods differ only in what these functions do to that list; the trainer never learns which
-method produced it. Each function is pure given its inputs (seeded where random).
+The methods (``lookahead_tuning.methods``) differ only in what these functions do to that list; the
+trainer never learns which method produced it. Each function is pure given its inputs (seeded where
+random).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def load_examples(config: TrainConfig) -> list[Example]:
         examples = [_split(record, config, str(path), i) for i, record in enumerate(records, start=1)]
     else:
         rows = load_task(config.data, n=config.limit, seed=config.data_seed, split="train")
-        examples = [{"prompt": _messages(r["prompt"]), "completion": r["completion"]} for r in rows]
+        examples = [as_example({"prompt": r["prompt"], "completion": r["completion"]}) for r in rows]
     if not examples:
         raise UserError(f"no training rows in '{config.data}'")
     return examples
@@ -102,7 +104,9 @@ def mix_safety(examples: list[Example], share: float, seed: int) -> list[Example
 def apply_preview(examples: list[Example], config: TrainConfig, tokenizer) -> list[Example]:
     """The LookAhead transform (METHOD.md section 2) on the last user turn of every example.
 
-    Only training prompts change; inference prompts never carry a preview.
+    Only training prompts change; inference prompts never carry a preview. Mixed-in refusal rows
+    (``safety``) are left as they are: they are there to train the refusal's opening tokens, and a
+    preview of that opening in their prompt would make exactly those tokens free to predict.
     """
     if config.preview == "none":
         return list(examples)
@@ -110,6 +114,9 @@ def apply_preview(examples: list[Example], config: TrainConfig, tokenizer) -> li
 
     out = []
     for ex in examples:
+        if ex.get("safety"):
+            out.append(ex)
+            continue
         prompt = [dict(m) for m in ex["prompt"]]
         # The user turn the answer responds to; tool calls and results may follow it (data/formats.py).
         k = max((i for i, m in enumerate(prompt) if m["role"] == "user"), default=len(prompt) - 1)
@@ -123,3 +130,21 @@ def apply_preview(examples: list[Example], config: TrainConfig, tokenizer) -> li
         prompt[k]["content"] = instruction
         out.append({**ex, "prompt": prompt, "completion": completion})
     return out
+
+
+def method_examples(rows: list[Example], settings: TrainConfig, tokenizer, *,
+                    rewritten: list[Example] | None = None) -> list[Example]:
+    """The task rows as ``settings``' method trains on them: the seed's rewrites of the answers (SDFT;
+    made by the caller, since they need the seed to generate), then the safety mix, then the preview."""
+    settings = settings.resolved()
+    if settings.rewrite == "sdft":
+        if rewritten is None:
+            raise ValueError("an SDFT method trains on the seed's rewrites: pass rewritten=")
+        rows = rewritten
+    rows = mix_safety(rows, settings.safety_share, settings.seed)
+    return apply_preview(rows, settings, tokenizer)
+
+
+def as_example(row: dict[str, Any]) -> Example:
+    """A ``{"prompt": text or messages, "completion"}`` row as a training example (prompt as messages)."""
+    return {**row, "prompt": _messages(row["prompt"]), "completion": str(row["completion"])}

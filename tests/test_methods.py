@@ -1,0 +1,105 @@
+"""The method registry: one entry per method, read by training, the forecast, the dry run, the CLI and
+the tables; the combinations are its parts composed, with no code of their own."""
+
+from __future__ import annotations
+
+import pytest
+
+from lookahead_tuning.errors import UserError
+from lookahead_tuning.experiment.config import make_experiment, plan_cells
+from lookahead_tuning.methods import METHOD_NAMES, METHODS, SAFETY_SYSTEM_PROMPT, get_method, row_rank
+from lookahead_tuning.train.config import make_config
+from lookahead_tuning.train.methods import as_example, method_examples
+
+BASE = {"model": "m", "data": "d", "out": "o"}
+ROWS = [as_example({"prompt": f"What is {i} + {i}?", "completion": f"{i} + {i} = {2 * i}.\n#### {2 * i}"})
+        for i in range(1, 41)]
+
+
+def test_every_method_resolves_to_its_parts_in_training_and_experiment_configs():
+    for name, method in METHODS.items():
+        cfg = make_config({**BASE, "method": name}).resolved()
+        assert {k: getattr(cfg, k) for k in method.parts()} == method.parts(), name
+    exp = make_experiment({"model": "m", "tasks": ["math"], "methods": list(METHOD_NAMES)})
+    assert [c.method for c in plan_cells(exp)] == ["seed", *METHOD_NAMES]
+    with pytest.raises(UserError, match="lookahead-virtual-mix"):  # the message lists the registry
+        make_config({**BASE, "method": "lookahead-sideways"})
+    with pytest.raises(UserError, match="unknown method"):
+        get_method("nope")
+
+
+def test_train_cli_offers_exactly_the_registry():
+    import argparse
+
+    from lookahead_tuning.train.cli import add_train_arguments
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    action = next(a for a in parser._actions if "--method" in a.option_strings)
+    assert tuple(action.choices) == METHOD_NAMES
+
+
+def test_combinations_compose_the_transform_the_loss_and_the_mix(tokenizer):
+    def examples(name):
+        return method_examples(ROWS, make_config({**BASE, "method": name, "seed": 3}), tokenizer)
+
+    vanilla, real, mix, real_mix = (examples(n) for n in ("vanilla", "lookahead-real", "safety-mix",
+                                                          "lookahead-real-mix"))
+    assert make_config({**BASE, "method": "lookahead-real-constrained"}).resolved().loss == "constrained"
+    assert [e["prompt"] for e in examples("lookahead-real-constrained")] == [e["prompt"] for e in real]
+    # real + mix = the mix's rows (same seeded refusals, same places) with the task rows previewed
+    assert len(real_mix) == len(mix) == len(vanilla) + 2
+    for combined, mixed in zip(real_mix, mix, strict=True):
+        assert combined["completion"] == mixed["completion"]
+        if mixed.get("safety"):  # refusal rows keep their prompt: their opening is what they train
+            assert combined["prompt"] == mixed["prompt"]
+        else:
+            assert combined["prompt"][-1]["content"].startswith(mixed["prompt"][-1]["content"] + " The answer begins with:")
+    virtual_mix = examples("lookahead-virtual-mix")
+    assert sum(e["completion"].startswith("Let's solve this problem. ") for e in virtual_mix) == len(vanilla)
+
+
+def test_sdft_methods_need_the_rewrites(tokenizer):
+    with pytest.raises(ValueError, match="rewrites"):
+        method_examples(ROWS, make_config({**BASE, "method": "sdft"}), tokenizer)
+    rewritten = [{**r, "completion": "Rewritten. " + r["completion"]} for r in ROWS]
+    out = method_examples(ROWS, make_config({**BASE, "method": "sdft"}), tokenizer, rewritten=rewritten)
+    assert [e["completion"] for e in out] == [r["completion"] for r in rewritten]
+
+
+def test_ptst_trains_like_vanilla_and_is_evaluated_with_the_safety_prompt():
+    ptst = get_method("ptst")
+    assert ptst.parts() == get_method("vanilla").parts() and ptst.eval_system_prompt == SAFETY_SYSTEM_PROMPT
+    exp = make_experiment({"model": "m", "tasks": ["math"], "methods": ["vanilla", "ptst"],
+                           "eval": {"system_prompt": "Be brief."}})
+    cells = {c.method: c for c in plan_cells(exp)}
+    assert cells["ptst"].eval_system_prompt(exp) == SAFETY_SYSTEM_PROMPT
+    assert cells["vanilla"].eval_system_prompt(exp) == "Be brief."
+    assert cells["seed"].eval_system_prompt(exp) == "Be brief."
+    assert cells["ptst"].fingerprint(exp) != cells["vanilla"].fingerprint(exp)
+
+
+def test_tables_order_rows_by_the_registry():
+    assert row_rank("seed") == 0
+    assert [row_rank(n) for n in METHOD_NAMES] == list(range(1, len(METHOD_NAMES) + 1))
+    assert row_rank("someone-elses-method") == len(METHOD_NAMES) + 1
+
+
+def test_forecast_takes_the_cross_entropy_methods_and_refuses_the_others(tokenizer):
+    from lookahead_tuning.analyse.forecast import method_pairs, method_settings
+
+    assert len(method_pairs(ROWS[:5], "lookahead-virtual-mix", tokenizer)) == 5
+    for name in ("constrained-sft", "sdft", "lookahead-real-constrained"):
+        with pytest.raises(UserError, match="forecast"):
+            method_settings(name)
+
+
+def test_dry_run_counts_the_reference_forward_pass_for_every_constrained_method():
+    from lookahead_tuning.experiment.dryrun import dry_run
+
+    exp = make_experiment({"model": "smollm2-135m-instruct", "params": 1e8, "tasks": [{"name": "math", "n_train": 16}],
+                           "methods": ["vanilla", "lookahead-real", "lookahead-real-constrained"]})
+    cells = {c["method"]: c for c in dry_run(exp)["cells"]}
+    per_token = {m: c["train_flops"] / (c["tokens_per_epoch"] * c["epochs"]) for m, c in cells.items() if m != "seed"}
+    assert per_token["vanilla"] == pytest.approx(6e8) and per_token["lookahead-real"] == pytest.approx(6e8)
+    assert per_token["lookahead-real-constrained"] == pytest.approx(8e8)
