@@ -85,11 +85,11 @@ def test_virtual_position_one_targets_are_the_prefix(tokenizer):
     rows = [{"prompt": "What is 2 + 3?", "completion": "2 + 3 = 5.\n#### 5"}]
     prefix = "Let's solve this problem. "
     (prompt, answer), = method_pairs(rows, "lookahead-virtual", tokenizer, prefix=prefix)
-    assert answer.startswith(prefix) and prompt.endswith(prefix)
+    assert answer.startswith(prefix) and prompt[-1]["role"] == "user" and prompt[-1]["content"].endswith(prefix)
     _, ans_ids = encode_pairs(tokenizer, [(prompt, answer)], 3)[0]
     assert tokenizer.decode(ans_ids) == tokenizer.decode(tokenizer(prefix, add_special_tokens=False)["input_ids"][:3])
     (rp, ra), = method_pairs(rows, "lookahead-real", tokenizer, m=3)
-    assert ra == rows[0]["completion"] and rp.startswith("What is 2 + 3? The answer begins with: ")
+    assert ra == rows[0]["completion"] and rp[-1]["content"].startswith("What is 2 + 3? The answer begins with: ")
 
 
 def test_forecast_shapes_and_files(models, tokenizer, tmp_path):
