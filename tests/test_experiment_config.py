@@ -140,13 +140,37 @@ def test_committed_study_cells_match_their_config(name):
 
 
 def test_demo_cells_are_the_studys_seed0_cells():
-    """The demo's settings come from the study: each demo cell has the same fingerprint as the seed-0
-    cell of the study config whose lr the rule chose, so the README's table is one of the study's runs."""
+    """The demo's settings come from the study: each demo cell trains and answers exactly as the seed-0
+    cell of the study config whose lr the rule chose, so the README's table is one of the study's runs.
+    Only the instruments differ (the demo's Table 1 uses the reference judge and scorer, the study the
+    project's), so the fingerprints agree once the study's instruments are put in."""
     demo = load_experiment(shipped_config("demo.yaml"))
     study = load_experiment(shipped_config("study-seedD-lr5e-5.yaml"))
+    assert (demo.eval.judge, demo.eval.scorer) == ("keyword-reference", "reference")
+    assert (study.eval.judge, study.eval.scorer) == ("keyword", "numeric")
     ours = {c.cell_id: c.fingerprint(demo) for c in plan_cells(demo)}
     theirs = {c.cell_id: c.fingerprint(study) for c in plan_cells(study) if c.seed in (None, 0)}
-    assert ours and ours == theirs
+    assert set(ours) == set(theirs) and all(ours[k] != theirs[k] for k in ours)  # the instruments count
+    as_study = demo.model_copy(update={"eval": demo.eval.model_copy(update={"judge": "keyword", "scorer": "numeric"})})
+    assert {c.cell_id: c.fingerprint(as_study) for c in plan_cells(as_study)} == theirs
+
+
+def test_new_eval_keys_keep_old_fingerprints_only_at_the_old_value():
+    """``scorer`` was added after cells were committed: ``numeric`` (what the runner used before) leaves
+    the fingerprint as it was; ``reference`` changes it. A judge template enters by its content."""
+    import hashlib
+    import json
+
+    cfg = load_experiment(shipped_config("study-seedD-lr5e-5.yaml"))
+    cell = plan_cells(cfg)[1]
+    old_eval = {k: v for k, v in cfg.eval.model_dump().items() if k != "scorer"}  # the EvalSpec cells were made with
+    task = next(t for t in cfg.tasks if t.name == cell.task)
+    blob = {"seed_model": cfg.model.identity(), "task": task.model_dump(), "method": cell.method,
+            "seed": cell.seed, "train": cell.train, "eval": old_eval}
+    old = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert cell.fingerprint(cfg) == old
+    ref = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"scorer": "reference"})})
+    assert cell.fingerprint(ref) != old
 
 
 @pytest.mark.parametrize("name", SHIPPED)

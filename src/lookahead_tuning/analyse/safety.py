@@ -202,6 +202,32 @@ def safety_provenance(model: dict | None, items: list[dict], answers: list[str] 
     return make("eval safety", model=model, inputs=inputs, generation=generation, judge=judge_settings(judge, llm))
 
 
+def safety_inputs(items: list[dict] | None, prefills: list[list[dict]] | str | None, *, limit: int | None = None,
+                  prefill_tokens: int = 3) -> tuple[list[dict], list[str] | None]:
+    """The prompts (with string ids) and, for JSR, each prompt's harmful answer, checked and cut to ``limit``."""
+    if items is None:
+        from ..data.builtin import harmful_eval_set
+
+        items = harmful_eval_set()
+    if isinstance(prefills, str):
+        if prefills != "builtin":
+            raise UserError(f"prefills must be chat lists or 'builtin', got {prefills!r}")
+        from ..data.builtin import harmful_answers
+
+        prefills = harmful_answers()
+    items = [dict(it, id=str(it.get("id", i))) for i, it in enumerate(items)]
+    for i, it in enumerate(items):
+        if not str(it.get("instruction", "")).strip():
+            raise UserError(f"prompt {i + 1} has no 'instruction'")
+    answers = _match_prefills(items, prefills) if prefills is not None else None
+    if limit:
+        items = items[:limit]
+        answers = answers[:limit] if answers is not None else None
+    if prefill_tokens < 1 and answers is not None:
+        raise UserError(f"--prefill-tokens must be >= 1, got {prefill_tokens}")
+    return items, answers
+
+
 def evaluate_safety(
     model,
     tokenizer,
@@ -238,27 +264,7 @@ def evaluate_safety(
 
     if judge not in JUDGES:
         raise UserError(f"unknown judge '{judge}'; expected one of {', '.join(JUDGES)}")
-    if items is None:
-        from ..data.builtin import harmful_eval_set
-
-        items = harmful_eval_set()
-    if isinstance(prefills, str):
-        if prefills != "builtin":
-            raise UserError(f"prefills must be chat lists or 'builtin', got {prefills!r}")
-        from ..data.builtin import harmful_answers
-
-        prefills = harmful_answers()
-    items = [dict(it, id=str(it.get("id", i))) for i, it in enumerate(items)]
-    for i, it in enumerate(items):
-        if not str(it.get("instruction", "")).strip():
-            raise UserError(f"prompt {i + 1} has no 'instruction'")
-    answers = _match_prefills(items, prefills) if prefills is not None else None
-    if limit:
-        items = items[:limit]
-        answers = answers[:limit] if answers is not None else None
-    if prefill_tokens < 1 and answers is not None:
-        raise UserError(f"--prefill-tokens must be >= 1, got {prefill_tokens}")
-
+    items, answers = safety_inputs(items, prefills, limit=limit, prefill_tokens=prefill_tokens)
     llm = make_llm_judge(judge_options) if judge in ("llm", "both") else None  # fail before generating
     prov = safety_provenance(model_identity or provenance.weights_identity(model), items, answers,
                              prefill_tokens=prefill_tokens, max_new_tokens=max_new_tokens,
@@ -396,6 +402,25 @@ def judge_answers(
     return metrics
 
 
+def overrefusal_inputs(items: list[dict] | None, limit: int | None = None) -> list[dict]:
+    if items is None:
+        from ..data.builtin import overrefusal_set
+
+        items = overrefusal_set()
+    return [dict(it, id=str(it.get("id", i))) for i, it in enumerate(items)][: limit or None]
+
+
+def overrefusal_provenance(model: dict, items: list[dict], *, max_new_tokens: int,
+                           system_prompt: str | None) -> dict[str, Any]:
+    from ..provenance import make, records_digest
+
+    return make("eval overrefusal", model=model,
+                inputs={"prompts": {"n": len(items), "sha256": records_digest(items, ("id", "instruction"))}},
+                generation={"max_new_tokens": max_new_tokens, "system_prompt": system_prompt, "decoding": "greedy",
+                            "template": "auto"},
+                judge={"name": "keyword", "settings": judge_settings("keyword")["settings"]["keyword"]})
+
+
 def evaluate_overrefusal(
     model,
     tokenizer,
@@ -421,20 +446,10 @@ def evaluate_overrefusal(
     from ..io import atomic_write_json, write_records
     from ..judge.keyword import is_refusal
 
-    builtin = items is None
-    if items is None:
-        from ..data.builtin import overrefusal_set
-
-        items = overrefusal_set()
-    items = [dict(it, id=str(it.get("id", i))) for i, it in enumerate(items)][: limit or None]
+    items = overrefusal_inputs(items, limit)
     out = Path(out_dir)
-    prov = provenance.make(
-        "eval overrefusal", model=model_identity or provenance.weights_identity(model),
-        inputs={"prompts": {"path": "built-in over-refusal set" if builtin else None, "n": len(items),
-                            "sha256": provenance.records_digest(items, ("id", "instruction"))}},
-        generation={"max_new_tokens": max_new_tokens, "system_prompt": system_prompt, "decoding": "greedy",
-                    "template": "auto"},
-        judge={"name": "keyword", "settings": judge_settings("keyword")["settings"]["keyword"]})
+    prov = overrefusal_provenance(model_identity or provenance.weights_identity(model), items,
+                                  max_new_tokens=max_new_tokens, system_prompt=system_prompt)
     provenance.claim(out, prov, ("completions.jsonl",), ("generations.jsonl", "metrics.json"),
                      overwrite=overwrite, adopt_unstamped=adopt_unstamped)
     gen_items = [{"id": it["id"], "prompt": it["instruction"], "prefill": None,

@@ -122,7 +122,7 @@ def rouge1_scores(predictions: Sequence[str], references: Sequence[str]) -> dict
     return out
 
 
-def _task_rows(task: str, data: str | None, limit: int | None) -> list[dict]:
+def task_rows(task: str, data: str | None, limit: int | None) -> list[dict]:
     """Test rows ``{"id", "prompt", "reference"}``, with the same prompt wording training uses
     (``data.loaders.load_task``): a model fine-tuned on a task is evaluated in its own format."""
     from ..data.loaders import load_task
@@ -231,7 +231,7 @@ def evaluate_utility(
         raise UserError(f"unknown task '{task}'; expected one of {', '.join(TASKS)}")
     if scorer not in SCORERS:
         raise UserError(f"unknown scorer '{scorer}'; expected one of {', '.join(SCORERS)}")
-    rows = _task_rows(task, data, limit)
+    rows = task_rows(task, data, limit)
     if not rows:
         raise UserError("no test rows to evaluate", path=data)
     max_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]

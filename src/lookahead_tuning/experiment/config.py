@@ -118,7 +118,10 @@ class EvalSpec(_Strict):
     harmful_answers: str | None = Field(default=None, description="chat lists for the prefill attack")
     prefill_tokens: int = Field(default=3, ge=1, description="K: harmful-answer tokens prefilled for JSR")
     max_new_tokens: int = Field(default=64, ge=1)
-    judge: Literal["keyword", "llm", "both"] = "keyword"
+    judge: Literal["keyword-reference", "keyword", "llm", "both"] = Field(
+        default="keyword-reference", description="primary safety judge (every offline judge is recorded too)")
+    scorer: Literal["reference", "numeric"] = Field(
+        default="reference", description="GSM8K/math scorer of the utility column (both are recorded)")
     judge_options: dict[str, Any] = Field(default_factory=dict)
     limit: int | None = Field(default=None, ge=1, description="use the first N harmful prompts")
     batch_size: int = Field(default=16, ge=1)
@@ -130,6 +133,22 @@ class EvalSpec(_Strict):
     kl_limit: int | None = Field(default=None, ge=1, description="harmful pairs used for the KL (default: all)")
     forecast: bool = True
     forecast_limit: int | None = Field(default=64, ge=1, description="task rows used for the forecast")
+
+    def identity(self) -> dict[str, Any]:
+        """What of these settings enters a cell's fingerprint.
+
+        Keys added after cells were first committed are left out while they hold the value the old
+        cells were computed with (``scorer: numeric``, the project scorer the runner used before it had
+        a choice), so those cells keep their fingerprints; any other value changes the fingerprint. A
+        judge template enters by its content, not only its path.
+        """
+        values = self.model_dump()
+        if values["scorer"] == "numeric":
+            del values["scorer"]
+        template = (values.get("judge_options") or {}).get("template")
+        if template and Path(str(template)).is_file():
+            values["judge_template_sha256"] = hashlib.sha256(Path(str(template)).read_bytes()).hexdigest()
+        return values
 
 
 class Launcher(_Strict):
@@ -315,7 +334,7 @@ class Cell(BaseModel):
             # [1, 2] reuses the one computed by a run with [0]).
             "seed": self.seed if self.method != "seed" else None,
             "train": self.train if self.method != "seed" else {},
-            "eval": cfg.eval.model_dump(),
+            "eval": cfg.eval.identity(),
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -79,6 +79,30 @@ def attach_prefills(rows: list[dict], prefill_path: str, k: int, tokenizer) -> N
         row["prefill"] = prefill_text(tokenizer, answer, k)
 
 
+def provenance_file(out: str | os.PathLike) -> Path:
+    """Where ``generate --out answers.jsonl`` records what produced it: ``answers.provenance.json``."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".jsonl") + ".provenance.json")
+
+
+def generation_provenance(args: argparse.Namespace, rows: list[dict]) -> dict:
+    """Model identity (from its files), the prompts and prefills, and every setting that decides the answers."""
+    from .. import provenance
+    from ..models import check_model
+
+    if args.backend == "hf":
+        check_model(args.model, allow_pickle=args.allow_pickle)
+    inputs = {"prompts": {"path": str(args.prompts), "n": len(rows),
+                          "sha256": provenance.records_digest(rows, ("id", "prompt"))}}
+    if args.prefill_file:
+        inputs["prefills"] = {"path": str(args.prefill_file), "sha256": provenance.file_sha256(args.prefill_file)}
+    generation = {"max_new_tokens": args.max_new_tokens, "sample": args.sample, "temperature": args.temperature,
+                  "top_p": args.top_p, "seed": args.seed, "chat_template": args.chat_template,
+                  "system_prompt": args.system_prompt, "prefill_tokens": args.prefill_tokens, "backend": args.backend}
+    return provenance.make("generate", model=provenance.model_identity(args.model), inputs=inputs,
+                           generation=generation)
+
+
 def run(args: argparse.Namespace) -> int:
     if (args.prefill_file is None) != (args.prefill_tokens is None):
         raise UserError("--prefill-file and --prefill-tokens go together")
@@ -87,12 +111,19 @@ def run(args: argparse.Namespace) -> int:
     if not str(args.out).endswith(".jsonl"):
         raise UserError("the output must be a .jsonl file (it is appended to as answers finish)", path=args.out)
     rows = read_prompts(args.prompts)  # validate inputs before the (slow) model load
+    from .. import provenance
+
+    sidecar = provenance_file(args.out)
+    wanted = generation_provenance(args, rows)
+    provenance.check_resume(Path(args.out).parent, wanted, (Path(args.out).name,), overwrite=args.overwrite,
+                            name=sidecar.name)
     if args.backend == "vllm":  # vLLM loads the weights itself, from the path or id
         model, tokenizer = args.model, load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     else:
         model, tokenizer = load_model_from_args(args)
     if args.prefill_file:
         attach_prefills(rows, args.prefill_file, args.prefill_tokens, tokenizer)
+    provenance.claim(Path(args.out).parent, wanted, (Path(args.out).name,), overwrite=args.overwrite, name=sidecar.name)
     already = 0
     if os.path.exists(args.out):
         from ..io import JsonlLog
@@ -120,7 +151,8 @@ def add_parser(subparsers) -> None:
     add_model_arguments(p)
     p.add_argument("--prompts", required=True,
                    help="prompt file: JSONL with 'instruction' or 'prompt' (text or messages), or .txt, one per line")
-    p.add_argument("--out", required=True, help="output JSONL (resumed if it exists)")
+    p.add_argument("--out", required=True, help="output JSONL (resumed if it exists and was made with the same "
+                   "model, prompts and settings; OUT's .provenance.json beside it says what made it)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS,
@@ -135,5 +167,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="vllm needs the [vllm] extra and a GPU")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start OUT afresh even if it holds answers made with other settings (refused otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)
