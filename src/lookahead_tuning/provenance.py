@@ -70,9 +70,8 @@ def _file_digest(path: Path) -> str:
         if path.suffix == ".safetensors":  # the header holds every tensor's name, dtype, shape and offset
             (length,) = struct.unpack("<Q", fh.read(8))
             h.update(fh.read(min(length, 100 * 1024 * 1024)))
-        step = (size - BLOCK_SIZE) // (BLOCKS - 1)
-        for i in range(BLOCKS):
-            fh.seek(i * step)
+        for i in range(BLOCKS):  # the first block starts the file, the last one ends it
+            fh.seek((size - BLOCK_SIZE) * i // (BLOCKS - 1))
             h.update(fh.read(BLOCK_SIZE))
     return h.hexdigest()
 
