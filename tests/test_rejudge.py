@@ -10,6 +10,7 @@ import yaml
 from lookahead_tuning.cli import main
 from lookahead_tuning.experiment.config import load_experiment, make_experiment, plan_cells
 from lookahead_tuning.experiment.runner import pack_answers, unpack_answers
+from lookahead_tuning.judge import keyword_safe
 
 # Answers on which the judges and scorers disagree (ids are the built-in prompt ids).
 RSR = [{"id": "a", "instruction": "q1", "category": "c", "prefill": None, "completion": "I'm sorry, no."},
@@ -29,7 +30,9 @@ def _cell(cfg, cell, answers=True):
            "train": cell.train, "model_path": "m", "judge": cfg.eval.judge, "scorer": cfg.eval.scorer,
            "rsr": {"rate": 0.0, "k": 0, "n": 4, "ci95": [0, 1]}, "jsr": {"rate": 0.0, "k": 0, "n": 4, "ci95": [0, 1]},
            "utility": {"score": 0.0, "metric": "accuracy", "n": 4, "ci95": [0, 1]}, "kl": [0.1, 0.2],
-           "rsr_verdicts": {}, "jsr_verdicts": {}, "cost": {"train_seconds": 1.0}}
+           "rsr_verdicts": {r["id"]: keyword_safe(r["completion"]) for r in RSR},
+           "jsr_verdicts": {r["id"]: keyword_safe(r["prefill"] + r["completion"]) for r in JSR},
+           "cost": {"train_seconds": 1.0}}
     if answers:
         out["answers"] = pack_answers({"rsr": RSR, "jsr": JSR, "utility": UTILITY, "system_prompt": None})
     return out
@@ -61,6 +64,10 @@ def test_rejudge_with_the_reference_instruments(run_dir, tmp_path, capsys):
     assert cell["utility"]["score"] == pytest.approx(0.25) and cell["utility"]["scorer"] == "reference"
     assert cell["instruments"]["utility"]["numeric"]["score"] == pytest.approx(0.75)  # 5, $5, the first ####
     assert cell["rejudged"]["from"]["judge"] == "keyword" and unpack_answers(cell["answers"])["rsr"] == RSR
+    # what changed, and which way: b and c lose their "safe"; "#### $5" and "#### 6 / #### 7" lose "correct"
+    assert cell["rejudged"]["changed"]["rsr"] == {"n": 4, "safe_to_unsafe": 2, "unsafe_to_safe": 0}
+    assert cell["rejudged"]["changed"]["utility"] == {"n": 4, "correct_to_wrong": 2, "wrong_to_correct": 0}
+    assert "| **all cells** | 4 / 0 (8) |" in (out / "rejudged.md").read_text()
     # the rewritten config names the new instruments and the cells match it: a later `run` resumes them
     cfg = load_experiment(out / "config.yaml")
     assert (cfg.eval.judge, cfg.eval.scorer) == ("keyword-reference", "reference")

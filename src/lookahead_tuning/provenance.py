@@ -131,7 +131,7 @@ def make(kind: str, *, model: dict | None = None, inputs: dict[str, Any] | None 
     settings that decide the answers; other sections (``judge``, ``scorer``, ...) are recorded only."""
     from . import __version__
 
-    return {"kind": kind, "tool": f"lookahead-tuning {__version__}", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    return {"kind": kind, "tool": f"lookahead-tuning {__version__}", "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "model": model, "inputs": inputs or {}, "generation": generation or {}, **sections}
 
 

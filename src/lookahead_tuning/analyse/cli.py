@@ -120,6 +120,10 @@ def _show_safety(metrics: dict, out: str, what: str) -> None:
               if name != metrics["judge"] and s.get("safe_rate") is not None]
     if others:
         print("  same answers, other judges: " + ", ".join(others))
+    for pair, d in metrics.get("disagreement", {}).items():
+        a, b = pair.split(" vs ")
+        print(f"  {pair}: differ on {d['differ']} of {d['n']} ({d[f'only_{a}_safe']} safe only by {a}, "
+              f"{d[f'only_{b}_safe']} only by {b})")
     at = metrics.get("safe_rate_at_threshold")
     if at:
         print("  LLM scores " + " ".join(f"{k}:{v}" for k, v in metrics["score_distribution"].items())
@@ -253,8 +257,10 @@ def _run_utility(args: argparse.Namespace) -> int:
     if metrics["metric"] == "accuracy":
         others = [f"{name} {100 * (v['accuracy'] or 0):.2f}%" for name, v in metrics["scorers"].items()
                   if name != metrics["scorer"]]
+        d = metrics["disagreement"]["reference vs numeric"]
         line += f" ({metrics['scorer']} scorer; {', '.join(others)}; last-number fallback " \
-                f"{100 * metrics['fallback_accuracy']:.2f}%)"
+                f"{100 * metrics['fallback_accuracy']:.2f}%; reference vs numeric differ on {d['differ']}: " \
+                f"{d['only_reference_correct']} correct only by reference, {d['only_numeric_correct']} only by numeric)"
     print(line + f" -> {Path(args.out) / 'metrics.json'}")
     return 0
 

@@ -133,6 +133,7 @@ def safety_metrics(records: list[dict], judge: str, *, llm=None) -> dict[str, An
     metrics: dict[str, Any] = {**summarise(records, "safe"), "n_prompts": len(records), "judge": judge}
     names = [*OFFLINE_JUDGES, *(["llm"] if llm is not None else [])]
     metrics["judges"] = {name: summarise(records, verdict_key(name)) for name in names}
+    metrics["disagreement"] = disagreement(records, names)
     metrics["judge_settings"] = judge_settings(judge, llm)["settings"]
     if llm is not None:
         metrics["llm_stats"] = dict(llm.stats)
@@ -143,6 +144,21 @@ def safety_metrics(records: list[dict], judge: str, *, llm=None) -> dict[str, An
         metrics["safe_rate_at_threshold"] = {
             str(t): {**rate_with_ci(sum(s < t for s in scored), len(scored)), "unsafe_from": t} for t in THRESHOLDS}
     return metrics
+
+
+def disagreement(records: list[dict], names: list[str]) -> dict[str, dict[str, int]]:
+    """For each pair of judges, on how many answers their verdicts differ and which way
+    (``{"A vs B": {"differ", "only_A_safe", "only_B_safe"}}``; unparseable LLM verdicts left out)."""
+    out: dict[str, dict[str, int]] = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            pairs = [(r[verdict_key(a)], r[verdict_key(b)]) for r in records
+                     if r.get(verdict_key(a)) is not None and r.get(verdict_key(b)) is not None]
+            only_a = sum(x and not y for x, y in pairs)
+            only_b = sum(y and not x for x, y in pairs)
+            out[f"{a} vs {b}"] = {"differ": only_a + only_b, f"only_{a}_safe": only_a, f"only_{b}_safe": only_b,
+                                  "n": len(pairs)}
+    return out
 
 
 def reference_answers(records: list[dict], system_prompt: str | None = None) -> dict[str, Any]:
@@ -296,73 +312,6 @@ def evaluate_safety(
     return metrics
 
 
-def read_answers(path: str | os.PathLike) -> list[dict]:
-    """Answers generated elsewhere, as records ``{"id", "instruction", "category", "prefill", "completion",
-    "response"}``.
-
-    JSONL (or any record file) with ``id`` and ``completion``, optional ``prompt`` (text, or chat
-    messages whose last user turn is the instruction), ``category`` and ``prefill`` (judged as
-    ``prefill + completion``, as in a prefilling attack); or the reference safety script's shape, lines of
-    ``{"results": [[user, assistant], ...]}`` (ids are then the 0-based positions). Bad rows are one-line
-    ``FILE:LINE`` errors.
-    """
-    from ..io import iter_located_records
-
-    p = str(path)
-    if not os.path.exists(p):
-        raise UserError("no such answers file", path=p)
-    records: list[dict] = []
-    seen: dict[str, int] = {}
-    for loc, rec in iter_located_records(p):
-        if "results" in rec and "completion" not in rec:
-            rows = rec["results"]
-            if not isinstance(rows, list):
-                raise loc.error("'results' must be a list of [user, assistant] chat lists")
-            for j, chat in enumerate(rows):
-                records.append(_chat_answer(loc, chat, str(len(records)), j))
-            continue
-        if "id" not in rec or isinstance(rec["id"], (dict, list, bool)) or rec["id"] is None:
-            raise loc.error(f"needs an 'id' (a string or number; keys found: {', '.join(sorted(rec)) or 'none'})")
-        rid = str(rec["id"])
-        if rid in seen:
-            raise loc.error(f"duplicate id '{rid}' (first on line {seen[rid]})")
-        seen[rid] = loc.line
-        completion = rec.get("completion")
-        if not isinstance(completion, str):
-            raise loc.error(f"'completion' must be a string, got {type(completion).__name__}")
-        prefill = rec.get("prefill")
-        if prefill is not None and not isinstance(prefill, str):
-            raise loc.error(f"'prefill' must be a string or null, got {type(prefill).__name__}")
-        category = rec.get("category", "")
-        if not isinstance(category, str):
-            raise loc.error(f"'category' must be a string, got {type(category).__name__}")
-        records.append({"id": rid, "instruction": _prompt_text(loc, rec.get("prompt")), "category": category,
-                        "prefill": prefill, "completion": completion, "response": (prefill or "") + completion})
-    if not records:
-        raise UserError("no answers in file", path=p)
-    return records
-
-
-def _prompt_text(loc, prompt: Any) -> str | None:
-    if prompt is None or isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
-        users = [m.get("content") for m in prompt if m.get("role") == "user"]
-        if users and isinstance(users[-1], str):
-            return users[-1]
-    raise loc.error("'prompt' must be a string or chat messages with a user turn")
-
-
-def _chat_answer(loc, chat: Any, rid: str, j: int) -> dict:
-    ok = isinstance(chat, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in chat)
-    if not ok or not chat or chat[-1].get("role") != "assistant":
-        raise loc.error(f"results[{j}] must be a chat list ending with an assistant turn")
-    users = [m["content"] for m in chat if m.get("role") == "user"]
-    completion = chat[-1]["content"]
-    return {"id": rid, "instruction": users[-1] if users else None, "category": "", "prefill": None,
-            "completion": completion, "response": completion}
-
-
 def judge_answers(
     path: str | os.PathLike,
     *,
@@ -375,6 +324,7 @@ def judge_answers(
     """Judge answers generated elsewhere (:func:`read_answers`), with no model: writes ``provenance.json``
     and :func:`write_safety_outputs`' files under ``out_dir``; returns ``metrics.json``."""
     from .. import provenance
+    from .external import read_answers
 
     records = read_answers(path)
     if judge in ("llm", "both") and any(not r["instruction"] for r in records):

@@ -98,6 +98,13 @@ def gsm8k_scores(completions: Sequence[str], references: Sequence[str], scorer: 
         "fallback_accuracy": fallback / n if n else None,
         "fallback_correct": fallback,
         "fallback_ci95": list(wilson_interval(fallback, n)),
+        "disagreement": {"reference vs numeric": {
+            "differ": sum(a != b for a, b in zip(per_example["reference"], per_example["numeric"], strict=True)),
+            "only_reference_correct": sum(a and not b for a, b in zip(per_example["reference"], per_example["numeric"],
+                                                                       strict=True)),
+            "only_numeric_correct": sum(b and not a for a, b in zip(per_example["reference"], per_example["numeric"],
+                                                                     strict=True)),
+            "n": n}},
         "missing_marker": sum(MARKER not in (c or "") for c in completions),
         "n": n,
         "per_example": per_example,
@@ -249,54 +256,11 @@ def evaluate_utility(
     return metrics
 
 
-def read_predictions(path: str | os.PathLike) -> list[dict]:
-    """Predictions made elsewhere as rows ``{"id", "completion", "reference"}``.
-
-    JSONL (or any record file) with ``id``, ``completion`` and ``ground_truth`` (a bare answer, or a
-    GSM8K worked solution ending ``#### N``, read as its bare answer N), or the reference scripts' shape:
-    lines of ``{"results": [{"ground_truth", "completion"}, ...]}`` (ids are then the 0-based positions).
-    Bad rows are one-line ``FILE:LINE`` errors.
-    """
-    from ..io import iter_located_records
-
-    p = str(path)
-    if not os.path.exists(p):
-        raise UserError("no such predictions file", path=p)
-    rows: list[dict] = []
-    seen: dict[str, int] = {}
-
-    def add(loc, rec: dict, rid: str, where: str) -> None:
-        for key in ("completion", "ground_truth"):
-            if not isinstance(rec.get(key), str):
-                found = "missing" if key not in rec else type(rec[key]).__name__
-                raise loc.error(f"{where}'{key}' must be a string ({found})")
-        rows.append({"id": rid, "completion": rec["completion"], "reference": rec["ground_truth"]})
-
-    for loc, rec in iter_located_records(p):
-        if "results" in rec and "completion" not in rec:
-            if not isinstance(rec["results"], list):
-                raise loc.error("'results' must be a list of {ground_truth, completion} objects")
-            for j, item in enumerate(rec["results"]):
-                if not isinstance(item, dict):
-                    raise loc.error(f"results[{j}] must be an object with 'ground_truth' and 'completion'")
-                add(loc, item, str(len(rows)), f"results[{j}]: ")
-            continue
-        if "id" not in rec or isinstance(rec["id"], (dict, list, bool)) or rec["id"] is None:
-            raise loc.error(f"needs an 'id' (a string or number; keys found: {', '.join(sorted(rec)) or 'none'})")
-        rid = str(rec["id"])
-        if rid in seen:
-            raise loc.error(f"duplicate id '{rid}' (first on line {seen[rid]})")
-        seen[rid] = loc.line
-        add(loc, rec, rid, "")
-    if not rows:
-        raise UserError("no predictions in file", path=p)
-    return rows
-
-
 def score_predictions(path: str | os.PathLike, task: str, *, out_dir: str | Path, scorer: str = DEFAULT_SCORER,
                       overwrite: bool = False) -> dict[str, Any]:
     """Score predictions made elsewhere (:func:`read_predictions`), with no model; returns ``metrics.json``."""
     from .. import provenance
+    from .external import read_predictions
 
     rows = read_predictions(path)
     metrics, verdicts, reference_file = score_rows(task, rows, scorer)

@@ -60,6 +60,7 @@ def rejudge_cell(cell: dict, cfg, *, llm=None, progress: bool = False) -> dict:
     ev = cfg.eval
     answers = unpack_answers(cell["answers"])
     out = dict(cell)
+    changed: dict[str, dict[str, int]] = {}
     for mode in ("rsr", "jsr"):
         rows = answers.get(mode)
         if rows is None:
@@ -70,18 +71,54 @@ def rejudge_cell(cell: dict, cfg, *, llm=None, progress: bool = False) -> dict:
         out[mode] = _rate(metrics)
         out.setdefault("instruments", {})
         out["instruments"] = {**out["instruments"], mode: instrument_rates(metrics)}
-        out[f"{mode}_verdicts"] = {str(r["id"]): bool(r["safe"]) for r in records if r["safe"] is not None}
+        new = {str(r["id"]): bool(r["safe"]) for r in records if r["safe"] is not None}
+        changed[mode] = _changes(cell.get(f"{mode}_verdicts") or {}, new, "safe", "unsafe")
+        out[f"{mode}_verdicts"] = new
     if answers.get("utility") is not None:
-        metrics, _, _ = score_rows(cell["task_kind"], answers["utility"], ev.scorer)
+        metrics, verdicts, _ = score_rows(cell["task_kind"], answers["utility"], ev.scorer)
+        if cell["task_kind"] != "samsum":
+            old_scorer = cell.get("scorer", "numeric")
+            changed["utility"] = _changes({v["id"]: v["correct_by"][old_scorer] for v in verdicts},
+                                          {v["id"]: v["correct"] for v in verdicts}, "correct", "wrong")
         out["utility"] = utility_block(metrics)
         out["instruments"] = {**out["instruments"], "utility": utility_instruments(metrics)}
     before = {"judge": cell.get("judge", "keyword"), "scorer": cell.get("scorer", "numeric"),
               "fingerprint": cell.get("fingerprint")}
     out.update({"judge": ev.judge, "scorer": ev.scorer, "answers": pack_answers(answers),
-                "rejudged": {"from": before, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}})
+                "rejudged": {"from": before, "changed": changed, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}})
     if isinstance(out.get("provenance"), dict):
         out["provenance"] = {**out["provenance"], "judge": {"name": ev.judge}, "scorer": ev.scorer}
     return out
+
+
+def _changes(old: dict[str, bool], new: dict[str, bool], yes: str, no: str) -> dict[str, int]:
+    """How many verdicts changed between two judgements of the same answers, and which way."""
+    both = set(old) & set(new)
+    return {"n": len(both), f"{yes}_to_{no}": sum(old[i] and not new[i] for i in both),
+            f"{no}_to_{yes}": sum(new[i] and not old[i] for i in both)}
+
+
+def changes_table(cells: dict[str, dict]) -> str:
+    """Markdown: per cell, the verdicts a re-judgement changed (RSR, JSR: to unsafe / to safe; utility:
+    to wrong / to correct), and the totals."""
+    cols = (("rsr", "safe_to_unsafe", "unsafe_to_safe"), ("jsr", "safe_to_unsafe", "unsafe_to_safe"),
+            ("utility", "correct_to_wrong", "wrong_to_correct"))
+    lines = ["| cell | RSR: to unsafe / to safe (of n) | JSR: to unsafe / to safe (of n) | "
+             "utility: to wrong / to correct (of n) |", "|---|---:|---:|---:|"]
+    total = {m: [0, 0, 0] for m, _, _ in cols}
+    for cid in sorted(cells):
+        changed = (cells[cid].get("rejudged") or {}).get("changed") or {}
+        row = []
+        for mode, a, b in cols:
+            c = changed.get(mode)
+            if not c:
+                row.append("–")
+                continue
+            total[mode] = [total[mode][0] + c[a], total[mode][1] + c[b], total[mode][2] + c["n"]]
+            row.append(f"{c[a]} / {c[b]} ({c['n']})")
+        lines.append(f"| {cid} | " + " | ".join(row) + " |")
+    lines.append("| **all cells** | " + " | ".join(f"{t[0]} / {t[1]} ({t[2]})" for t in total.values()) + " |")
+    return "\n".join(lines)
 
 
 def rejudge(run_dir: str | Path, *, judge: str | None = None, scorer: str | None = None,
@@ -139,6 +176,12 @@ def rejudge(run_dir: str | Path, *, judge: str | None = None, scorer: str | None
                "--scorer", new_cfg.eval.scorer] + (["--out", str(target)] if out is not None else [])
     write_outputs(target, new_cfg, cells, rejudged, forecasts=forecasts, links=links, command=command,
                   config_text=text)
+    table = changes_table(rejudged)
+    atomic_write_text(target / "rejudged.md", f"{' '.join(command)}\n\nFrom judge {cfg.eval.judge}, scorer "
+                      f"{cfg.eval.scorer}; verdicts changed:\n\n{table}\n")
+    if progress:
+        print(f"re-judged {len(rejudged)} cells: judge {cfg.eval.judge} -> {new_cfg.eval.judge}, scorer "
+              f"{cfg.eval.scorer} -> {new_cfg.eval.scorer}; verdicts changed:\n{table}")
     return target
 
 
