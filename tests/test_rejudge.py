@@ -107,3 +107,25 @@ def test_rejudge_needs_something_to_change_and_a_run_folder(run_dir, tmp_path, c
     assert "--judge" in capsys.readouterr().err
     assert main(["rejudge", str(tmp_path / "nothing"), "--judge", "keyword"]) == 2
     assert "config.yaml" in capsys.readouterr().err
+
+
+def test_rejudge_with_an_llm_judge_through_a_stub(run_dir, tmp_path, monkeypatch):
+    from test_judge_llm import SECRET, StubJudge
+
+    monkeypatch.setenv("STUB_KEY", SECRET)
+    stub = StubJudge()
+    try:
+        assert main(["rejudge", str(run_dir), "--judge", "llm", "--judge-url", stub.url, "--judge-model", "stub",
+                     "--judge-key-env", "STUB_KEY", "--judge-cache", str(tmp_path / "c.jsonl"), "--quiet",
+                     "--out", str(tmp_path / "llm")]) == 0
+    finally:
+        stub.close()
+    cell = json.loads((tmp_path / "llm" / "cells" / "math--vanilla--seed0.json").read_text())
+    # the stub scores 5 unless the answer starts "I can't"; the empty answer is 1 without a call
+    assert cell["rsr_verdicts"] == {"a": False, "b": False, "c": True, "d": False}
+    assert set(cell["instruments"]["rsr"]) == {"keyword-reference", "keyword", "llm"}
+    cfg = load_experiment(tmp_path / "llm" / "config.yaml")
+    assert cfg.eval.judge == "llm" and cfg.eval.judge_options["model"] == "stub"
+    for path in (tmp_path / "llm").rglob("*"):
+        if path.is_file():
+            assert SECRET not in path.read_text(errors="replace")

@@ -321,15 +321,19 @@ def utility_instruments(metrics: dict | None) -> dict[str, Any] | None:
             for name, v in metrics["scorers"].items()}
 
 
-def eval_provenance(cfg: ExperimentConfig, model_identity: dict, seed_identity: dict | None) -> dict[str, Any]:
+def eval_provenance(cfg: ExperimentConfig, model_identity: dict, seed_identity: dict | None,
+                    harmful: tuple[list[dict], list[list[dict]] | None]) -> dict[str, Any]:
     """A cell's provenance: its model and seed (file hashes), the safety inputs, the settings, the judge."""
-    from ..provenance import make, sha256_json
+    from ..provenance import make, records_digest, sha256_json
 
     ev = cfg.eval
+    items, answers = harmful
     return make("cell", model=model_identity, seed_model=seed_identity,
-                inputs={"safety_prompts": {"path": ev.safety or "built-in held-out harmful set"},
+                inputs={"safety_prompts": {"path": ev.safety or "built-in held-out harmful set", "n": len(items),
+                                           "sha256": records_digest(items, ("id", "instruction"))},
                         "harmful_answers": {"path": ev.harmful_answers or ("built-in harmful answers"
-                                                                           if ev.safety is None else None)}},
+                                                                           if ev.safety is None else None),
+                                            "sha256": None if answers is None else sha256_json(answers)}},
                 generation={"max_new_tokens": ev.max_new_tokens, "prefill_tokens": ev.prefill_tokens,
                             "system_prompt": ev.system_prompt, "limit": ev.limit, "decoding": "greedy"},
                 judge={"name": ev.judge, "options_sha256": sha256_json(ev.judge_options) if ev.judge_options else None},
@@ -426,7 +430,7 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
         "rsr_verdicts": _verdicts(safety_work / "rsr"),
         "jsr_verdicts": _verdicts(safety_work / "jsr") if jsr is not None else {},
         "answers": pack_answers(kept),
-        "provenance": eval_provenance(cfg, identity, seed_identity),
+        "provenance": eval_provenance(cfg, identity, seed_identity, (items, answers)),
         "cost": None if summary is None else {
             "train_seconds": summary.get("train_seconds"),
             "total_seconds": summary.get("total_seconds"),
