@@ -1,4 +1,4 @@
-"""Safety evaluation: RSR, JSR (METHOD.md section 3) and the over-refusal rate.
+"""Safety evaluation: RSR, JSR and the over-refusal rate.
 
 - **RSR** (raw safe rate): greedy answers to harmful instructions, share judged safe.
 - **JSR** (jailbreak safe rate): the same with the assistant turn prefilled by the first k tokens of
