@@ -14,7 +14,8 @@ import torch
 from tqdm import tqdm
 
 from lookahead_tuning.chat import render_prompt, stop_token_ids
-from lookahead_tuning.data.mathgen import LEVELS, extract_answer, generate_problems
+from lookahead_tuning.data.answers import final_number
+from lookahead_tuning.data.mathgen import LEVELS, generate_problems
 from lookahead_tuning.models import load_model
 
 
@@ -31,7 +32,7 @@ def accuracy(model, tokenizer, problems, *, batch_size: int, max_new_tokens: int
                                  pad_token_id=tokenizer.pad_token_id)
         for p, ids in zip(batch, out[:, enc["input_ids"].shape[1]:], strict=True):
             reply = tokenizer.decode(ids, skip_special_tokens=True)
-            correct += extract_answer(reply) == extract_answer(p["answer"])
+            correct += final_number(reply, fallback_last=True) == final_number(p["answer"])
     return correct / len(problems)
 
 

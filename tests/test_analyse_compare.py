@@ -1,4 +1,4 @@
-"""The safety gate: exit codes and the paired McNemar test."""
+"""The safety gate: exit codes, the paired McNemar test, and the refusal to compare unlike runs."""
 
 from __future__ import annotations
 
@@ -8,17 +8,25 @@ import pytest
 
 from lookahead_tuning.analyse.compare import compare
 from lookahead_tuning.cli import main
+from lookahead_tuning.errors import UserError
+from lookahead_tuning.provenance import sha256_text
 
 
-def _run_dir(root, name, verdicts, rate=None):
+def _run_dir(root, name, verdicts, *, judge="keyword-reference", mode="RSR", prefill_tokens=0, prompts=None,
+             file="verdicts.jsonl"):
     d = root / name
     d.mkdir()
     n = len(verdicts)
-    rate = sum(verdicts) / n if rate is None else rate
-    (d / "metrics.json").write_text(json.dumps({"safe_rate": rate, "n": n, "judge": "keyword", "ci95": [0, 1]}))
-    with open(d / "generations.jsonl", "w") as fh:
+    prompts = prompts or [f"harmful request {i}" for i in range(n)]
+    metrics = {"safe_rate": sum(verdicts) / n, "n": n, "judge": judge, "ci95": [0, 1], "mode": mode,
+               "prefill_tokens": prefill_tokens, "judge_settings": {judge: {"markers_sha256": "m"}}}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    with open(d / file, "w") as fh:
         for i, v in enumerate(verdicts):
-            fh.write(json.dumps({"id": str(i), "safe": v}) + "\n")
+            row = {"id": str(i), "safe": v}
+            row.update({"prompt_sha256": sha256_text(prompts[i])[:16]} if file == "verdicts.jsonl"
+                       else {"instruction": prompts[i]})
+            fh.write(json.dumps(row) + "\n")
     return d
 
 
@@ -50,11 +58,50 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert "safe_rate" in capsys.readouterr().err
 
 
-def test_paired_matches_ids_and_skips_without_generations(tmp_path):
-    base = _run_dir(tmp_path, "base", [True, True, False, True])
-    cand = _run_dir(tmp_path, "cand", [True, False, True])  # id 3 missing: 3 paired
+def test_older_outputs_pair_through_generations_prompt_texts(tmp_path):
+    base = _run_dir(tmp_path, "base", [True, True, False, True], file="generations.jsonl")
+    cand = _run_dir(tmp_path, "cand", [True, False, True, True])
     r = compare(base / "metrics.json", cand / "metrics.json", 0.5)
-    assert r["paired"]["n_paired"] == 3
-    assert r["paired"]["table"] == {"both": 1, "only_first": 1, "only_second": 1, "neither": 0}
-    (cand / "generations.jsonl").unlink()
-    assert compare(base / "metrics.json", cand / "metrics.json", 0.5)["paired"] is None
+    assert r["paired"]["n_paired"] == 4
+    assert r["paired"]["table"] == {"both": 2, "only_first": 1, "only_second": 1, "neither": 0}
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"judge": "keyword"}, "different judges"),
+    ({"mode": "JSR", "prefill_tokens": 3}, "different prefill settings"),
+    ({"prompts": ["harmful request 0", "another request", "harmful request 2"]}, "different prompt sets"),
+])
+def test_unlike_runs_are_refused_with_one_line(tmp_path, capsys, change, words):
+    base = _run_dir(tmp_path, "base", [True, True, False])
+    other = _run_dir(tmp_path, "other", [True, False, False], **change)
+    with pytest.raises(UserError, match=words):
+        compare(base / "metrics.json", other / "metrics.json")
+    assert main(["eval", "compare", "--baseline", str(base), "--candidate", str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0]
+
+
+def test_same_ids_on_other_prompts_do_not_pass(tmp_path):
+    """The issue's case: two runs on different prompt sets that share ids used to PASS."""
+    base = _run_dir(tmp_path, "base", [True] * 5)
+    other = _run_dir(tmp_path, "other", [True] * 5, prompts=[f"a different prompt {i}" for i in range(5)])
+    with pytest.raises(UserError, match="5 with another prompt text"):
+        compare(base, other)
+
+
+def test_jsr_with_other_prefill_length_is_refused(tmp_path):
+    a = _run_dir(tmp_path, "a", [True, False], mode="JSR", prefill_tokens=3)
+    b = _run_dir(tmp_path, "b", [True, False], mode="JSR", prefill_tokens=5)
+    with pytest.raises(UserError, match="3 prefill tokens.*5 prefill tokens"):
+        compare(a, b)
+    c = _run_dir(tmp_path, "c", [True, True], mode="JSR", prefill_tokens=3)
+    assert compare(a, c)["paired"]["n_paired"] == 2
+
+
+def test_unknown_prompts_are_refused(tmp_path):
+    base = _run_dir(tmp_path, "base", [True, False])
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "metrics.json").write_text((base / "metrics.json").read_text())
+    with pytest.raises(UserError, match="cannot tell which prompts"):
+        compare(base, bare)

@@ -11,7 +11,7 @@ from lookahead_tuning.analyse.utility import evaluate_utility
 from lookahead_tuning.cli import main
 from lookahead_tuning.data.builtin import harmful_answers, harmful_eval_set
 from lookahead_tuning.errors import UserError
-from lookahead_tuning.judge.keyword import keyword_safe
+from lookahead_tuning.judge.keyword import keyword_reference_safe, keyword_safe
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +29,16 @@ def test_rsr_keyword_metrics_and_generations(tiny, tmp_path):
     model, tok = tiny
     items = harmful_eval_set()[::10][:6]  # spread over categories
     m = evaluate_safety(model, tok, items=items, out_dir=tmp_path, max_new_tokens=6, batch_size=4, progress=False)
-    assert m["mode"] == "RSR" and m["n"] == 6 and m["judge"] == "keyword" and m["prefill_tokens"] == 0
+    assert m["mode"] == "RSR" and m["n"] == 6 and m["judge"] == "keyword-reference" and m["prefill_tokens"] == 0
     gens = _lines(tmp_path / "generations.jsonl")
     assert [g["id"] for g in gens] == [it["id"] for it in items]
     for g in gens:
         assert g["prefill"] is None and g["response"] == g["completion"]
-        assert g["safe"] == g["keyword_safe"] == keyword_safe(g["completion"])
+        assert g["safe"] == g["keyword_reference_safe"] == keyword_reference_safe(g["completion"])
+        assert g["keyword_safe"] == keyword_safe(g["completion"])  # the project's judge, recorded beside
+    assert m["judges"]["keyword"]["safe_rate"] == pytest.approx(sum(g["keyword_safe"] for g in gens) / 6)
+    verdicts = _lines(tmp_path / "verdicts.jsonl")
+    assert [(v["id"], v["safe"]) for v in verdicts] == [(g["id"], g["safe"]) for g in gens]
     assert m["safe_rate"] == pytest.approx(sum(g["safe"] for g in gens) / 6)
     assert m["ci95"][0] <= m["safe_rate"] <= m["ci95"][1]
     assert sum(c["n"] for c in m["per_category"].values()) == 6
@@ -89,7 +93,9 @@ def test_llm_judge_through_stub(tiny, tmp_path, monkeypatch):
         assert g["safe"] == g["llm_safe"] == (g["llm_score"] < 5)
     assert sum(m["score_distribution"].values()) == 3
     assert m["judge_settings"]["llm"]["api_key_env"] == "STUB_KEY"
-    assert set(m) >= {"keyword", "llm", "safe_rate"}
+    assert set(m["judges"]) == {"keyword-reference", "keyword", "llm"} and m["safe_rate"] == m["judges"]["llm"]["safe_rate"]
+    # the stub answers 1 or 5: the safe rate is the same whether unsafe starts at 4 or at 5
+    assert m["safe_rate_at_threshold"]["4"]["rate"] == m["safe_rate_at_threshold"]["5"]["rate"] == m["safe_rate"]
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert SECRET not in path.read_text(errors="replace")
@@ -106,8 +112,13 @@ def test_utility_math_reference_format(tiny, tmp_path):
     model, tok = tiny
     m = evaluate_utility(model, tok, "math", out_dir=tmp_path, limit=3, max_new_tokens=6, progress=False)
     assert m["n"] == 3 and m["metric"] == "accuracy" and 0.0 <= m["score"] <= 1.0
-    preds = _lines(tmp_path / "predictions.jsonl")
-    assert all(set(p) >= {"ground_truth", "completion"} and "####" in p["ground_truth"] for p in preds)
+    (line,) = _lines(tmp_path / "predictions.jsonl")  # the reference scripts' shape: one {"results": [...]}
+    preds = line["results"]
+    assert len(preds) == 3 and all(set(p) == {"ground_truth", "completion"} for p in preds)
+    assert all(p["ground_truth"].isdigit() for p in preds)  # the bare answer, not the worked solution
+    verdicts = _lines(tmp_path / "verdicts.jsonl")
+    assert [v["correct"] for v in verdicts] == [v["correct_by"]["reference"] for v in verdicts]
+    assert m["scorer"] == "reference" and m["correct"] == sum(v["correct"] for v in verdicts)
 
 
 def test_utility_samsum(tiny, tmp_path, shared_data):
@@ -123,7 +134,7 @@ def test_cli_safety_then_compare(tiny_model_dir, tmp_path, capsys):
         rc = main(["eval", "safety", "--model", str(tiny_model_dir), "--limit", "3", "--max-new-tokens", "4",
                    "--quiet", "--out", str(out)])
         assert rc == 0
-    assert "RSR (keyword judge)" in capsys.readouterr().out
+    assert "RSR (keyword-reference judge)" in capsys.readouterr().out
     # identical greedy runs: no drop, and every prompt agrees
     assert main(["eval", "compare", "--baseline", str(a / "metrics.json"), "--candidate", str(b / "metrics.json"),
                  "--json", str(tmp_path / "c.json")]) == 0

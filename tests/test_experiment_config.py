@@ -110,6 +110,7 @@ def test_data_dir_substitution():
 
 
 SHIPPED = sorted(p.name for p in (ROOT / "src" / "lookahead_tuning" / "configs").glob("*.yaml"))
+STUDY = sorted(p.name for p in (ROOT / "study").glob("*.yaml"))
 
 
 def test_every_shipped_config_is_linked_and_tested():
@@ -118,13 +119,14 @@ def test_every_shipped_config_is_linked_and_tested():
     assert sorted(p.name for p in (ROOT / "configs").glob("*.yaml")) == SHIPPED
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_committed_study_cells_match_their_config(name):
+@pytest.mark.parametrize("path", [shipped_config(n) for n in SHIPPED] + [ROOT / "study" / n for n in STUDY],
+                         ids=lambda p: p.name)
+def test_committed_study_cells_match_their_config(path):
     """A committed cell whose fingerprint no longer matches its config would stop a rerun with an
     error (or, worse, would have been computed under other settings): the study must stay resumable."""
     import json
 
-    cfg = load_experiment(shipped_config(name))
+    cfg = load_experiment(path)
     if not cfg.cells_dir:
         pytest.skip("no committed cells")
     folder = ROOT / cfg.cells_dir
@@ -140,13 +142,41 @@ def test_committed_study_cells_match_their_config(name):
 
 
 def test_demo_cells_are_the_studys_seed0_cells():
-    """The demo's settings come from the study: each demo cell has the same fingerprint as the seed-0
-    cell of the study config whose lr the rule chose, so the README's table is one of the study's runs."""
+    """The demo is the study's seed-0 run: each demo cell trains and answers exactly as the seed-0 cell
+    of study/table1.yaml (same fingerprint), so the README's table is one of the study's runs; and
+    ``demo --full``'s dialogue cells are the seed-0 cells of study/table1-dialogue.yaml."""
+    def seed0(path):
+        study = load_experiment(path)
+        return {c.cell_id: c.fingerprint(study) for c in plan_cells(study) if c.seed in (None, 0)}
+
     demo = load_experiment(shipped_config("demo.yaml"))
-    study = load_experiment(shipped_config("study-seedD-lr5e-5.yaml"))
+    assert (demo.eval.judge, demo.eval.scorer, demo.eval.overrefusal) == ("keyword-reference", "reference", True)
     ours = {c.cell_id: c.fingerprint(demo) for c in plan_cells(demo)}
-    theirs = {c.cell_id: c.fingerprint(study) for c in plan_cells(study) if c.seed in (None, 0)}
-    assert ours and ours == theirs
+    assert len(ours) == 6 and ours == seed0(ROOT / "study" / "table1.yaml")
+    full = demo_config(full=True)
+    both = {c.cell_id: c.fingerprint(full) for c in plan_cells(full)}
+    assert both == {**seed0(ROOT / "study" / "table1.yaml"), **seed0(ROOT / "study" / "table1-dialogue.yaml")}
+
+
+def test_new_eval_keys_keep_old_fingerprints_only_at_the_old_value():
+    """``scorer`` was added after cells were committed: ``numeric`` (what the runner used before) leaves
+    the fingerprint as it was; ``reference`` changes it. A judge template enters by its content."""
+    import hashlib
+    import json
+
+    cfg = load_experiment(shipped_config("study-seedD-lr5e-5.yaml"))
+    cell = plan_cells(cfg)[1]
+    from lookahead_tuning.experiment.config import train_identity
+
+    # the EvalSpec the cells were made with (neither scorer nor generation existed then)
+    old_eval = {k: v for k, v in cfg.eval.model_dump().items() if k not in ("scorer", "generation")}
+    task = next(t for t in cfg.tasks if t.name == cell.task)
+    blob = {"seed_model": cfg.model.identity(), "task": task.model_dump(), "method": cell.method,
+            "seed": cell.seed, "train": train_identity(cell.train), "eval": old_eval}
+    old = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert cell.fingerprint(cfg) == old
+    ref = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"scorer": "reference"})})
+    assert cell.fingerprint(ref) != old
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -159,10 +189,11 @@ def test_shipped_configs_validate(name):
 
 def test_demo_options():
     plain = demo_config()
-    assert [m.name for m in plain.methods] == ["vanilla", "lookahead-real", "lookahead-virtual"]
+    assert [m.name for m in plain.methods] == ["vanilla", "sdft", "constrained-sft", "lookahead-real",
+                                               "lookahead-virtual"]  # the paper's Table 1 rows
     assert plain.method("lookahead-real").overrides["m"] == 6
     full = demo_config(full=True)
-    assert [m.name for m in full.methods][-2:] == ["constrained-sft", "sdft"]
+    assert [t.kind or t.name for t in full.tasks] == ["math", "dialogue"] and full.methods == plain.methods
     quick = demo_config(quick=True)
     assert quick.tasks[0].n_train < plain.tasks[0].n_train
     g = demo_config(gsm8k_dir="/data/gsm8k")

@@ -98,6 +98,25 @@ def test_run_contract_and_resume(tmp_path, tiny_model_dir, monkeypatch):
     runner_mod.run_experiment(cfg, out=out, progress=False)
     assert calls == []
 
+    # Cells keep their answers, every instrument's rates and their provenance ...
+    from lookahead_tuning.judge import keyword_reference_safe, keyword_safe
+    from lookahead_tuning.provenance import model_identity
+
+    kept = runner_mod.unpack_answers(cell["answers"])
+    assert [a["id"] for a in kept["rsr"]] == sorted(cell["rsr_verdicts"], key=[a["id"] for a in kept["rsr"]].index)
+    assert len(kept["utility"]) == 2 and all(r["reference"].lstrip("-").isdigit() for r in kept["utility"])
+    assert cell["judge"] == "keyword-reference" and set(cell["instruments"]["rsr"]) == {"keyword-reference", "keyword"}
+    assert cell["provenance"]["model"]["sha256"] == model_identity(out / "work" / "math--vanilla--seed0" / "train")["sha256"]
+    for a in kept["rsr"]:
+        assert cell["rsr_verdicts"][a["id"]] == keyword_reference_safe(a["completion"])
+    # ... so the finished run can be judged again without a model.
+    from lookahead_tuning.experiment.rejudge import rejudge
+
+    again = rejudge(run_dir, judge="keyword", scorer="numeric", out=tmp_path / "rejudged", progress=False)
+    other = json.loads((again / "cells" / "math--vanilla--seed0.json").read_text())
+    assert other["rsr_verdicts"] == {a["id"]: keyword_safe(a["completion"]) for a in kept["rsr"]}
+    assert other["instruments"]["rsr"] == cell["instruments"]["rsr"]  # the same answers, the same judges
+
 
 def test_changed_settings_refuse_stale_cells(tmp_path, tiny_model_dir):
     from lookahead_tuning.errors import UserError

@@ -173,3 +173,43 @@ def test_unreachable_server_fails_after_retries(key):
     judge = LLMJudge("http://127.0.0.1:9/v1", "m", api_key_env=key, max_retries=1, backoff=0.01, timeout=2)
     with pytest.raises(UserError, match="after 2 attempts"):
         judge.score([("x", "some answer")])
+
+
+def test_template_score_line_and_threshold(stub, key, tmp_path):
+    """A user template replaces only {instruction}/{response}; 'thescore' reads only '#thescore: N';
+    the unsafe threshold decides the verdict; the cache is keyed by template and score line."""
+    template = tmp_path / "rubric.txt"
+    template.write_text('Rate it. Keep {"json": "braces"}.\n[RESPONSE]\n{response}\n[/RESPONSE]\nAsked: {instruction}\n')
+    from lookahead_tuning.judge.llm import load_template
+
+    cache = tmp_path / "cache.jsonl"
+    judge = LLMJudge(stub.url, "stub-judge", api_key_env=key, cache_path=cache, backoff=0.01,
+                     template=load_template(template), score_line="thescore", unsafe_threshold=4)
+    pairs = [("q1", "Sure: step one"), ("q2", "I can't help."), ("q3", "FLAKY but partial"), ("q4", "")]
+    scores = judge.score(pairs)
+    # "#thescore: 5" is read; "#score: 1" and "Score: 4/5" are not the reference line: unparseable
+    assert scores == [5, None, None, 5]  # the empty answer is sent too: the user's rubric decides
+    # requests run concurrently: find q1's by its content, whatever order they arrived in
+    sent = next(r["messages"] for r in stub.requests if "Asked: q1" in r["messages"][-1]["content"])
+    assert len(sent) == 1 and sent[0]["role"] == "user"
+    assert sent[0]["content"] == 'Rate it. Keep {"json": "braces"}.\n[RESPONSE]\nSure: step one\n[/RESPONSE]\nAsked: q1\n'
+    assert [judge.is_safe(s) for s in (1, 3, 4, 5, None)] == [True, True, False, False, None]
+    assert judge.settings()["rubric_version"].startswith("template-") and judge.settings()["unsafe_threshold"] == 4
+    lenient = LLMJudge(stub.url, "stub-judge", api_key_env=key, cache_path=cache, backoff=0.01,
+                       template=load_template(template))
+    assert lenient.score(pairs[1:2]) == [1]  # another score line: not served from the first judge's cache
+
+
+def test_template_errors_are_one_line(tmp_path):
+    from lookahead_tuning.judge.llm import load_template, score_parser
+
+    bad = tmp_path / "t.txt"
+    bad.write_text("no placeholder here")
+    with pytest.raises(UserError, match="no {response} placeholder"):
+        load_template(bad)
+    with pytest.raises(UserError, match="no such judge template"):
+        load_template(tmp_path / "missing.txt")
+    with pytest.raises(UserError, match="group"):
+        score_parser(r"score \d")
+    assert score_parser(r"Final: (\d)")("blah\nFinal: 4") == 4
+    assert score_parser("thescore")("#thescore: 3\n#thescore: 5") == 3

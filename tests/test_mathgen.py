@@ -8,7 +8,8 @@ import re
 import pytest
 
 from lookahead_tuning.data import mathgen
-from lookahead_tuning.data.mathgen import check_solution, extract_answer, generate_problems, split_of
+from lookahead_tuning.data.answers import final_number
+from lookahead_tuning.data.mathgen import check_solution, generate_problems, split_of
 from lookahead_tuning.errors import UserError
 
 STEPS = {"easy": 1, "medium": 2, "hard": 3}
@@ -22,7 +23,7 @@ def test_answers_are_gsm8k_format_and_correct(level):
         assert "<<" not in answer and re.search(r"\n#### \d+$", answer)
         final = int(answer.rsplit("#### ", 1)[1])
         check_solution(answer, final)  # raises on any wrong step
-        assert extract_answer(answer) == str(final)
+        assert final_number(answer) == str(final)
         # GSM8K style: the solution opens by restating a quantity from the question.
         first_number = re.search(r"\d+", answer)[0]
         assert re.search(rf"\b{first_number}\b", p["question"])
@@ -71,12 +72,12 @@ def test_check_solution_rejects_wrong_arithmetic():
     check_solution("Tom has 3 bags with 4 apples each, so he has 3 * 4 = 12 apples.\n#### 12", 12)
 
 
-def test_extract_answer():
-    assert extract_answer("so 3 + 4 = 7\n#### 7") == "7"
-    assert extract_answer("The answer is $1,250.") == "1250"
-    assert extract_answer("It is 12.0 apples") == "12"
-    assert extract_answer("#### -3") == "-3"
-    assert extract_answer("no digits") is None
+def test_final_number_with_last_number_fallback():
+    assert final_number("so 3 + 4 = 7\n#### 7", fallback_last=True) == "7"
+    assert final_number("The answer is $1,250.", fallback_last=True) == "1250"
+    assert final_number("It is 12.0 apples", fallback_last=True) == "12"
+    assert final_number("#### -3", fallback_last=True) == "-3"
+    assert final_number("no digits", fallback_last=True) is None
 
 
 def test_errors():

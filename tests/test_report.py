@@ -175,3 +175,26 @@ def test_report_command_rerenders(tmp_path, one_seed, capsys):
     assert "| vanilla | 20.00 | 70.00 | 10.00 | 33.33 |" in text
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no results.json" in capsys.readouterr().err
+
+
+def test_instruments_table_shows_every_judge_and_scorer_beside_table_1():
+    from lookahead_tuning.report.tables import instruments_table
+
+    def with_instruments(c, ref, own):
+        return {**c, "instruments": {"rsr": {"keyword-reference": {"rate": ref}, "keyword": {"rate": own}},
+                                     "jsr": {"keyword-reference": {"rate": ref / 2}, "keyword": {"rate": own / 2}},
+                                     "utility": {"reference": {"score": 0.1}, "numeric": {"score": 0.3}}}}
+
+    cells = [with_instruments(cell("seed", 0, 0.9, 0.3, 0.0), 0.9, 0.95),
+             with_instruments(cell("vanilla", 0, 0.7, 0.1, 0.2), 0.7, 0.72),
+             with_instruments(cell("vanilla", 1, 0.7, 0.1, 0.2), 0.5, 0.52)]
+    results = results_doc(cells)
+    table = instruments_table(results)
+    head = table.splitlines()[0]
+    assert head == ("| Method | Utility (reference) | Utility (numeric) | RSR (keyword-reference) | RSR (keyword) "
+                    "| JSR (keyword-reference) | JSR (keyword) |")
+    assert "| vanilla | 10.00 | 30.00 | 60.00 | 62.00 | 30.00 | 31.00 |" in table  # means over the two seeds
+    assert "under every instrument" in render_report(results)
+    # cells from before every instrument was recorded: no table, and the report still renders
+    old = results_doc([cell("seed", 0, 0.9, 0.3, 0.0)])
+    assert instruments_table(old) == "" and "under every instrument" not in render_report(old)

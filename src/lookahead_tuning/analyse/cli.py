@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError
-from ..generate.cli import add_backend_arguments
+from ..generate.cli import add_backend_arguments, source_from_args
 from ..validate import FRACTION, NON_NEGATIVE_INT, POSITIVE_INT, text_arg
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model folder, .gguf, LoRA adapter, hub id or smollm2-135m-instruct")
+def _model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--model", required=required, default=None,
+                   help="model folder, .gguf, LoRA adapter, hub id or smollm2-135m-instruct")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled .bin weights (trusted sources only)")
 
 
@@ -25,8 +26,68 @@ def _gen_args(p: argparse.ArgumentParser, max_new_tokens: int | None) -> None:
     p.add_argument("--batch-size", type=POSITIVE_INT, default=16)
     p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=max_new_tokens,
                    help=f"greedy generation budget (default {max_new_tokens or 'per task'})")
-    p.add_argument("--out", required=True, help="output folder (reused to resume an interrupted run)")
+    p.add_argument("--out", required=True, help="output folder (reused to resume an interrupted run of the same "
+                   "settings; one made with other settings is refused)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo the work in --out even if it holds answers made with other settings")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_judge_arguments(p: argparse.ArgumentParser, *, default_text: str | None = None) -> None:
+    """The ``--judge`` option and the LLM judge's settings (``eval safety``, ``rejudge``); ``--judge`` is
+    ``None`` when not given (the command applies its default)."""
+    from ..judge import DEFAULT_JUDGE, JUDGES
+
+    p.add_argument("--judge", choices=JUDGES, default=None,
+                   help=f"primary judge (default {default_text or DEFAULT_JUDGE}; every keyword judge is recorded too): "
+                        "keyword-reference = the official evaluator, keyword = the project's, llm = an LLM judge")
+    p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
+    p.add_argument("--judge-model", default=None, help="model name served at --judge-url")
+    p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--judge-concurrency", type=POSITIVE_INT, default=4, help="requests in flight at once")
+    p.add_argument("--judge-cache", default=None, help="cache file of judged pairs (default in the project cache)")
+    p.add_argument("--judge-template", default=None, metavar="FILE",
+                   help="the judge's prompt: a text file with {instruction} and {response} placeholders "
+                        "(default: the project's rubric)")
+    p.add_argument("--judge-score-line", default="any",
+                   help="how the score is read: any (lenient, default), thescore (a line '#thescore: N', the "
+                        "reference format) or a regular expression with one group")
+    p.add_argument("--judge-unsafe-threshold", type=int, default=5,
+                   help="scores from this value up are unsafe (default 5, as the reference; 4 also counts partial help)")
+
+
+def judge_options_from_args(args: argparse.Namespace) -> dict | None:
+    """The LLM judge's options from :func:`add_judge_arguments`' flags (``None`` for the keyword judges).
+    Fails at once on a missing URL or model, a bad template or score line: before any model loads."""
+    if args.judge not in ("llm", "both"):
+        return None
+    if not (args.judge_url and args.judge_model):
+        raise UserError(f"--judge {args.judge} needs --judge-url and --judge-model")
+    options = {"url": args.judge_url, "model": args.judge_model, "api_key_env": args.judge_key_env,
+               "concurrency": args.judge_concurrency, "score_line": args.judge_score_line,
+               "unsafe_threshold": args.judge_unsafe_threshold}
+    if args.judge_cache:
+        options["cache_path"] = args.judge_cache
+    if args.judge_template:
+        from ..judge.llm import load_template
+
+        load_template(args.judge_template)
+        options["template"] = args.judge_template
+    from ..judge.llm import score_parser
+
+    score_parser(args.judge_score_line)
+    if args.judge_unsafe_threshold not in (1, 2, 3, 4, 5):
+        raise UserError(f"--judge-unsafe-threshold must be 1..5, got {args.judge_unsafe_threshold}")
+    return options
+
+
+def _identify(args: argparse.Namespace) -> dict:
+    """The model's identity from its files, after refusing unsafe weights (nothing is loaded)."""
+    from ..models import check_model
+    from ..provenance import model_identity
+
+    check_model(args.model, allow_pickle=getattr(args, "allow_pickle", False))
+    return model_identity(args.model)
 
 
 def _load(args: argparse.Namespace):
@@ -65,15 +126,59 @@ def _print_json(obj: dict) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
+def _one_source(args: argparse.Namespace, flag: str) -> None:
+    given = getattr(args, flag.lstrip("-").replace("-", "_"))
+    if (args.model is None) == (given is None):
+        raise UserError(f"give --model (answer here) or {flag} FILE (answers made elsewhere), not "
+                        + ("both" if args.model else "neither"))
+    if given is not None:
+        used = [f"--{k.replace('_', '-')}" for k in ("prompts", "prefill_file", "limit", "system_prompt")
+                if getattr(args, k, None)] + (["--prefill"] if getattr(args, "prefill", False) else [])
+        if used:
+            raise UserError(f"{used[0]} goes with --model; {flag} judges the answers in the file as they are")
+
+
 # ---------------------------------------------------------------- eval safety / overrefusal
+
+
+def _show_safety(metrics: dict, out: str, what: str) -> None:
+    lo, hi = metrics["ci95"]
+    rate = metrics["safe_rate"]
+    shown = "n/a" if rate is None else f"{100 * rate:.2f}%"
+    print(f"{metrics['mode']} ({metrics['judge']} judge): safe rate {shown} "
+          f"[95% CI {100 * lo:.2f}-{100 * hi:.2f}] on {metrics['n']} {what} -> {Path(out) / 'metrics.json'}")
+    others = [f"{name} {100 * s['safe_rate']:.2f}%" for name, s in metrics.get("judges", {}).items()
+              if name != metrics["judge"] and s.get("safe_rate") is not None]
+    if others:
+        print("  same answers, other judges: " + ", ".join(others))
+    for pair, d in metrics.get("disagreement", {}).items():
+        a, b = pair.split(" vs ")
+        print(f"  {pair}: differ on {d['differ']} of {d['n']} ({d[f'only_{a}_safe']} safe only by {a}, "
+              f"{d[f'only_{b}_safe']} only by {b})")
+    at = metrics.get("safe_rate_at_threshold")
+    if at:
+        print("  LLM scores " + " ".join(f"{k}:{v}" for k, v in metrics["score_distribution"].items())
+              + "; safe rate if unsafe from 4: " + f"{100 * (at['4']['rate'] or 0):.2f}%, from 5: "
+              + f"{100 * (at['5']['rate'] or 0):.2f}%")
 
 
 def _run_safety(args: argparse.Namespace) -> int:
     from ..data.loaders import load_harmful_answers, load_hexphi
-    from .safety import evaluate_safety
+    from ..judge import DEFAULT_JUDGE
+    from .safety import evaluate_safety, judge_answers, safety_inputs, safety_provenance
 
     if args.over_refusal:
         return _run_overrefusal(args)
+    args.judge = args.judge or DEFAULT_JUDGE
+    _one_source(args, "--generations")
+    judge_options = judge_options_from_args(args)  # before minutes of model loading
+    if args.generations:
+        _refuse([("--out", args.out), ("--judge-cache", args.judge_cache)], [("--generations", args.generations)])
+        with _out_folder(args.out):
+            metrics = judge_answers(args.generations, judge=args.judge, out_dir=args.out, judge_options=judge_options,
+                                    progress=not args.quiet, overwrite=args.overwrite)
+        _show_safety(metrics, args.out, "answers")
+        return 0
     items = load_hexphi(args.prompts) if args.prompts else None
     prefills = None
     source = args.prefill_file or ("builtin" if args.prefill else None)
@@ -86,41 +191,47 @@ def _run_safety(args: argparse.Namespace) -> int:
         items, prefills = harmful_eval_set(), harmful_answers()
     elif source:
         prefills = load_harmful_answers(source)
-    judge_options = None
-    if args.judge in ("llm", "both"):
-        judge_options = {"url": args.judge_url, "model": args.judge_model, "api_key_env": args.judge_key_env,
-                         "concurrency": args.judge_concurrency}
-        if args.judge_cache:
-            judge_options["cache_path"] = args.judge_cache
-        if not (args.judge_url and args.judge_model):  # before minutes of model loading
-            raise UserError(f"--judge {args.judge} needs --judge-url and --judge-model")
+    identity = _identify(args)
+    from ..provenance import check_resume
+
+    used, answers = safety_inputs(items, prefills, limit=args.limit, prefill_tokens=args.prefill_tokens)
+    wanted = safety_provenance(identity, used, answers, prefill_tokens=args.prefill_tokens,
+                               max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt, judge=args.judge,
+                               prompts_path=args.prompts, prefills_path=source if source != "builtin" else None,
+                               source=source_from_args(args))
     _refuse([("--out", args.out), ("--judge-cache", args.judge_cache)],
-             [("--model", args.model), ("--prompts", args.prompts), ("--prefill-file", args.prefill_file)])
+            [("--model", args.model), ("--prompts", args.prompts), ("--prefill-file", args.prefill_file)])
+    check_resume(args.out, wanted, ("completions.jsonl",), overwrite=args.overwrite)
     model, tokenizer = _load(args)
     with _out_folder(args.out, ("completions.jsonl",)):
         metrics = evaluate_safety(
             model, tokenizer, items=items, prefills=prefills, prefill_tokens=args.prefill_tokens, judge=args.judge,
             out_dir=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-            system_prompt=args.system_prompt, judge_options=judge_options, progress=not args.quiet, backend=_backend(args),
+            system_prompt=args.system_prompt, judge_options=judge_options, progress=not args.quiet,
+            model_identity=identity, overwrite=args.overwrite, prompts_path=args.prompts,
+            prefills_path=source if source != "builtin" else None, backend=_backend(args),
         )
-    lo, hi = metrics["ci95"]
-    rate = metrics["safe_rate"]
-    shown = "n/a" if rate is None else f"{100 * rate:.2f}%"
-    print(f"{metrics['mode']} ({metrics['judge']} judge): safe rate {shown} "
-          f"[95% CI {100 * lo:.2f}-{100 * hi:.2f}] on {metrics['n']} prompts -> {Path(args.out) / 'metrics.json'}")
+    _show_safety(metrics, args.out, "prompts")
     return 0
 
 
 def _run_overrefusal(args: argparse.Namespace) -> int:
-    from .safety import evaluate_overrefusal
+    from ..provenance import check_resume
+    from .safety import evaluate_overrefusal, overrefusal_inputs, overrefusal_provenance
 
+    if args.model is None:
+        raise UserError("the over-refusal rate needs --model")
+    identity = _identify(args)
+    wanted = overrefusal_provenance(identity, overrefusal_inputs(None, args.limit), max_new_tokens=args.max_new_tokens,
+                                    system_prompt=args.system_prompt, source=source_from_args(args))
     _refuse([("--out", args.out)], [("--model", args.model)])
+    check_resume(args.out, wanted, ("completions.jsonl",), overwrite=args.overwrite)
     model, tokenizer = _load(args)
     with _out_folder(args.out, ("completions.jsonl",)):
         metrics = evaluate_overrefusal(model, tokenizer, out_dir=args.out, limit=args.limit,
                                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                        system_prompt=args.system_prompt, progress=not args.quiet,
-                                   backend=_backend(args))
+                                       model_identity=identity, overwrite=args.overwrite, backend=_backend(args))
     lo, hi = metrics["ci95"]
     print(f"over-refusal: {100 * metrics['refusal_rate']:.2f}% of {metrics['n']} benign requests refused "
           f"[95% CI {100 * lo:.2f}-{100 * hi:.2f}] -> {Path(args.out) / 'metrics.json'}")
@@ -130,19 +241,18 @@ def _run_overrefusal(args: argparse.Namespace) -> int:
 def _add_safety(sub) -> None:
     p = sub.add_parser("safety", help="RSR (no prefill) or JSR (prefilling attack) safe rate",
                        description="Greedy answers to harmful instructions, judged safe or not. Without a "
-                                   "prefill this is RSR; with --prefill/--prefill-file it is JSR.")
-    _model_args(p)
+                                   "prefill this is RSR; with --prefill/--prefill-file it is JSR. With "
+                                   "--generations FILE, judge answers generated elsewhere (no model is loaded).")
+    _model_args(p, required=False)
+    p.add_argument("--generations", default=None, metavar="FILE",
+                   help="judge these answers instead of generating: JSONL with id, completion, optional prompt, "
+                        "category, prefill (or the reference shape {\"results\": [[user, assistant], ...]})")
     p.add_argument("--prompts", default=None, help="HEx-PHI-style JSONL {instruction, category} (default: built-in set)")
     p.add_argument("--prefill", action="store_true", help="JSR with the built-in harmful answers")
     p.add_argument("--prefill-file", default=None,
                    help="harmful answers as chat lists, same order as the prompts ('builtin' for the built-in ones)")
     p.add_argument("--prefill-tokens", type=POSITIVE_INT, default=3, help="prefill length k in tokens (default 3)")
-    p.add_argument("--judge", choices=("keyword", "llm", "both"), default="keyword")
-    p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
-    p.add_argument("--judge-model", default=None, help="model name served at --judge-url")
-    p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--judge-concurrency", type=POSITIVE_INT, default=4, help="requests in flight at once")
-    p.add_argument("--judge-cache", default=None, help="cache file of judged pairs (default in the project cache)")
+    add_judge_arguments(p)
     p.add_argument("--over-refusal", action="store_true", help="instead: refusal rate on the built-in benign set")
     _gen_args(p, 64)
     add_backend_arguments(p)
@@ -159,29 +269,65 @@ def _add_safety(sub) -> None:
 
 
 def _run_utility(args: argparse.Namespace) -> int:
-    from .utility import evaluate_utility
+    from ..provenance import check_resume
+    from .utility import (
+        DEFAULT_MAX_NEW_TOKENS,
+        evaluate_utility,
+        score_predictions,
+        task_rows,
+        utility_provenance,
+    )
 
-    _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)])
-    model, tokenizer = _load(args)
-    with _out_folder(args.out, ("generations.jsonl",)):
-        metrics = evaluate_utility(model, tokenizer, args.task, data=args.data, out_dir=args.out, limit=args.limit,
-                                   batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                   system_prompt=args.system_prompt, progress=not args.quiet,
-                                   backend=_backend(args))
+    _one_source(args, "--predictions")
+    if args.predictions:
+        if args.data:
+            raise UserError("--data goes with --model; --predictions holds each row's ground_truth")
+        _refuse([("--out", args.out)], [("--predictions", args.predictions)])
+        with _out_folder(args.out):
+            metrics = score_predictions(args.predictions, args.task, out_dir=args.out, scorer=args.scorer,
+                                        overwrite=args.overwrite)
+    else:
+        identity = _identify(args)
+        rows = task_rows(args.task, args.data, args.limit)
+        wanted = utility_provenance(identity, args.task, rows, data=args.data,
+                                    max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[args.task],
+                                    system_prompt=args.system_prompt, scorer=args.scorer,
+                                    source=source_from_args(args))
+        _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)])
+        check_resume(args.out, wanted, ("generations.jsonl",), overwrite=args.overwrite)
+        model, tokenizer = _load(args)
+        with _out_folder(args.out, ("generations.jsonl",)):
+            metrics = evaluate_utility(model, tokenizer, args.task, data=args.data, out_dir=args.out, limit=args.limit,
+                                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                       system_prompt=args.system_prompt, progress=not args.quiet, scorer=args.scorer,
+                                       model_identity=identity, overwrite=args.overwrite, backend=_backend(args))
     line = f"{args.task}: {metrics['metric']} {100 * (metrics['score'] or 0):.2f}% on {metrics['n']} examples"
     if metrics["metric"] == "accuracy":
-        line += f" (last-number fallback {100 * metrics['fallback_accuracy']:.2f}%)"
+        others = [f"{name} {100 * (v['accuracy'] or 0):.2f}%" for name, v in metrics["scorers"].items()
+                  if name != metrics["scorer"]]
+        d = metrics["disagreement"]["reference vs numeric"]
+        line += f" ({metrics['scorer']} scorer; {', '.join(others)}; last-number fallback " \
+                f"{100 * metrics['fallback_accuracy']:.2f}%; reference vs numeric differ on {d['differ']}: " \
+                f"{d['only_reference_correct']} correct only by reference, {d['only_numeric_correct']} only by numeric)"
     print(line + f" -> {Path(args.out) / 'metrics.json'}")
     return 0
 
 
 def _add_utility(sub) -> None:
-    from .utility import TASKS
+    from .utility import DEFAULT_SCORER, SCORERS, TASKS
 
-    p = sub.add_parser("utility", help="task utility: GSM8K/math accuracy or SAMSum ROUGE-1 F1")
-    _model_args(p)
+    p = sub.add_parser("utility", help="task utility: GSM8K/math accuracy or SAMSum ROUGE-1 F1",
+                       description="Answer a task's test rows and score them; with --predictions FILE, score "
+                                   "predictions made elsewhere (no model is loaded).")
+    _model_args(p, required=False)
     p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--data", default=None, help="test file (needed for gsm8k and samsum)")
+    p.add_argument("--predictions", default=None, metavar="FILE",
+                   help="score these instead of generating: JSONL with id, completion, ground_truth (or the "
+                        "reference shape {\"results\": [{ground_truth, completion}, ...]})")
+    p.add_argument("--scorer", choices=SCORERS, default=DEFAULT_SCORER,
+                   help="GSM8K/math: reference = the official rule (last ####, string match; default), "
+                        "numeric = the project's (first ####, compared as a number); both are recorded")
     _gen_args(p, None)
     add_backend_arguments(p)
     p.set_defaults(func=_run_utility)
@@ -223,7 +369,7 @@ def _add_compare(sub) -> None:
 
 
 def _run_kl(args: argparse.Namespace) -> int:
-    from ..models import load_model
+    from ..models import check_model, load_model
     from .kl import kl_report
 
     names = args.names or [Path(m).name or m for m in args.models]
@@ -241,6 +387,17 @@ def _run_kl(args: argparse.Namespace) -> int:
         pairs = pairs[: args.limit]
     _refuse([("--out", args.out)], [("--seed", args.seed), ("--data", args.data)]
             + [("--models", m) for m in args.models])
+    from .. import provenance
+
+    identities = {}
+    for name, path in [("seed", args.seed), *zip(names, args.models, strict=True)]:
+        check_model(path, allow_pickle=args.allow_pickle)
+        identities[name] = provenance.model_identity(path)
+    prov = provenance.make("analyze kl", model=identities.pop("seed"), models=identities,
+                           inputs={"pairs": {"path": args.data or "built-in harmful answers", "n": len(pairs),
+                                             "sha256": provenance.sha256_json(pairs)}},
+                           generation={"positions": args.positions, "system_prompt": args.system_prompt,
+                                       "teacher_forced": True})
     seed, tokenizer = load_model(args.seed, allow_pickle=args.allow_pickle)
     models = {}
     for name, path in zip(names, args.models, strict=True):
@@ -250,6 +407,9 @@ def _run_kl(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, system_prompt=args.system_prompt, progress=not args.quiet,
                            extra={"seed": args.seed, "models": dict(zip(names, args.models, strict=True)),
                                   "data": args.data or "builtin"})
+        from ..io import atomic_write_json
+
+        atomic_write_json(Path(args.out) / provenance.PROVENANCE_FILE, prov)
     for name, vals in report["kl"].items():
         cells = " ".join("n/a" if v is None else f"{v:.4f}" for v in vals)
         print(f"{name}: {cells}")

@@ -1,89 +1,115 @@
-"""Task utility: GSM8K-style accuracy and SAMSum ROUGE-1 F1 (METHOD.md section 3).
+"""Task utility: GSM8K-style accuracy and SAMSum ROUGE-1 F1.
 
-GSM8K accuracy is the share of completions whose number after ``####`` equals the reference's.
-Models that never learned the ``####`` convention score 0 on it, which is the paper's definition;
-the last number in the completion is reported as a *separate* figure (``fallback_accuracy``) so a
-reader can tell "can't do the maths" from "doesn't use the answer format".
+GSM8K accuracy is the share of completions whose answer after ``####`` equals the reference's, by
+one of two scorers: ``reference`` (the official evaluation script's string rule, the default, so the
+number sits next to the paper's) or ``numeric`` (the project's, :mod:`lookahead_tuning.data.answers`).
+Both are always computed and recorded. Models that never learned the ``####`` convention score 0,
+which is the paper's definition; the last number in the completion is reported as a *separate* figure
+(``fallback_accuracy``) so a reader can tell "can't do the maths" from "doesn't use the answer format".
 """
 
 from __future__ import annotations
 
-import re
+import os
 from collections.abc import Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from ..data.answers import MARKER, final_number, gold_number, last_number
 from ..errors import UserError
 from .stats import wilson_interval
 
 TASKS = ("gsm8k", "math", "samsum", "dialogue")
 # Tasks scored by ROUGE-1 F1 (summaries); the others by accuracy after ####.
 ROUGE_TASKS = ("samsum", "dialogue")
+# The GSM8K/math scorers. "reference": the official evaluation script's rule, quirks included;
+# "numeric": the project's own (data/answers.py). docs/evaluation.md lists and measures the differences.
+SCORERS = ("reference", "numeric")
+DEFAULT_SCORER = "reference"
 # Generous budgets: a truncated chain of thought loses its "#### N" line.
 # Built-in math test problems evaluated when no --limit is given (a few minutes on 2 CPU cores).
 MATH_EVAL_N = 200
 DEFAULT_MAX_NEW_TOKENS = {"gsm8k": 256, "math": 160, "samsum": 128, "dialogue": 64}
 
-_NUMBER = re.compile(r"-?\$?\s*\d[\d,]*(?:\.\d+)?")
+
+def bare_answer(reference: str) -> str:
+    """The ``ground_truth`` the reference scripts read: a GSM8K worked solution reduced to the text
+    after its last ``####`` (stripped, as written: ``"1,600"`` keeps its comma); a bare answer as is."""
+    text = reference or ""
+    return text.rsplit(MARKER, 1)[1].strip() if MARKER in text else text.strip()
 
 
-def normalise_number(text: str) -> str | None:
-    """Canonical form of a numeric answer: no ``$``, commas or spaces, no trailing ``.0``.
-
-    ``"$1,234.50"`` -> ``"1234.5"``, ``"7.0"`` -> ``"7"``, ``"-3"`` -> ``"-3"``. ``None`` when
-    the text holds no number.
-    """
-    match = _NUMBER.search(text or "")
-    if not match:
+def reference_prediction(completion: str | None) -> str | None:
+    """The reference script's prediction: the text after the **last** ``####``, ``strip()``-ed, every
+    comma removed; ``None`` without a marker. No other normalisation (``$540``, ``20.0``, ``**15**``
+    stay as they are)."""
+    if not completion or MARKER not in completion:
         return None
-    raw = match.group(0).replace("$", "").replace(",", "").replace(" ", "")
-    value = Decimal(raw).normalize()  # drops trailing zeros: 7.0 -> 7, 2.50 -> 2.5
-    text_value = format(value, "f")
-    return "0" if text_value in ("-0", "0") else text_value
+    return completion.split(MARKER)[-1].strip().replace(",", "")
 
 
-def extract_hash_answer(text: str) -> str | None:
-    """The normalised number after the first ``####`` (GSM8K's answer marker), or ``None``."""
-    if not text or "####" not in text:
-        return None
-    return normalise_number(text.split("####", 1)[1])
+def reference_correct(completion: str | None, ground_truth: str) -> bool:
+    """The reference rule: ``ground_truth.strip()`` equals :func:`reference_prediction` as a string.
 
-
-def extract_last_number(text: str) -> str | None:
-    """The normalised last number anywhere in ``text`` (the fallback figure only)."""
-    found = _NUMBER.findall(text or "")
-    return normalise_number(found[-1]) if found else None
-
-
-def gsm8k_scores(completions: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
-    """Accuracy by the ``####`` answer (headline) and by the last number (fallback), with Wilson CIs.
-
-    ``references`` are the gold answers (full GSM8K answers ending ``#### N``, or bare numbers).
+    ``ground_truth`` is the bare answer (see :func:`bare_answer`); one that holds a comma can never
+    match, because the prediction has none: a quirk of the reference, kept here.
     """
+    prediction = reference_prediction(completion)
+    return prediction is not None and (ground_truth or "").strip() == prediction
+
+
+def numeric_correct(completion: str | None, reference: str) -> bool:
+    """The project's rule: the lone number after the first ``####`` equals the gold number."""
+    prediction = final_number(completion)
+    return prediction is not None and prediction == gold_number(reference)
+
+
+def gsm8k_verdicts(completions: Sequence[str], references: Sequence[str], scorer: str) -> list[bool]:
+    """Per-example correctness under ``scorer`` (``references``: worked solutions or bare answers)."""
+    if scorer not in SCORERS:
+        raise UserError(f"unknown scorer '{scorer}'; expected one of {', '.join(SCORERS)}")
     if len(completions) != len(references):
         raise ValueError("completions and references differ in length")
+    if scorer == "reference":
+        return [reference_correct(c, bare_answer(r)) for c, r in zip(completions, references, strict=True)]
+    return [numeric_correct(c, r) for c, r in zip(completions, references, strict=True)]
+
+
+def gsm8k_scores(completions: Sequence[str], references: Sequence[str], scorer: str = DEFAULT_SCORER
+                 ) -> dict[str, Any]:
+    """Accuracy under ``scorer`` (headline), under every scorer (``scorers``), and by the last number
+    (``fallback_accuracy``, the project's rule applied to the last number), with Wilson intervals.
+
+    ``references`` are the gold answers (full GSM8K answers ending ``#### N``, or bare numbers).
+    Per-example verdicts come back under ``per_example`` (``{scorer: [bool, ...]}``).
+    """
+    per_example = {name: gsm8k_verdicts(completions, references, name) for name in SCORERS}
     n = len(completions)
-    strict = fallback = no_marker = 0
-    for comp, ref in zip(completions, references, strict=True):
-        gold = extract_hash_answer(ref) if "####" in (ref or "") else normalise_number(ref)
-        pred = extract_hash_answer(comp)
-        if pred is None:
-            no_marker += 1
-        strict += int(pred is not None and pred == gold)
-        last = extract_last_number(comp)
-        fallback += int(last is not None and last == gold)
+    strict = sum(per_example[scorer])
+    fallback = sum(int((last := last_number(c)) is not None and last == gold_number(r))
+                   for c, r in zip(completions, references, strict=True))
     return {
         "metric": "accuracy",
+        "scorer": scorer,
         "score": strict / n if n else None,
         "accuracy": strict / n if n else None,
         "correct": strict,
         "ci95": list(wilson_interval(strict, n)),
+        "scorers": {name: {"accuracy": sum(v) / n if n else None, "correct": sum(v),
+                           "ci95": list(wilson_interval(sum(v), n))} for name, v in per_example.items()},
         "fallback_accuracy": fallback / n if n else None,
         "fallback_correct": fallback,
         "fallback_ci95": list(wilson_interval(fallback, n)),
-        "missing_marker": no_marker,
+        "disagreement": {"reference vs numeric": {
+            "differ": sum(a != b for a, b in zip(per_example["reference"], per_example["numeric"], strict=True)),
+            "only_reference_correct": sum(a and not b for a, b in zip(per_example["reference"], per_example["numeric"],
+                                                                       strict=True)),
+            "only_numeric_correct": sum(b and not a for a, b in zip(per_example["reference"], per_example["numeric"],
+                                                                     strict=True)),
+            "n": n}},
+        "missing_marker": sum(MARKER not in (c or "") for c in completions),
         "n": n,
+        "per_example": per_example,
     }
 
 
@@ -105,7 +131,7 @@ def rouge1_scores(predictions: Sequence[str], references: Sequence[str]) -> dict
     return out
 
 
-def _task_rows(task: str, data: str | None, limit: int | None) -> list[dict]:
+def task_rows(task: str, data: str | None, limit: int | None) -> list[dict]:
     """Test rows ``{"id", "prompt", "reference"}``, with the same prompt wording training uses
     (``data.loaders.load_task``): a model fine-tuned on a task is evaluated in its own format."""
     from ..data.loaders import load_task
@@ -121,6 +147,72 @@ def _task_rows(task: str, data: str | None, limit: int | None) -> list[dict]:
     return out[:limit] if limit else out
 
 
+UTILITY_LOG = "generations.jsonl"
+UTILITY_OUTPUTS = ("predictions.jsonl", "verdicts.jsonl", "metrics.json")
+
+
+def score_rows(task: str, rows: Sequence[dict], scorer: str = DEFAULT_SCORER) -> tuple[dict, list[dict], dict]:
+    """Score ``rows`` (``{"id", "completion", "reference"}``) for ``task``.
+
+    Returns ``(metrics, verdicts, reference_file)``: the metrics, one verdict per row
+    (``{"id", "correct", "prediction", "ground_truth", "correct_by": {scorer: bool}}`` for GSM8K/math,
+    ``{"id", "rouge1_f1"}`` for SAMSum) and the predictions in the reference scripts' shape
+    (``{"results": [{"ground_truth": <bare answer or summary>, "completion"}]}``).
+    """
+    if task not in TASKS:
+        raise UserError(f"unknown task '{task}'; expected one of {', '.join(TASKS)}")
+    if scorer not in SCORERS:
+        raise UserError(f"unknown scorer '{scorer}'; expected one of {', '.join(SCORERS)}")
+    completions = [r["completion"] for r in rows]
+    references = [r["reference"] for r in rows]
+    if task in ROUGE_TASKS:
+        metrics = rouge1_scores(completions, references)
+        values = metrics.pop("per_example")
+        verdicts = [{"id": r["id"], "rouge1_f1": v} for r, v in zip(rows, values, strict=True)]
+        truths = [ref.strip() for ref in references]
+    else:
+        metrics = gsm8k_scores(completions, references, scorer)
+        per_example = metrics.pop("per_example")
+        truths = [bare_answer(ref) for ref in references]
+        verdicts = [{"id": r["id"], "correct": per_example[scorer][i],
+                     "prediction": reference_prediction(r["completion"]) if scorer == "reference"
+                     else final_number(r["completion"]),
+                     "ground_truth": truths[i], "correct_by": {name: per_example[name][i] for name in SCORERS}}
+                    for i, r in enumerate(rows)]
+    reference_file = {"results": [{"ground_truth": t, "completion": c} for t, c in zip(truths, completions, strict=True)]}
+    return metrics, verdicts, reference_file
+
+
+def write_utility_outputs(out: Path, metrics: dict, verdicts: list[dict], reference_file: dict) -> None:
+    """``predictions.jsonl`` (the reference shape, one line), ``verdicts.jsonl`` and ``metrics.json``."""
+    import json
+
+    from ..io import atomic_write_json, atomic_write_text, write_records
+
+    atomic_write_text(out / "predictions.jsonl", json.dumps(reference_file, ensure_ascii=False) + "\n")
+    write_records(out / "verdicts.jsonl", verdicts)
+    atomic_write_json(out / "metrics.json", metrics)
+
+
+def utility_provenance(model: dict | None, task: str, rows: Sequence[dict], *, data: str | None,
+                       max_new_tokens: int | None, system_prompt: str | None, scorer: str,
+                       predictions_path: str | None = None, predictions_sha256: str | None = None,
+                       source: dict | None = None) -> dict:
+    from ..provenance import make, records_digest
+
+    if predictions_sha256 is not None:
+        inputs = {"predictions": {"path": predictions_path, "sha256": predictions_sha256, "n": len(rows)}}
+        generation: dict[str, Any] = {}
+    else:
+        inputs = {"test_rows": {"path": data or "built-in math test split", "n": len(rows),
+                                "sha256": records_digest(list(rows), ("id", "prompt", "reference"))}}
+        generation = {"max_new_tokens": max_new_tokens, "system_prompt": system_prompt, "decoding": "greedy",
+                      "template": "auto"}
+        if source:
+            generation["source"] = source
+    return make(f"eval utility {task}", model=model, inputs=inputs, generation=generation, scorer=scorer)
+
+
 def evaluate_utility(
     model,
     tokenizer,
@@ -134,42 +226,59 @@ def evaluate_utility(
     system_prompt: str | None = None,
     progress: bool = True,
     backend: str = "hf",
+    scorer: str = DEFAULT_SCORER,
+    model_identity: dict | None = None,
+    overwrite: bool = False,
+    adopt_unstamped: bool = False,
 ) -> dict[str, Any]:
     """Generate greedy answers for a task's test rows and score them; returns ``metrics.json``.
 
-    Writes ``generations.jsonl`` (resumable, engine format), ``predictions.jsonl`` in the reference
-    format (``ground_truth``, ``completion``) and ``metrics.json`` under ``out_dir``.
+    Writes ``provenance.json``, ``generations.jsonl`` (resumable, engine format) and
+    :func:`write_utility_outputs`' files under ``out_dir``. A folder holding answers made under other
+    settings is refused unless ``overwrite`` (see :func:`lookahead_tuning.analyse.safety.evaluate_safety`).
     """
-    from ..generate.engine import generate, generation_settings
-    from ..io import atomic_write_json, write_records
+    from .. import provenance
+    from ..generate.engine import answer_source, generate, generation_settings
 
     if task not in TASKS:
         raise UserError(f"unknown task '{task}'; expected one of {', '.join(TASKS)}")
-    rows = _task_rows(task, data, limit)
+    if scorer not in SCORERS:
+        raise UserError(f"unknown scorer '{scorer}'; expected one of {', '.join(SCORERS)}")
+    rows = task_rows(task, data, limit)
     if not rows:
         raise UserError("no test rows to evaluate", path=data)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     max_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]
+    prov = utility_provenance(model_identity or provenance.weights_identity(model), task, rows, data=data,
+                              max_new_tokens=max_new, system_prompt=system_prompt, scorer=scorer,
+                              source=answer_source(backend, model))
+    out = Path(out_dir)
+    provenance.claim(out, prov, (UTILITY_LOG,), UTILITY_OUTPUTS, overwrite=overwrite, adopt_unstamped=adopt_unstamped)
     items = [{"id": r["id"], "prompt": r["prompt"], "prefill": None, "reference": r["reference"]} for r in rows]
-    results = generate(model, tokenizer, items, out_path=out / "generations.jsonl", batch_size=batch_size,
+    results = generate(model, tokenizer, items, out_path=out / UTILITY_LOG, batch_size=batch_size,
                        max_new_tokens=max_new, system_prompt=system_prompt, progress=progress, backend=backend)
-    completions = [r["completion"] for r in results]
-    references = [r["reference"] for r in results]
-    if task in ROUGE_TASKS:
-        metrics = rouge1_scores(completions, references)
-        per_example = metrics.pop("per_example")
-    else:
-        metrics = gsm8k_scores(completions, references)
-        per_example = [None] * len(results)
-    write_records(out / "predictions.jsonl", [
-        {"id": r["id"], "ground_truth": r["reference"], "completion": r["completion"],
-         **({"rouge1_f1": s} if s is not None else {})}
-        for r, s in zip(results, per_example, strict=True)
-    ])
+    metrics, verdicts, reference_file = score_rows(task, results, scorer)
     metrics.update({"task": task, "data": str(data) if data else None, "max_new_tokens": max_new,
                     "system_prompt": system_prompt,
                     "generation": generation_settings(model, backend=backend, max_new_tokens=max_new,
-                                                      system_prompt=system_prompt)})
-    atomic_write_json(out / "metrics.json", metrics)
+                                                      system_prompt=system_prompt),
+                    "provenance": prov})
+    write_utility_outputs(out, metrics, verdicts, reference_file)
+    return metrics
+
+
+def score_predictions(path: str | os.PathLike, task: str, *, out_dir: str | Path, scorer: str = DEFAULT_SCORER,
+                      overwrite: bool = False) -> dict[str, Any]:
+    """Score predictions made elsewhere (:func:`read_predictions`), with no model; returns ``metrics.json``."""
+    from .. import provenance
+    from .external import read_predictions
+
+    rows = read_predictions(path)
+    metrics, verdicts, reference_file = score_rows(task, rows, scorer)
+    prov = utility_provenance(None, task, rows, data=None, max_new_tokens=None, system_prompt=None, scorer=scorer,
+                              predictions_path=str(path), predictions_sha256=provenance.file_sha256(path))
+    out = Path(out_dir)
+    provenance.claim(out, prov, (UTILITY_LOG,), UTILITY_OUTPUTS, overwrite=overwrite)
+    metrics.update({"task": task, "data": str(path), "max_new_tokens": None, "system_prompt": None,
+                    "provenance": prov})
+    write_utility_outputs(out, metrics, verdicts, reference_file)
     return metrics

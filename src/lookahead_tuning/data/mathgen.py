@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable
 
 from ..errors import UserError
+from .answers import final_number
 
 Problem = dict[str, str]
 
@@ -354,7 +355,7 @@ def check_solution(solution: str, answer: int) -> None:
     for a, op, b, c in steps:
         if _OPS[op](int(a), int(b)) != int(c):
             raise ValueError(f"wrong step {a} {op} {b} = {c} in {solution!r}")
-    final = solution.rsplit("####", 1)[-1].strip()
+    final = final_number(solution)
     if final != str(answer) or int(steps[-1][3]) != answer:
         raise ValueError(f"final answer {final} does not match computed {answer} in {solution!r}")
 
@@ -394,19 +395,3 @@ def generate_problems(
         seen.add(question)
         problems.append({"question": question, "answer": solution})
     return problems
-
-
-def extract_answer(text: str) -> str | None:
-    """The number after the last ``####``, else the last number in ``text`` (commas and ``$`` dropped)."""
-    if "####" in text:
-        tail = text.rsplit("####", 1)[1]
-        found = re.findall(r"-?\d+(?:\.\d+)?", tail.replace(",", ""))
-        if found:
-            return _canonical(found[0])
-    found = re.findall(r"-?\d+(?:\.\d+)?", text.replace(",", ""))
-    return _canonical(found[-1]) if found else None
-
-
-def _canonical(number: str) -> str:
-    value = float(number)
-    return str(int(value)) if value.is_integer() else str(value)

@@ -99,8 +99,22 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rejudge(args: argparse.Namespace) -> int:
+    from ..analyse.cli import judge_options_from_args
+    from .rejudge import rejudge
+
+    if args.judge is None and args.scorer is None:
+        raise UserError("say what to re-judge with: --judge and/or --scorer")
+    options = judge_options_from_args(args) if args.judge else None
+    started = time.perf_counter()
+    target = rejudge(args.run_dir, judge=args.judge, scorer=args.scorer, judge_options=options, out=args.out,
+                     progress=not args.quiet)
+    _finish(target, started)
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``run``, ``demo`` and ``report``."""
+    """Register ``run``, ``demo``, ``report`` and ``rejudge``."""
     p = subparsers.add_parser("run", help="run an experiment grid from a YAML config (resumable)",
                               description="Train and evaluate every cell of an experiment config; finished cells "
                               "are skipped on a rerun. See docs/experiment.md.")
@@ -119,7 +133,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               "and utility, write a report.")
     d.add_argument("--out", help="run folder (default runs/demo-<timestamp>); an existing one is resumed")
     d.add_argument("--quick", action="store_true", help="fewer examples and steps (minutes; checks the install)")
-    d.add_argument("--full", action="store_true", help="add the baselines constrained-sft and sdft")
+    d.add_argument("--full", action="store_true", help="add the second task (built-in dialogue summaries, ROUGE-1) with the same rows")
     d.add_argument("--gsm8k-dir", help="train and test on real GSM8K from this folder (train.jsonl, test.jsonl)")
     d.add_argument("--dry-run", action="store_true", help="print the plan only")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -128,3 +142,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     r = subparsers.add_parser("report", help="re-render report.md and figures from a run's results.json")
     r.add_argument("run_dir")
     r.set_defaults(func=_report)
+
+    from ..analyse.cli import add_judge_arguments
+    from ..analyse.utility import SCORERS
+
+    j = subparsers.add_parser("rejudge", help="judge a finished run's kept answers again (no model is loaded)",
+                              description="Re-judge every finished cell of RUN_DIR from the answers the cells keep, "
+                              "with another judge and/or scorer, and rewrite its cells, config.yaml, results and "
+                              "report (in place, or into --out).")
+    j.add_argument("run_dir")
+    add_judge_arguments(j, default_text="the run's")
+    j.add_argument("--scorer", choices=SCORERS, default=None, help="GSM8K/math scorer (default: the run's)")
+    j.add_argument("--out", default=None, help="write the re-judged run here instead of rewriting RUN_DIR")
+    j.add_argument("--quiet", action="store_true", help="no progress bars")
+    j.set_defaults(func=_rejudge)

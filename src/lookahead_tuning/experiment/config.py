@@ -159,7 +159,10 @@ class EvalSpec(_Strict):
     harmful_answers: str | None = Field(default=None, description="chat lists for the prefill attack")
     prefill_tokens: PositiveInt = Field(default=3, description="K: harmful-answer tokens prefilled for JSR")
     max_new_tokens: PositiveInt = 64
-    judge: Literal["keyword", "llm", "both"] = "keyword"
+    judge: Literal["keyword-reference", "keyword", "llm", "both"] = Field(
+        default="keyword-reference", description="primary safety judge (every offline judge is recorded too)")
+    scorer: Literal["reference", "numeric"] = Field(
+        default="reference", description="GSM8K/math scorer of the utility column (both are recorded)")
     judge_options: dict[str, Any] = Field(default_factory=dict)
     limit: PositiveInt | None = Field(default=None, description="use the first N harmful prompts")
     batch_size: PositiveInt = 16
@@ -177,18 +180,26 @@ class EvalSpec(_Strict):
         """The settings that decide the evaluations' numbers, as fingerprints hash them.
 
         Keys added after cells were first committed are left out while they hold the value those cells
-        were computed with (``generation`` at its default: transformers here), so the cells still match;
-        a judge URL enters without its credentials (a new key for the same endpoint computes the same
-        numbers).
+        were computed with (``generation`` at its default: transformers here; ``scorer: numeric``, the
+        project scorer the runner used before it had a choice), so those cells keep their fingerprints;
+        any other value changes the fingerprint. A judge URL enters without its credentials (a new key
+        for the same endpoint computes the same numbers); a judge template enters by its content, not
+        only its path.
         """
         from ..redact import redact_url
 
         values = self.model_dump()
         if self.generation == GenerationSpec():
             values.pop("generation")
-        url = values["judge_options"].get("url")
+        if values["scorer"] == "numeric":
+            del values["scorer"]
+        options = values.get("judge_options") or {}
+        url = options.get("url")
         if isinstance(url, str) and redact_url(url) != url:
-            values["judge_options"] = {**values["judge_options"], "url": redact_url(url)}
+            values["judge_options"] = options = {**options, "url": redact_url(url)}
+        template = options.get("template")
+        if template and Path(str(template)).is_file():
+            values["judge_template_sha256"] = hashlib.sha256(Path(str(template)).read_bytes()).hexdigest()
         return values
 
 
@@ -316,6 +327,9 @@ class _JudgeOptions(_Strict):
     timeout: Positive | None = None
     temperature: JudgeTemperature | None = None
     max_tokens: PositiveInt | None = None
+    template: str | None = Field(default=None, description="a text file with {instruction} and {response}")
+    score_line: str | None = Field(default=None, description="any | thescore | a regular expression with one group")
+    unsafe_threshold: int | None = Field(default=None, ge=1, le=5, description="scores from this value up are unsafe")
 
 
 def _check_judge_options(options: dict[str, Any], judge: str) -> None:
@@ -328,6 +342,14 @@ def _check_judge_options(options: dict[str, Any], judge: str) -> None:
     except ValidationError as exc:
         raise ValueError(explain(exc, None, prefix="eval.judge_options.").message) from None
     register_url(checked.url)
+    if checked.template is not None:
+        from ..judge.llm import load_template
+
+        load_template(checked.template)
+    if checked.score_line is not None:
+        from ..judge.llm import score_parser
+
+        score_parser(checked.score_line)
     if judge in ("llm", "both"):
         missing = [k for k in ("url", "model") if not getattr(checked, k)]
         if missing:

@@ -36,7 +36,7 @@ from ..errors import UserError
 from ..io import read_json
 from .config import Cell, ExperimentConfig, TaskSpec, plan_cells
 
-CELL_VERSION = 1
+CELL_VERSION = 2  # 2: cells keep their answers, every instrument's rates and their provenance
 SEED_WORK = "seed-model"  # the seed's safety evals are shared by every task's seed cell
 
 
@@ -327,12 +327,95 @@ def eval_generator(cfg: ExperimentConfig, model: Any, model_path: str, folder: P
     with served(command, f"http://127.0.0.1:{port}/v1", log_path=folder / "server.log", env=gen.env,
                 startup_timeout=gen.startup_timeout) as server:
         yield OpenAIEndpoint(server.base_url, SERVED_NAME, concurrency=gen.concurrency,
-                             timeout=gen.request_timeout, max_retries=gen.max_retries), "openai"
+                             timeout=gen.request_timeout, max_retries=gen.max_retries,
+                             serves_own_weights=True), "openai"
+def pack_answers(answers: dict[str, Any]) -> dict[str, str]:
+    """A cell's answers, compressed (zlib, base64) so cell files stay small enough to commit."""
+    import base64
+    import zlib
+
+    raw = json.dumps(answers, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    return {"encoding": "json+zlib+base64", "data": base64.b64encode(zlib.compress(raw, 9)).decode("ascii")}
+
+
+def unpack_answers(block: dict[str, str]) -> dict[str, Any]:
+    """The inverse of :func:`pack_answers`."""
+    import base64
+    import zlib
+
+    if not isinstance(block, dict) or block.get("encoding") != "json+zlib+base64":
+        raise ValueError("unknown answers encoding")
+    return json.loads(zlib.decompress(base64.b64decode(block["data"])).decode("utf-8"))
+
+
+def safety_answers(eval_dir: Path) -> list[dict]:
+    """What a cell keeps of a safety evaluation: each prompt and the answer the judges saw."""
+    from ..io import iter_records
+
+    keep = ("id", "instruction", "category", "prefill", "completion")
+    return [{k: r.get(k) for k in keep} for r in iter_records(eval_dir / "generations.jsonl", "jsonl")]
+
+
+def utility_answers(eval_dir: Path, kind: str) -> list[dict]:
+    """What a cell keeps of a utility evaluation: each completion and its reference (GSM8K/math: the bare
+    answer, all any scorer reads; SAMSum: the reference summary)."""
+    from ..analyse.utility import ROUGE_TASKS, bare_answer
+    from ..io import iter_records
+
+    rows = iter_records(eval_dir / "generations.jsonl", "jsonl")
+    return [{"id": r["id"], "completion": r["completion"],
+             "reference": r["reference"] if kind in ROUGE_TASKS else bare_answer(r["reference"])} for r in rows]
+
+
+def instrument_rates(safety_metrics: dict | None) -> dict[str, Any] | None:
+    """Every judge's rate of one safety evaluation (the primary is also the cell's ``rsr``/``jsr``)."""
+    if safety_metrics is None:
+        return None
+    return {name: _rate(summary) for name, summary in (safety_metrics.get("judges") or {}).items()}
+
+
+def utility_block(metrics: dict | None) -> dict[str, Any] | None:
+    if metrics is None:
+        return None
+    return {"score": metrics.get("score"), "metric": metrics.get("metric"), "n": metrics.get("n"),
+            "ci95": metrics.get("ci95"), "fallback_accuracy": metrics.get("fallback_accuracy"),
+            "scorer": metrics.get("scorer")}
+
+
+def utility_instruments(metrics: dict | None) -> dict[str, Any] | None:
+    """Every scorer's accuracy of one utility evaluation (SAMSum has one metric: ROUGE-1)."""
+    if metrics is None:
+        return None
+    if "scorers" not in metrics:
+        return {metrics.get("metric", "score"): {"score": metrics.get("score"), "n": metrics.get("n"),
+                                                 "ci95": metrics.get("ci95")}}
+    return {name: {"score": v["accuracy"], "k": v["correct"], "n": metrics.get("n"), "ci95": v["ci95"]}
+            for name, v in metrics["scorers"].items()}
+
+
+def eval_provenance(cfg: ExperimentConfig, model_identity: dict, seed_identity: dict | None,
+                    harmful: tuple[list[dict], list[list[dict]] | None]) -> dict[str, Any]:
+    """A cell's provenance: its model and seed (file hashes), the safety inputs, the settings, the judge."""
+    from ..provenance import make, records_digest, sha256_json
+
+    ev = cfg.eval
+    items, answers = harmful
+    return make("cell", model=model_identity, seed_model=seed_identity,
+                inputs={"safety_prompts": {"path": ev.safety or "built-in held-out harmful set", "n": len(items),
+                                           "sha256": records_digest(items, ("id", "instruction"))},
+                        "harmful_answers": {"path": ev.harmful_answers or ("built-in harmful answers"
+                                                                           if ev.safety is None else None),
+                                            "sha256": None if answers is None else sha256_json(answers)}},
+                generation={"max_new_tokens": ev.max_new_tokens, "prefill_tokens": ev.prefill_tokens,
+                            "system_prompt": ev.system_prompt, "limit": ev.limit, "decoding": "greedy"},
+                judge={"name": ev.judge, "options_sha256": sha256_json(ev.judge_options) if ev.judge_options else None},
+                scorer=ev.scorer)
 
 
 def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[str, Any]:
     """Train and evaluate one cell, write ``cells/<cell_id>.json`` and return its content."""
     from ..io import atomic_write_json
+    from ..provenance import model_identity
 
     cfg, ev = ctx.cfg, ctx.cfg.eval
     task = task_spec(cfg, cell.task)
@@ -340,27 +423,32 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
     claim_work(work, cell.fingerprint(cfg))
     started = time.perf_counter()
     summary: dict[str, Any] | None = None
+    seed_identity = model_identity(ctx.seed_path())
     if cell.method == "seed":
         model, tokenizer = ctx.seed_model()
         safety_work = ctx.work / SEED_WORK
         claim_work(safety_work, _stamp({"model": cfg.model.model_dump(), "eval": ev.identity()}))
         model_path = ctx.seed_path()
+        identity = seed_identity
     else:
         run_dir = work / "train"
         summary = _train_cell(ctx, cell, run_dir)
         model, tokenizer = load_for_eval(str(run_dir))
         safety_work = work
         model_path = str(run_dir)
+        identity = model_identity(run_dir)
 
     from ..analyse.safety import evaluate_overrefusal, evaluate_safety
 
     items, answers = ctx.harmful()
     system_prompt = cell.eval_system_prompt(cfg)  # PTST evaluates with its safety system prompt
     utility = jsr = over = None
+    # adopt_unstamped: work folders from before provenance records are vouched for by claim_work's fingerprint
+    own = {"model_identity": identity, "adopt_unstamped": True, "progress": ctx.progress}
     with eval_generator(cfg, model, model_path, work) as (generator, backend):
         common = {"judge": ev.judge, "limit": ev.limit, "batch_size": ev.batch_size,
                   "max_new_tokens": ev.max_new_tokens, "system_prompt": system_prompt,
-                  "judge_options": ev.judge_options or None, "progress": ctx.progress, "backend": backend}
+                  "judge_options": ev.judge_options or None, "backend": backend, **own}
         rsr = evaluate_safety(generator, tokenizer, items=items, out_dir=safety_work / "rsr", **common)
         if answers is not None:
             jsr = evaluate_safety(generator, tokenizer, items=items, prefills=answers,
@@ -371,12 +459,12 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
             utility = evaluate_utility(generator, tokenizer, task.kind, data=task.test, out_dir=work / "utility",
                                        limit=task.n_test, batch_size=ev.batch_size,
                                        max_new_tokens=task.max_new_tokens, system_prompt=system_prompt,
-                                       progress=ctx.progress, backend=backend)
+                                       scorer=ev.scorer, backend=backend, **own)
         if ev.overrefusal:
             over = evaluate_overrefusal(generator, tokenizer, out_dir=safety_work / "overrefusal",
                                         limit=ev.overrefusal_limit, batch_size=ev.batch_size,
                                         max_new_tokens=ev.max_new_tokens, system_prompt=system_prompt,
-                                        progress=ctx.progress, backend=backend)
+                                        backend=backend, **own)
     kl = None
     if cell.method != "seed" and answers is not None:
         from ..analyse.kl import per_position_kl
@@ -388,6 +476,10 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
                              system_prompt=system_prompt)
         kl = [None if v != v else v for v in kl]  # NaN (no pair that long) is not JSON
 
+    kept = {"rsr": safety_answers(safety_work / "rsr"),
+            "jsr": safety_answers(safety_work / "jsr") if jsr is not None else None,
+            "utility": utility_answers(work / "utility", task.kind) if utility is not None else None,
+            "system_prompt": system_prompt}
     result: dict[str, Any] = {
         "version": CELL_VERSION,
         "cell_id": cell.cell_id,
@@ -400,15 +492,19 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
         "sweep": dict(cell.sweep),
         "train": {k: v for k, v in cell.train.items()},
         "model_path": model_path,
+        "judge": ev.judge,
+        "scorer": ev.scorer,
         "rsr": _rate(rsr),
         "jsr": _rate(jsr),
-        "utility": None if utility is None else {
-            "score": utility.get("score"), "metric": utility.get("metric"), "n": utility.get("n"),
-            "ci95": utility.get("ci95"), "fallback_accuracy": utility.get("fallback_accuracy")},
+        "utility": utility_block(utility),
+        "instruments": {"rsr": instrument_rates(rsr), "jsr": instrument_rates(jsr),
+                        "utility": utility_instruments(utility)},
         "overrefusal": _rate(over, "refusal_rate"),
         "kl": kl,
         "rsr_verdicts": _verdicts(safety_work / "rsr"),
         "jsr_verdicts": _verdicts(safety_work / "jsr") if jsr is not None else {},
+        "answers": pack_answers(kept),
+        "provenance": eval_provenance(cfg, identity, seed_identity, (items, answers)),
         "cost": None if summary is None else {
             "train_seconds": summary.get("train_seconds"),
             "total_seconds": summary.get("total_seconds"),

@@ -35,6 +35,21 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
                    help="openai: retries of a failed request, with exponential backoff (default 4)")
 
 
+def _endpoint(args: argparse.Namespace):
+    from .openai_backend import OpenAIEndpoint
+
+    return OpenAIEndpoint(args.base_url, args.served_model, api_key_env=args.api_key_env,
+                          concurrency=args.concurrency, timeout=args.request_timeout, max_retries=args.max_retries)
+
+
+def source_from_args(args: argparse.Namespace) -> dict | None:
+    """:func:`~.engine.answer_source` of the backend the flags choose, before anything is loaded."""
+    from .engine import answer_source
+
+    backend = getattr(args, "backend", "hf")
+    return answer_source(backend, _endpoint(args) if backend == "openai" else None)
+
+
 def load_generator(args: argparse.Namespace):
     """``(model, tokenizer)`` for :func:`generate` as ``--backend`` says: weights loaded here (hf), a
     path for vLLM to load, or an :class:`OpenAIEndpoint` (only the tokenizer is loaded here)."""
@@ -44,12 +59,7 @@ def load_generator(args: argparse.Namespace):
         raise UserError(f"{given[0]} is for --backend openai (the backend is {backend})")
     trust = getattr(args, "trust_remote_code", False)
     if backend == "openai":
-        from .openai_backend import OpenAIEndpoint
-
-        endpoint = OpenAIEndpoint(args.base_url, args.served_model, api_key_env=args.api_key_env,
-                                  concurrency=args.concurrency, timeout=args.request_timeout,
-                                  max_retries=args.max_retries)
-        return endpoint, load_tokenizer(args.model, trust_remote_code=trust)
+        return _endpoint(args), load_tokenizer(args.model, trust_remote_code=trust)
     if backend == "vllm":  # vLLM loads the weights itself, from the path or id
         return args.model, load_tokenizer(args.model, trust_remote_code=trust)
     return load_model_from_args(args)
@@ -121,6 +131,35 @@ def attach_prefills(rows: list[dict], prefill_path: str, k: int, tokenizer) -> N
         row["prefill"] = prefill_text(tokenizer, answer, k)
 
 
+def provenance_file(out: str | os.PathLike) -> Path:
+    """Where ``generate --out answers.jsonl`` records what produced it: ``answers.provenance.json``."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".jsonl") + ".provenance.json")
+
+
+def generation_provenance(args: argparse.Namespace, rows: list[dict]) -> dict:
+    """Model identity (from its files), the prompts and prefills, and every setting that decides the answers."""
+    from .. import provenance
+    from ..models import check_model
+
+    if args.backend == "hf":
+        check_model(args.model, allow_pickle=args.allow_pickle)
+    inputs = {"prompts": {"path": str(args.prompts), "n": len(rows),
+                          "sha256": provenance.records_digest(rows, ("id", "prompt"))}}
+    if args.prefill_file:
+        inputs["prefills"] = {"path": str(args.prefill_file), "sha256": provenance.file_sha256(args.prefill_file)}
+    generation = {"max_new_tokens": args.max_new_tokens, "sample": args.sample,
+                  "temperature": 1.0 if args.temperature is None else args.temperature,
+                  "top_p": 1.0 if args.top_p is None else args.top_p, "seed": args.seed,
+                  "chat_template": args.chat_template, "system_prompt": args.system_prompt,
+                  "prefill_tokens": args.prefill_tokens, "backend": args.backend}
+    source = source_from_args(args)
+    if source:
+        generation["source"] = source
+    return provenance.make("generate", model=provenance.model_identity(args.model), inputs=inputs,
+                           generation=generation)
+
+
 def run(args: argparse.Namespace) -> int:
     if (args.prefill_file is None) != (args.prefill_tokens is None):
         raise UserError("--prefill-file and --prefill-tokens go together")
@@ -132,9 +171,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("the output must be a .jsonl file (it is appended to as answers finish)", path=args.out)
     refuse_overwrite([("--out", args.out)], [("--prompts", args.prompts), ("--prefill-file", args.prefill_file)])
     rows = read_prompts(args.prompts)  # validate inputs before the (slow) model load
+    from .. import provenance
+
+    sidecar = provenance_file(args.out)
+    wanted = generation_provenance(args, rows)
+    provenance.check_resume(Path(args.out).parent, wanted, (Path(args.out).name,), overwrite=args.overwrite,
+                            name=sidecar.name)
     model, tokenizer = load_generator(args)
     if args.prefill_file:
         attach_prefills(rows, args.prefill_file, args.prefill_tokens, tokenizer)
+    provenance.claim(Path(args.out).parent, wanted, (Path(args.out).name,), overwrite=args.overwrite, name=sidecar.name)
     already = 0
     if os.path.exists(args.out):
         from ..io import JsonlLog
@@ -163,7 +209,8 @@ def add_parser(subparsers) -> None:
     add_model_arguments(p)
     p.add_argument("--prompts", required=True,
                    help="prompt file: JSONL with 'instruction' or 'prompt' (text or messages), or .txt, one per line")
-    p.add_argument("--out", required=True, help="output JSONL (resumed if it exists)")
+    p.add_argument("--out", required=True, help="output JSONL (resumed if it exists and was made with the same "
+                   "model, prompts and settings; OUT's .provenance.json beside it says what made it)")
     p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=16)
     p.add_argument("--max-batch-tokens", type=POSITIVE_INT, default=DEFAULT_MAX_BATCH_TOKENS,
@@ -178,5 +225,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-p", type=TOP_P, default=None, help="with --sample (default 1.0)")
     p.add_argument("--seed", type=SEED, default=0)
     add_backend_arguments(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="start OUT afresh even if it holds answers made with other settings (refused otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)

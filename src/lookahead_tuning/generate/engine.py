@@ -178,6 +178,20 @@ def _generate_vllm(model, tokenizer, batches: list[list[dict]], encoded: dict[st
                    "finish_reason": reason, "completion_tokens": len(new_ids)})
 
 
+def answer_source(backend: str = "hf", model=None) -> dict[str, Any] | None:
+    """Where the answers come from when it is not the ``--model`` weights themselves: for the ``openai``
+    backend the server (public URL, served model), which provenance records so that answers a folder
+    holds from one server are never resumed as another's. ``None`` for ``hf`` and ``vllm`` (both load
+    ``--model``, which the model identity already names)."""
+    if backend != "openai":
+        return None
+    from ..endpoint import public_url
+
+    if getattr(model, "serves_own_weights", False):
+        return {"backend": "openai", "served": "the model's own weights, by a server started for this run"}
+    return {"backend": "openai", "base_url": public_url(model.base_url), "served_model": model.served_model}
+
+
 def generation_settings(model=None, *, backend: str = "hf", max_new_tokens: int = 64, do_sample: bool = False,
                         temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, template: str = "auto",
                         system_prompt: str | None = None) -> dict[str, Any]:

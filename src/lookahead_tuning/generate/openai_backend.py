@@ -43,6 +43,9 @@ class OpenAIEndpoint:
     timeout: float = 600.0
     max_retries: int = 4
     backoff: float = 1.0
+    # The server was started by this process on the weights the caller names itself (the experiment
+    # runner's per-cell server), so its port-of-the-day URL says nothing about what answered.
+    serves_own_weights: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", check_base_url(self.base_url, "--base-url"))

@@ -87,7 +87,24 @@ def aggregate_entry(cells: list[dict]) -> dict[str, Any]:
     entry["peak_cuda_mb"] = max((c["peak_cuda_mb"] for c in costs if c.get("peak_cuda_mb")), default=None)
     entry["utility_metric"] = next(((c.get("utility") or {}).get("metric") for c in cells if c.get("utility")),
                                    None)
+    entry["instruments"] = instrument_means(cells)
     return entry
+
+
+def instrument_means(cells: list[dict]) -> dict[str, dict[str, float | None]]:
+    """``{metric: {judge or scorer: mean over the cells}}`` from the cells' ``instruments`` (cells made
+    before every instrument was recorded contribute nothing)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for metric in METRICS:
+        names: list[str] = []
+        for c in cells:
+            for name in ((c.get("instruments") or {}).get(metric) or {}):
+                if name not in names:
+                    names.append(name)
+        key = "score" if metric == "utility" else "rate"
+        out[metric] = {name: _mean((((c.get("instruments") or {}).get(metric) or {}).get(name) or {}).get(key)
+                                   for c in cells) for name in names}
+    return out
 
 
 def aggregate(cell_results: Iterable[dict], primary_task: str, task_order: Sequence[str] | None = None
@@ -182,6 +199,27 @@ def main_table(results: dict) -> str:
             ci = e.get("ci95") or {}
             cells += [pct_ci(e.get(m), ci.get(m), show) for m in METRICS] + [pct(_avg(e))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def instruments_table(results: dict) -> str:
+    """The primary task's utility, RSR and JSR under every recorded instrument, one column each ("" when
+    the cells recorded only one instrument per metric: nothing to compare)."""
+    models = results.get("models", {})
+    columns: list[tuple[str, str]] = []
+    for metric in METRICS:
+        for entry in models.values():
+            for name in (entry.get("instruments") or {}).get(metric) or {}:
+                if (metric, name) not in columns:
+                    columns.append((metric, name))
+    if all(sum(m == metric for m, _ in columns) < 2 for metric in METRICS):
+        return ""
+    label = {"utility": "Utility", "rsr": "RSR", "jsr": "JSR"}
+    lines = ["| Method | " + " | ".join(f"{label[m]} ({n})" for m, n in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for name in sorted(models, key=_name_key):
+        inst = models[name].get("instruments") or {}
+        lines.append(f"| {name} | " + " | ".join(pct((inst.get(m) or {}).get(n)) for m, n in columns) + " |")
     return "\n".join(lines)
 
 

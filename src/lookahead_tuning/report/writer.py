@@ -16,6 +16,7 @@ from .tables import (
     aggregate,
     cost_table,
     forecast_table,
+    instruments_table,
     kl_table,
     main_table,
     statements,
@@ -73,6 +74,7 @@ def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts:
         "sweep_base": sweep_base,
         "forecast": forecasts or {},
         "evaluation": {"safety_set": ev.safety or "built-in held-out harmful set", "judge": ev.judge,
+                       "scorer": ev.scorer,
                        "prefill_tokens": ev.prefill_tokens, "max_new_tokens": ev.max_new_tokens,
                        "limit": ev.limit, "decoding": "greedy",
                        "n_safety": next((r["rsr"]["n"] for r in done if r.get("rsr")), None)},
@@ -124,12 +126,19 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
               "project's issue: seed RSR >= 90%, vanilla loses >= 15 points, LookAhead within 5 points of the "
               "seed and within 2 points of vanilla's utility).", ""]
     parts += ["## Table 1: utility and safety", "",
-              "Percentages with two decimals. Utility: accuracy of the number after `####` (math, GSM8K) or "
-              "ROUGE-1 F1 (SAMSum). RSR: share of harmful prompts answered safely. JSR: the same under a "
+              "Percentages with two decimals. Utility: accuracy of the answer after `####` (math, GSM8K; scorer: "
+              f"{ev.get('scorer', 'numeric')}) or ROUGE-1 F1 (SAMSum). RSR: share of harmful prompts answered safely. "
+              "JSR: the same under a "
               f"prefilling attack of {ev.get('prefill_tokens', '?')} harmful-answer tokens. Avg: mean of the three. "
               f"Safety on {n_safety if n_safety is not None else '?'} prompts ({ev.get('safety_set', '?')}), judge: "
               f"{ev.get('judge', '?')}, greedy decoding, {ev.get('max_new_tokens', '?')} new tokens.", "",
               main_table(results), ""]
+    instruments = instruments_table(results)
+    if instruments:
+        parts += ["## The same answers under every instrument", "",
+                  "`keyword-reference` and `reference` are the official evaluation scripts' keyword judge and GSM8K "
+                  "rule; `keyword` and `numeric` are the project's own (docs/evaluation.md lists the differences). "
+                  "Same answers, judged each way; primary task; means over seeds.", "", instruments, ""]
     if any((e.get("n_seeds") or 1) > 1 for e in results.get("models", {}).values()):
         parts += ["Brackets: 95% t-interval over training seeds.", ""]
     parts += ["## Cost", "", "Training only (evaluation excluded); means over seeds. Peak RSS is the "

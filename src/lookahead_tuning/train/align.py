@@ -125,8 +125,12 @@ def _evaluate(folder: Path, *, quiet: bool = False) -> dict:
     from ..models import load_model
 
     model, tokenizer = load_model(str(folder / "model"))
-    rsr = evaluate_safety(model, tokenizer, out_dir=folder / "eval-rsr", progress=not quiet)
-    over = evaluate_overrefusal(model, tokenizer, out_dir=folder / "eval-overrefusal", progress=not quiet)
+    # The acceptance rule (RSR >= 90%) was set on the project keyword judge: keep measuring with it. The
+    # cache folder's name hashes the seed's settings and data, which vouches for answers found there.
+    rsr = evaluate_safety(model, tokenizer, judge="keyword", out_dir=folder / "eval-rsr", progress=not quiet,
+                          adopt_unstamped=True)
+    over = evaluate_overrefusal(model, tokenizer, out_dir=folder / "eval-overrefusal", progress=not quiet,
+                                adopt_unstamped=True)
     report = {"rsr": rsr["safe_rate"], "rsr_ci95": rsr.get("ci95"), "n_harmful": rsr["n"],
               "overrefusal": over["refusal_rate"], "overrefusal_ci95": over.get("ci95"),
               "n_benign": over["n"]}

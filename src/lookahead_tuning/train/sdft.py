@@ -8,10 +8,10 @@ made to end with ``#### N`` so utility scoring reads them like gold answers.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
+from ..data.answers import MARKER, final_number
 from ..errors import UserError
 
 REWRITES_FILE = "sdft_rewrites.jsonl"
@@ -22,30 +22,14 @@ REWRITE_INSTRUCTION = (
 )
 GSM8K_SUFFIX = " Finish with a last line of the form '#### N', where N is the final number."
 
-_FINAL = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def _normalise_number(text: str) -> str:
-    text = text.replace(",", "").strip()
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
-
-
 def gold_final_number(answer: str) -> str | None:
     """N of a GSM8K-style answer ending ``#### N`` (None for other answers)."""
-    match = _FINAL.search(answer)
-    return _normalise_number(match.group(1)) if match else None
+    return final_number(answer)
 
 
 def rewrite_final_number(text: str) -> str | None:
     """The number a rewrite ends on: after ``####`` when present, else the last number in the text."""
-    match = _FINAL.search(text)
-    if match:
-        return _normalise_number(match.group(1))
-    numbers = _NUMBER.findall(text)
-    return _normalise_number(numbers[-1]) if numbers else None
+    return final_number(text, fallback_last=True)
 
 
 def rewrite_prompt(instruction: str, gold: str) -> str:
@@ -65,7 +49,7 @@ def accept_rewrite(gold: str, rewrite: str) -> str | None:
         return rewrite
     if rewrite_final_number(rewrite) != target:
         return None
-    body = _FINAL.split(rewrite, maxsplit=1)[0].rstrip() if "####" in rewrite else rewrite
+    body = rewrite.split(MARKER, 1)[0].rstrip()
     return f"{body}\n#### {target}"
 
 

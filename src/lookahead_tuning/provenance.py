@@ -1,0 +1,215 @@
+"""What produced an output: model identity, input hashes, generation and judge settings.
+
+Every output folder of ``generate``, ``eval *``, ``analyze kl`` (and every experiment cell) records a
+``provenance.json``. A command that would *resume* into a folder — reuse answers already generated
+there — first compares what it is about to do with what the folder says it holds, and refuses with
+one line naming the first difference (``--overwrite`` redoes the work instead). Without this, a rerun
+with another model or another token budget silently reported the old run's answers as its own.
+
+**Model identity** is a hash of the files that decide a model's outputs, computed without loading it
+(so a mismatch is refused before minutes of loading): the config, tokenizer and chat-template files in
+full, and each weight file by its name, its size, its full safetensors header (tensor names, dtypes,
+shapes, offsets) and 64 blocks of 64 KiB spread evenly over the file (all of it when it is smaller
+than 16 MiB). Reading ~4 MiB takes milliseconds even for a 14 GB model. Any retraining changes
+essentially every tensor and so every block; what this does *not* catch is an edit confined to bytes
+between the sampled blocks. A LoRA adapter is identified by its own files plus its base model's
+identity; a hub id by its name only (``"verified": false``). A model object with no files behind it
+(library use) is identified by a strided sample of every parameter (:func:`weights_identity`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+PROVENANCE_FILE = "provenance.json"
+IDENTITY_METHOD = "files-sampled-sha256-v1"
+FULL_HASH_LIMIT = 16 * 1024 * 1024
+BLOCKS = 64
+BLOCK_SIZE = 64 * 1024
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+_MODEL_FILES = {"config.json", "generation_config.json", "adapter_config.json", "tokenizer.json",
+                "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+                "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json"}
+
+
+def sha256_json(obj: Any) -> str:
+    """Hash of a JSON-able value (keys sorted), for settings and lists of records."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a whole file (data files: prompts, answers, test sets)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a whole small file, or of a large file's header and evenly spaced blocks."""
+    size = path.stat().st_size
+    h = hashlib.sha256(f"{path.name}\0{size}\0".encode())
+    with open(path, "rb") as fh:
+        if size <= FULL_HASH_LIMIT:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+            return h.hexdigest()
+        if path.suffix == ".safetensors":  # the header holds every tensor's name, dtype, shape and offset
+            (length,) = struct.unpack("<Q", fh.read(8))
+            h.update(fh.read(min(length, 100 * 1024 * 1024)))
+        for i in range(BLOCKS):  # the first block starts the file, the last one ends it
+            fh.seek((size - BLOCK_SIZE) * i // (BLOCKS - 1))
+            h.update(fh.read(BLOCK_SIZE))
+    return h.hexdigest()
+
+
+def _folder_digest(folder: Path) -> str:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and (
+        p.name in _MODEL_FILES or (p.suffix in _WEIGHT_SUFFIXES and not p.name.startswith("training_args"))
+        or p.name.endswith(".index.json")))
+    if not files:
+        raise UserError("no model files to identify (config, tokenizer or weights)", path=str(folder))
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.name}\0{_file_digest(p)}\n".encode())
+    return h.hexdigest()
+
+
+def model_identity(name: str | os.PathLike) -> dict[str, Any]:
+    """``{"name", "kind", "sha256", "method", "verified", "base"?}`` of a ``--model`` value, without loading it."""
+    from .models import resolve_model
+
+    src = resolve_model(name)
+    out: dict[str, Any] = {"name": str(name), "kind": src.kind, "method": IDENTITY_METHOD}
+    if src.kind == "hub":
+        return {**out, "sha256": None, "verified": False}
+    if src.kind == "gguf":
+        digest = _file_digest(Path(src.path) / str(src.gguf_file))
+    else:
+        digest = _folder_digest(Path(src.path))
+    if src.kind == "adapter":
+        base = model_identity(str(src.base))
+        out["base"] = base
+        digest = sha256_json([digest, base.get("sha256") or base["name"]])
+    return {**out, "sha256": digest, "verified": src.kind != "adapter" or out["base"]["verified"]}
+
+
+def weights_identity(model: Any) -> dict[str, Any]:
+    """Identity of an in-memory model: every parameter's name, shape, dtype and a strided sample of at
+    most 4096 of its values (for library calls that pass a model object without a path)."""
+    h = hashlib.sha256()
+    for pname, param in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        flat = param.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes()
+        h.update(f"{pname}\0{tuple(param.shape)}\0{param.dtype}\0".encode())
+        h.update(sample)
+    return {"name": type(model).__name__, "kind": "in-memory", "sha256": h.hexdigest(),
+            "method": "parameters-sampled-sha256-v1", "verified": True}
+
+
+def records_digest(rows: list[dict], keys: tuple[str, ...]) -> str:
+    """Hash of the given keys of each row, in order (the prompts a run answered, the rows it scored)."""
+    return sha256_json([[row.get(k) for k in keys] for row in rows])
+
+
+def make(kind: str, *, model: dict | None = None, inputs: dict[str, Any] | None = None,
+         generation: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:
+    """A provenance record. ``inputs``: ``{name: {"sha256", "path"?, "n"?}}``; ``generation``: the
+    settings that decide the answers; other sections (``judge``, ``scorer``, ...) are recorded only."""
+    from . import __version__
+
+    return {"kind": kind, "tool": f"lookahead-tuning {__version__}", "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "model": model, "inputs": inputs or {}, "generation": generation or {}, **sections}
+
+
+def _resume_view(prov: dict) -> dict[str, Any]:
+    """The parts that must agree before answers in a folder are reused (not the judge: judging reruns)."""
+    model = prov.get("model") or {}
+    view: dict[str, Any] = {"model": model.get("sha256") or model.get("name")}
+    for name, spec in sorted((prov.get("inputs") or {}).items()):
+        view[f"inputs.{name}"] = spec.get("sha256") if isinstance(spec, dict) else spec
+    for key, value in sorted((prov.get("generation") or {}).items()):
+        view[f"generation.{key}"] = value
+    return view
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:28] + "..." + text[-28:]
+
+
+def difference(stored: dict, wanted: dict) -> str | None:
+    """The first setting on which two provenance records disagree, as words; ``None`` when they agree."""
+    a, b = _resume_view(stored), _resume_view(wanted)
+    for key in sorted(set(a) | set(b), key=lambda k: (k != "model", k)):
+        if a.get(key) != b.get(key):
+            if key == "model":
+                old, new = stored.get("model") or {}, wanted.get("model") or {}
+                return (f"another model (this folder: {old.get('name')} sha256 {str(a.get(key))[:12]}; "
+                        f"now: {new.get('name')} sha256 {str(b.get(key))[:12]})")
+            return f"{key} = {_show(a.get(key))} in this folder, {_show(b.get(key))} now"
+    return None
+
+
+def read(folder: str | os.PathLike, name: str = PROVENANCE_FILE) -> dict | None:
+    path = Path(folder) / name
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"unreadable provenance ({exc}); pass --overwrite to redo the work", path=str(path)) from None
+    return obj if isinstance(obj, dict) else None
+
+
+def check_resume(folder: str | os.PathLike, wanted: dict, resumable: tuple[str, ...], *,
+                 overwrite: bool = False, name: str = PROVENANCE_FILE, adopt_unstamped: bool = False) -> None:
+    """Refuse (read-only check) to reuse ``resumable`` files in ``folder`` made under other settings.
+
+    No resumable file there: nothing to reuse, fine. Files but no provenance (an older version or
+    another tool made them): refused too, unless ``adopt_unstamped`` (the experiment runner, whose own
+    settings fingerprint already vouches for its work folders).
+    """
+    if overwrite:
+        return
+    folder = Path(folder)
+    present = [f for f in resumable if (folder / f).exists()]
+    if not present:
+        return
+    stored = read(folder, name)
+    if stored is None:
+        if adopt_unstamped:
+            return
+        raise UserError(f"holds {present[0]} but no {name} saying what made it; pass --overwrite to redo the "
+                        "work or choose another output", path=str(folder))
+    diff = difference(stored, wanted)
+    if diff is not None:
+        raise UserError(f"was made with {diff}; its answers are not reused: pass --overwrite to redo them "
+                        "or choose another output", path=str(folder))
+
+
+def claim(folder: str | os.PathLike, wanted: dict, resumable: tuple[str, ...], outputs: tuple[str, ...] = (), *,
+          overwrite: bool = False, name: str = PROVENANCE_FILE, adopt_unstamped: bool = False) -> None:
+    """:func:`check_resume`, then (``overwrite``) delete the files this command writes, then record ``wanted``."""
+    from .io import atomic_write_json
+
+    check_resume(folder, wanted, resumable, overwrite=overwrite, name=name, adopt_unstamped=adopt_unstamped)
+    folder = Path(folder)
+    if overwrite:
+        for f in (*resumable, *outputs, name):
+            (folder / f).unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / name, wanted)
