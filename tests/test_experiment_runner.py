@@ -87,7 +87,7 @@ def test_run_contract_and_resume(tmp_path, tiny_model_dir, monkeypatch):
 
     report = (run_dir / "report.md").read_text()
     assert "| Method | math Utility | math RSR | math JSR | math Avg |" in report
-    assert "| lookahead-real |" in report and "## Cost" in report
+    assert "| LookAhead real |" in report and "## Cost" in report
     assert "lookahead-tuning run x" in report
     assert (run_dir / "figures" / "kl.png").is_file()
     csv_lines = (run_dir / "results.csv").read_text().splitlines()

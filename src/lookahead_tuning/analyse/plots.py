@@ -33,24 +33,39 @@ def save_figure(fig, path: str | Path) -> None:
             os.unlink(tmp)
 
 
+def series_colors(n: int) -> list:
+    """``n`` distinct colours: matplotlib's tab10 up to ten series; up to twenty, tab20's ten dark shades and then
+    its ten light ones (so neighbouring bars never get two shades of one hue); past that a continuous map."""
+    plt = pyplot()
+    if n <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(n)]
+    if n <= 20:
+        return [plt.get_cmap("tab20")(i) for i in (*range(0, 20, 2), *range(1, 20, 2))[:n]]
+    return [plt.get_cmap("viridis")(i / (n - 1)) for i in range(n)]
+
+
 def grouped_bars(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str, ylabel: str,
                  title: str = "") -> None:
-    """One group of bars per position (1..k), one bar per series; NaN values are left out."""
+    """One group of bars per position (1..k), one bar per series, each series its own colour; NaN values are
+    left out. Past four series the legend moves outside the axes so it never covers the bars."""
     plt = pyplot()
     names = list(series)
     k = max((len(v) for v in series.values()), default=0)
     width = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * k + 2), 4.0))
-    for j, name in enumerate(names):
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * k + 2, 0.12 * k * len(names) + 2), 4.0))
+    for j, (name, color) in enumerate(zip(names, series_colors(len(names)), strict=True)):
         xs = [i + 1 + (j - (len(names) - 1) / 2) * width for i in range(len(series[name]))]
         ys = [0.0 if v is None or math.isnan(v) else v for v in series[name]]
-        ax.bar(xs, ys, width=width, label=name)
+        ax.bar(xs, ys, width=width, label=name, color=color)
     ax.set_xticks(range(1, k + 1))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    if len(names) > 4:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     save_figure(fig, path)
     plt.close(fig)

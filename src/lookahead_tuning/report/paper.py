@@ -7,7 +7,10 @@ figures show what the method did at that scale, not what a 135M model should rea
 
 from __future__ import annotations
 
+from ..methods import METHODS
+
 PAPER_MODEL = "Llama-2-7B-Chat"
+PAPER_SCALE = "7B"
 PAPER_SOURCE = "Liu et al., arXiv 2503.19041 v1, Table 1"
 
 # method -> task -> (RSR, JSR, utility), percent. Tasks: gsm8k (accuracy), samsum (ROUGE-1 F1).
@@ -19,8 +22,9 @@ PAPER_TABLE1: dict[str, dict[str, tuple[float, float, float]]] = {
     "lookahead-real": {"gsm8k": (98.48, 60.61, 38.21), "samsum": (94.85, 49.39, 51.08)},
     "lookahead-virtual": {"gsm8k": (99.39, 62.42, 40.79), "samsum": (96.67, 56.67, 51.69)},
 }
-# Table 2: LookAhead's training time over vanilla's, per epoch.
+# Table 2: LookAhead's training time over vanilla's, per epoch. LookAhead real used m = 6.
 PAPER_OVERHEAD = "2-3% per epoch over vanilla"
+PAPER_M = 6
 
 # Which of the paper's tasks a project task stands in for (the built-in tasks are offline analogues).
 PAPER_TASK = {"math": "gsm8k", "gsm8k": "gsm8k", "dialogue": "samsum", "samsum": "samsum"}
@@ -33,16 +37,23 @@ def paper_row(method: str, task_kind: str) -> tuple[float, float, float] | None:
 
 
 def paper_table(task_kinds: list[str]) -> str:
-    """The paper's Table 1 for the paper tasks behind ``task_kinds``, labelled as the paper's."""
+    """The paper's Table 1 for the paper tasks behind ``task_kinds``, in the run's layout (Utility / RSR /
+    JSR / Avg per task, an overall Avg with several tasks), labelled as the paper's; "" when none applies."""
     tasks = [t for t in dict.fromkeys(PAPER_TASK.get(k) for k in task_kinds) if t]
     if not tasks:
         return ""
-    head = "| Method (paper, 7B) | " + " | ".join(f"{t} {c}" for t in tasks for c in ("Utility", "RSR", "JSR")) + " |"
-    lines = [head, "|---|" + "---:|" * (3 * len(tasks))]
+    columns = [f"{t} {c}" for t in tasks for c in ("Utility", "RSR", "JSR", "Avg")]
+    if len(tasks) > 1:
+        columns.append("Avg (all tasks)")
+    lines = [f"| Method (paper, {PAPER_SCALE}) | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for method, by_task in PAPER_TABLE1.items():
-        cells = []
+        cells, avgs = [], []
         for t in tasks:
             rsr, jsr, utility = by_task[t]
-            cells += [f"{utility:.2f}", f"{rsr:.2f}", f"{jsr:.2f}"]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            avgs.append((utility + rsr + jsr) / 3)
+            cells += [f"{utility:.2f}", f"{rsr:.2f}", f"{jsr:.2f}", f"{avgs[-1]:.2f}"]
+        if len(tasks) > 1:
+            cells.append(f"{sum(avgs) / len(avgs):.2f}")
+        label = METHODS[method].label if method in METHODS else method
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

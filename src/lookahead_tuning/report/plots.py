@@ -13,16 +13,17 @@ from typing import Any
 
 # One figure backend and one atomic PNG writer for the whole package (Agg, temp file + rename).
 from ..analyse.plots import pyplot, save_figure
-from .tables import _name_key, sweep_rows
+from .tables import _name_key, row_label, sweep_rows
 
 SERIES = (("utility", "Utility"), ("rsr", "RSR"), ("jsr", "JSR"))
 
 
 def kl_figure(results: dict, path: str | Path) -> bool:
-    """Per-position KL bars for every table row that has them; ``False`` when there is nothing to draw."""
+    """Per-position KL bars for every tuned table row (the seed has none), labelled from the registry;
+    ``False`` when there is nothing to draw."""
     from ..analyse.kl import plot_kl
 
-    series = {n: [float("nan") if v is None else v for v in e["kl"]]
+    series = {row_label(n): [float("nan") if v is None else v for v in e["kl"]]
               for n, e in sorted(results.get("models", {}).items(), key=lambda kv: _name_key(kv[0])) if e.get("kl")}
     if not series:
         return False

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .paper import PAPER_M, PAPER_MODEL, PAPER_OVERHEAD, PAPER_SOURCE, paper_table
 from .tables import (
     aggregate,
     cost_table,
@@ -42,7 +43,7 @@ def versions() -> dict[str, str]:
 def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts: dict | None = None,
                   links: dict[str, str] | None = None, command: list[str] | None = None,
                   config_text: str | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """The ``results.json`` document (contract in docs/ARCHITECTURE.md and issue 6)."""
+    """The ``results.json`` document (its contract is in docs/ARCHITECTURE.md)."""
     from ..experiment.config import sweep_values
     from ..train.config import TrainConfig
 
@@ -122,17 +123,26 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
               f"{results.get('planned_cells', '?')} cells finished. Seeds: {results.get('seeds')}.", ""]
     parts += ["## What this run shows", ""]
     parts += [f"- {s}" for s in statements(results)] or ["- (no finished cells yet)"]
-    parts += ["", "These sentences are computed from the numbers below by fixed rules (targets from the "
-              "project's issue: seed RSR >= 90%, vanilla loses >= 15 points, LookAhead within 5 points of the "
-              "seed and within 2 points of vanilla's utility).", ""]
+    parts += ["", "These sentences are computed from the numbers below by fixed rules (the seed refuses at least "
+              "90% of the harmful prompts, vanilla fine-tuning loses at least 15 points, a safety-preserving "
+              "method stays within 5 points of the seed and within 2 points of vanilla's utility).", ""]
     parts += ["## Table 1: utility and safety", "",
               "Percentages with two decimals. Utility: accuracy of the answer after `####` (math, GSM8K; scorer: "
               f"{ev.get('scorer', 'numeric')}) or ROUGE-1 F1 (SAMSum). RSR: share of harmful prompts answered safely. "
               "JSR: the same under a "
               f"prefilling attack of {ev.get('prefill_tokens', '?')} harmful-answer tokens. Avg: mean of the three. "
               f"Safety on {n_safety if n_safety is not None else '?'} prompts ({ev.get('safety_set', '?')}), judge: "
-              f"{ev.get('judge', '?')}, greedy decoding, {ev.get('max_new_tokens', '?')} new tokens.", "",
+              f"{ev.get('judge', '?')}, greedy decoding, {ev.get('max_new_tokens', '?')} new tokens. Over-refusal "
+              "(where measured): share of benign requests refused, keyword judge; not part of Avg.", "",
               main_table(results), ""]
+    paper = paper_table([(t.get("kind") or t.get("name")) if isinstance(t, dict) else t
+                         for t in results.get("tasks", [])])
+    if paper:
+        parts += ["## The paper's Table 1, for orientation", "",
+                  f"**The paper's numbers, not this run's**: {PAPER_SOURCE}, {PAPER_MODEL} (a 7B model on the real "
+                  f"benchmarks, LookAhead real with m = {PAPER_M}, the LLM judge on HEx-PHI), so **not comparable in "
+                  "scale** with a small model on offline stand-in tasks; read the direction of the differences, not "
+                  "the levels. Same layout and units as Table 1 above (docs/method.md, section 5).", "", paper, ""]
     instruments = instruments_table(results)
     if instruments:
         parts += ["## The same answers under every instrument", "",
@@ -141,7 +151,10 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
                   "Same answers, judged each way; primary task; means over seeds.", "", instruments, ""]
     if any((e.get("n_seeds") or 1) > 1 for e in results.get("models", {}).values()):
         parts += ["Brackets: 95% t-interval over training seeds.", ""]
-    parts += ["## Cost", "", "Training only (evaluation excluded); means over seeds. Peak RSS is the "
+    parts += ["## Cost", "", "Training only (evaluation excluded); means over seeds. `time / vanilla` and "
+              "`tokens / vanilla` divide by vanilla's figures: LookAhead's preview only adds prompt tokens, so its "
+              "token ratio is the floor of its time ratio. The paper's Table 2 puts LookAhead's training time at "
+              f"{PAPER_OVERHEAD} ({PAPER_MODEL}). Peak RSS is the "
               "training process's maximum resident set so far: when cells train in one process (no launcher) it "
               "can carry over from earlier cells, so read it as an upper bound.", "", cost_table(results), ""]
     kl = kl_table(results)
