@@ -106,7 +106,7 @@ def render_prompt(
     """The text the model sees before it answers, ending where the assistant's turn starts.
 
     ``prefill`` is appended after the assistant header: the model continues an answer that already
-    begins with that text (the prefilling attack of METHOD.md section 3).
+    begins with that text (the prefilling attack of docs/method.md, section 4).
     """
     messages = as_messages(prompt, system_prompt)
     if not messages or messages[-1]["role"] not in ("user", "tool"):  # tool: the answer follows a tool's result

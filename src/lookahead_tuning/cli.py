@@ -28,7 +28,9 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{message} (usage: {self.prog} --help)")
 
-# (module, description) — each module registers its own sub-commands.
+
+# Each stage's cli module registers its own sub-commands. All of them ship with the package: a missing one
+# is a broken installation and fails loudly (see ``build_parser``), never a quietly absent verb.
 STAGES = [
     "lookahead_tuning.preview.cli",
     "lookahead_tuning.generate.cli",
@@ -48,13 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in STAGES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a stage not built yet must not break the others
-            if exc.name and exc.name.startswith("lookahead_tuning"):
-                continue
-            raise
-        module.add_parser(sub)
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""LookAhead preview: the data transform at the heart of the method (METHOD.md section 2).
+"""LookAhead preview: the data transform at the heart of the method (docs/method.md, section 2).
 
 ``transform`` holds the maths on one (instruction, answer) pair, ``dataset`` applies it to rows of any
 supported format and to ``datasets.Dataset``, ``cli`` is the ``lookahead-tuning preview`` command.

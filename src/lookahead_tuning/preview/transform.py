@@ -1,4 +1,4 @@
-"""The LookAhead preview of one (instruction, answer) pair (METHOD.md section 2).
+"""The LookAhead preview of one (instruction, answer) pair (docs/method.md, section 2).
 
 Real-answer preview, with m answer tokens and connector C::
 

@@ -152,7 +152,7 @@ class TrainConfig(BaseModel):
         return TrainConfig(**values)
 
     def betas(self, length: int) -> list[float]:
-        """beta_t for answer positions t = 1..length (METHOD.md section 4)."""
+        """beta_t for answer positions t = 1..length (docs/method.md, section 3: Constrained SFT)."""
         out = []
         for t in range(1, length + 1):
             if self.beta_schedule is not None:

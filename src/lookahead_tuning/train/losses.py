@@ -91,7 +91,7 @@ def cross_entropy(tokens: AnswerTokens) -> torch.Tensor:
 
 
 def constrained_sft_loss(logp: torch.Tensor, ref_logp: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
-    """Token-wise constrained SFT (Qi et al. 2024; METHOD.md section 4).
+    """Token-wise constrained SFT (Qi et al. 2024; docs/method.md, section 3).
 
     loss = mean_t (2 / beta_t) * softplus(-beta_t * delta_t),  delta_t = logp_t - ref_logp_t.
 

@@ -102,7 +102,7 @@ def mix_safety(examples: list[Example], share: float, seed: int) -> list[Example
 
 
 def apply_preview(examples: list[Example], config: TrainConfig, tokenizer) -> list[Example]:
-    """The LookAhead transform (METHOD.md section 2) on the last user turn of every example.
+    """The LookAhead transform (docs/method.md, section 2) on the last user turn of every example.
 
     Only training prompts change; inference prompts never carry a preview. Mixed-in refusal rows
     (``safety``) are left as they are: they are there to train the refusal's opening tokens, and a
