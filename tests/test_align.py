@@ -43,7 +43,7 @@ def test_cache_key_names_data_and_settings(cache):
     assert a != align.aligned_seed_id("m", template_matched=False)
     assert a != align.aligned_seed_id("m", lr=1e-5)
     assert a != align.aligned_seed_id("other")
-    # The first seeds' key (docs/findings.md, configs/study-seedA.yaml) stays reproducible.
+    # The first seeds' key (docs/findings.md, study/seedA.yaml) stays reproducible.
     # The earlier seeds' keys (docs/findings.md; their configs pin their data and lr) stay reproducible.
     old = align.aligned_seed_id("smollm2-135m-instruct", template_matched=False, benign_repeat=2,
                                 harm_adjacent=False, lr=8e-5)

@@ -41,3 +41,33 @@ def test_the_report_speaks_of_the_users_run():
 
     text = render_report({"name": "x", "models": {}, "tasks": [{"name": "math", "kind": "math"}]})
     assert "issue" not in text.lower()
+
+
+def _package_data_globs() -> list[str]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lookahead_tuning"]
+
+
+def test_the_wheel_ships_only_what_the_code_reads():
+    """Every package-data glob matches a file, every non-Python file in the package is shipped by one, and
+    none of them is a study file (the study lives in the checkout's study/ folder)."""
+    package = ROOT / "src" / "lookahead_tuning"
+    globs = _package_data_globs()
+    matched = {p for g in globs for p in package.glob(g)}
+    assert all(list(package.glob(g)) for g in globs), [g for g in globs if not list(package.glob(g))]
+    data = {p for p in package.rglob("*") if p.is_file() and p.suffix not in {".py", ".pyc"}}
+    assert data == matched
+    assert sorted(p.name for p in matched if p.parent.name == "configs") == [
+        "demo-quick.yaml", "demo.yaml", "paper-llama2-7b.yaml"]
+    assert not any("study" in p.name for p in matched)
+
+
+def test_every_committed_cells_folder_belongs_to_a_study_config():
+    """Cells under study/ are resumable only through a config that names their folder."""
+    from lookahead_tuning.experiment.config import load_experiment
+
+    named = {load_experiment(p).cells_dir for p in (ROOT / "study").glob("*.yaml")}
+    folders = {str(p.relative_to(ROOT)) for p in (ROOT / "study").glob("*/cells")}
+    assert folders and folders <= named
+    assert not (ROOT / "docs" / "study").exists()

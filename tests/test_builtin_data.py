@@ -148,7 +148,7 @@ def test_functions_return_copies():
 
 
 def test_committed_files_match_the_builder():
-    spec = importlib.util.spec_from_file_location("build_builtin_data", ROOT / "scripts" / "build_builtin_data.py")
+    spec = importlib.util.spec_from_file_location("build_builtin_data", ROOT / "builtin_sources" / "build_builtin_data.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     data_dir = ROOT / "src" / "lookahead_tuning" / "builtin_data"
@@ -157,7 +157,7 @@ def test_committed_files_match_the_builder():
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "builtin_sources" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -9,7 +9,7 @@ checkpoint (``train(..., resume=True)``), each evaluation from the engine's resu
 Run folder::
 
     config.yaml          the experiment config as run (validated, every default filled in)
-    cells/*.json         one result per finished cell (small; safe to commit, e.g. under docs/study/)
+    cells/*.json         one result per finished cell (small; safe to commit, e.g. under study/)
     work/<cell_id>/      train/ (the run folder), rsr/, jsr/, utility/, overrefusal/
     models/NAME          a link (or a saved copy) per table row, loadable with --model
     results.json         the contract: {"models": {NAME: {"rsr", "jsr", "utility", "train_seconds", ...}}}
