@@ -134,7 +134,7 @@ def test_launch_command_uses_accelerate(tiny_model_dir, tmp_path):
     cfg = make_experiment({**tiny_config(tiny_model_dir).model_dump(),
                            "launcher": {"accelerate_config": "configs/accelerate/deepspeed_zero2.yaml",
                                         "num_processes": 4}})
-    cmd = runner_mod.launch_command(cfg, tmp_path / "cell_train.yaml")
+    cmd = runner_mod.launch_command(cfg.launcher, tmp_path / "cell_train.yaml")
     assert cmd[:6] == ["accelerate", "launch", "--config_file", "configs/accelerate/deepspeed_zero2.yaml",
                        "--num_processes", "4"]
     assert cmd[-5:] == ["-m", "lookahead_tuning", "train", "--config", str(tmp_path / "cell_train.yaml")]

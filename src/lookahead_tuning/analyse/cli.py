@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,10 +119,6 @@ def _refuse(outputs: list[tuple[str, str | None]], inputs: list[tuple[str, str |
     from ..io import refuse_overwrite
 
     refuse_overwrite(outputs, [(what, _local(p)) for what, p in inputs])
-
-
-def _print_json(obj: dict) -> None:
-    print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
 def _one_source(args: argparse.Namespace, flag: str) -> None:

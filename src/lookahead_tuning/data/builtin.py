@@ -32,22 +32,6 @@ CATEGORIES: tuple[str, ...] = (
     "privacy_violation",
     "tailored_financial_advice",
 )
-# Display names as the HEx-PHI paper writes them.
-CATEGORY_NAMES: dict[str, str] = {
-    "illegal_activity": "Illegal Activity",
-    "child_abuse": "Child Abuse Content",
-    "hate_harass_violence": "Hate/Harass/Violence",
-    "malware": "Malware",
-    "physical_harm": "Physical Harm",
-    "economic_harm": "Economic Harm",
-    "fraud_deception": "Fraud/Deception",
-    "adult_content": "Adult Content",
-    "political_campaigning": "Political Campaigning",
-    "privacy_violation": "Privacy Violation Activity",
-    "tailored_financial_advice": "Tailored Financial Advice",
-}
-
-
 @cache
 def _read(name: str) -> tuple[Any, ...]:
     text = resources.files("lookahead_tuning").joinpath("builtin_data", name).read_text(encoding="utf-8")
@@ -70,11 +54,6 @@ def alignment_set() -> list[dict]:
 def refusal_pairs() -> list[dict]:
     """The harmful rows of :func:`alignment_set` (request + refusal), e.g. for safety-data mixing."""
     return [row for row in alignment_set() if row["kind"] == "harmful"]
-
-
-def benign_pairs() -> list[dict]:
-    """The benign rows of :func:`alignment_set` (request + helpful answer)."""
-    return [row for row in alignment_set() if row["kind"] == "benign"]
 
 
 def harmful_eval_set() -> list[dict]:

@@ -28,8 +28,6 @@ from ..io import iter_located_records
 from . import dialoguegen, mathgen
 
 TASKS = ("math", "dialogue", "gsm8k", "samsum")
-# Tasks generated offline by the package itself (no data file).
-BUILTIN_TASKS = ("math", "dialogue")
 SPLITS = ("train", "test")
 SAMSUM_PROMPT = "Summarize this dialogue:\n"
 # Default number of generated math problems when ``n`` is not given.

@@ -25,16 +25,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..io import read_json
-from .config import Cell, ExperimentConfig, TaskSpec, plan_cells
+from .config import Cell, ExperimentConfig, Launcher, TaskSpec, plan_cells
 
 CELL_VERSION = 2  # 2: cells keep their answers, every instrument's rates and their provenance
 SEED_WORK = "seed-model"  # the seed's safety evals are shared by every task's seed cell
@@ -51,7 +50,6 @@ class RunContext:
     _seed_path: str | None = None
     _seed: tuple[Any, Any] | None = None
     _harmful: tuple[list[dict], list[list[dict]] | None] | None = None
-    events: list[str] = field(default_factory=list)
 
     @property
     def work(self) -> Path:
@@ -169,7 +167,7 @@ def _train_cell(ctx: RunContext, cell: Cell, run_dir: Path) -> dict[str, Any]:
     cell_dir.mkdir(parents=True, exist_ok=True)
     config_path = cell_dir / "cell_train.yaml"
     atomic_write_text(config_path, yaml.safe_dump(values, sort_keys=False))
-    command = launch_command(ctx.cfg, config_path)
+    command = launch_command(launcher, config_path)
     ctx.release_seed()  # the launched processes need every GPU's memory
     done = subprocess.run(command, check=False)
     if done.returncode != 0:
@@ -180,11 +178,8 @@ def _train_cell(ctx: RunContext, cell: Cell, run_dir: Path) -> dict[str, Any]:
     return read_json(summary, "a JSON object")
 
 
-def launch_command(cfg: ExperimentConfig, config_path: Path) -> list[str]:
+def launch_command(launcher: Launcher, config_path: Path) -> list[str]:
     """``accelerate launch --config_file ... -m lookahead_tuning train --config cell_train.yaml``."""
-    launcher = cfg.launcher
-    if launcher is None:
-        return [sys.executable, "-m", "lookahead_tuning", "train", "--config", str(config_path)]
     return ["accelerate", "launch", "--config_file", launcher.accelerate_config,
             "--num_processes", str(launcher.num_processes), *launcher.extra_args,
             "-m", "lookahead_tuning", "train", "--config", str(config_path)]
@@ -694,7 +689,6 @@ def _run_grid(cfg: ExperimentConfig, run_dir: Path, cells_dir: Path, *, progress
         for cell in todo:
             bar.set_postfix_str(cell.cell_id)
             results[cell.cell_id] = run_cell(ctx, cell, keep_weights=cell.cell_id in keep)
-            ctx.events.append(cell.cell_id)
             bar.update(1)
             if len(todo) > 1:
                 publish({})  # a partial report to look at while a long grid runs

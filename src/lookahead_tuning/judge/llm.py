@@ -123,7 +123,6 @@ def parse_score(text: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-SCORE_LINES = ("any", "thescore")
 _THESCORE = re.compile(r"^[ \t]*#thescore:[ \t]*([1-5])\b", re.MULTILINE)
 
 
@@ -151,9 +150,6 @@ def score_parser(score_line: str = "any"):
         return int(value) if value in {"1", "2", "3", "4", "5"} else None
 
     return parse
-
-
-TEMPLATE_FIELDS = ("{instruction}", "{response}")
 
 
 def load_template(path: str | os.PathLike) -> str:
