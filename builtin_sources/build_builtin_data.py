@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -214,11 +212,10 @@ def main() -> int:
             print(f"stale: {args.out / name}", file=sys.stderr)
         return 1 if stale else 0
     args.out.mkdir(parents=True, exist_ok=True)
+    from lookahead_tuning.io import atomic_write
+
     for name, text in files.items():
-        fd, tmp = tempfile.mkstemp(dir=args.out, prefix=f".{name}.")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, args.out / name)
+        atomic_write(args.out / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8", newline="\n"))
         print(f"wrote {args.out / name} ({text.count(chr(10))} rows)")
     return 0
 

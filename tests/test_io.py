@@ -234,3 +234,31 @@ def test_jsonl_log_keeps_complete_last_line_without_newline(tmp_path):
     log.append({"id": "3"})
     log.close()
     assert JsonlLog(path).done_ids() == {"1", "2", "3"}
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_every_writer_honours_the_umask_figures_included(tmp_path, umask, mode):
+    """One atomic writer for text, JSON, records and figures: each new file gets the umask's permissions
+    (a PNG written under umask 022 is 0644, not the 0600 of the temporary it was written to)."""
+    import os
+    import stat
+
+    from lookahead_tuning.analyse.plots import pyplot, save_figure
+    from lookahead_tuning.io import atomic_write_json, atomic_write_text, write_records
+
+    old = os.umask(umask)
+    try:
+        plt = pyplot()
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        save_figure(fig, tmp_path / "figures" / "a.png")
+        plt.close(fig)
+        atomic_write_text(tmp_path / "a.md", "x\n")
+        atomic_write_json(tmp_path / "a.json", {"a": 1})
+        write_records(tmp_path / "a.jsonl", [{"a": 1}])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "figures" / "a.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("figures/a.png", "a.md", "a.json", "a.jsonl"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["a.png"]  # no temporary left

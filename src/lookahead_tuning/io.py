@@ -794,6 +794,13 @@ def write_records(path: str | os.PathLike, records: Iterable[dict], fmt: str | N
     return _atomic_file(target, write)
 
 
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Any:
+    """The one atomic writer: ``write(tmp)`` fills a temporary sibling of ``path``, which is made durable
+    and renamed into place; a new file gets the permissions the umask gives (0644 under 022), an existing
+    one keeps its own. A killed or failed write leaves neither half a file nor new empty folders."""
+    return _atomic_file(Path(path), write)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file (UTF-8) atomically."""
 

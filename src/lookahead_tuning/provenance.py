@@ -40,9 +40,17 @@ _MODEL_FILES = {"config.json", "generation_config.json", "adapter_config.json", 
                 "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json"}
 
 
-def sha256_json(obj: Any) -> str:
+def sha256_json(obj: Any, *, ensure_ascii: bool = False) -> str:
     """Hash of a JSON-able value (keys sorted), for settings and lists of records."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")).hexdigest()
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=ensure_ascii, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def settings_fingerprint(obj: Any) -> str:
+    """The 16-hex fingerprint of a cell's or a stage's settings (cells, forecasts, work folders). The
+    JSON is ASCII-escaped, as it was when the committed cells were computed: the same settings keep
+    the same fingerprint."""
+    return sha256_json(obj, ensure_ascii=True)[:16]
 
 
 def sha256_text(text: str) -> str:

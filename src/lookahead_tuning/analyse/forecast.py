@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import UserError
 from .kl import answer_logits, encode_pairs
+from .stats import mean_present
 
 # The methods `forecast` measures when none are named: the three the paper compares in its figures.
 DEFAULT_METHODS = ("vanilla", "lookahead-real", "lookahead-virtual")
@@ -107,8 +108,8 @@ def forecast_loss(model, tokenizer, rows: Sequence[dict], methods: Sequence[str]
         losses = per_position_loss(model, tokenizer, pairs, k, batch_size=batch_size, system_prompt=system_prompt)
         results[method] = {
             "per_position": [None if math.isnan(v) else v for v in losses],
-            "mean_first_3": _mean(losses[:3]),
-            "mean_first_k": _mean(losses),
+            "mean_first_3": mean_present(losses[:3]),
+            "mean_first_k": mean_present(losses),
         }
     ranking = sorted(results, key=lambda name: math.inf if results[name]["mean_first_3"] is None
                      else results[name]["mean_first_3"])
@@ -124,10 +125,6 @@ def forecast_loss(model, tokenizer, rows: Sequence[dict], methods: Sequence[str]
                      "position_1": "first token of the trained answer (for virtual mode: of the prefix)"},
     }
 
-
-def _mean(values: Sequence[float]) -> float | None:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(vals) / len(vals) if vals else None
 
 
 GUIDE = """\

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .stats import mean_present
 
 Pair = tuple[Any, str]  # (prompt as text or messages, answer text)
 
@@ -158,15 +159,11 @@ def kl_report(seed_model, models: dict[str, Any], tokenizer, pairs: Sequence[Any
         "positions": list(range(1, positions + 1)),
         "n_pairs": len(pairs),
         "kl": {name: [None if math.isnan(v) else v for v in vals] for name, vals in results.items()},
-        "mean_first_3": {name: _mean(vals[:3]) for name, vals in results.items()},
-        "mean_all": {name: _mean(vals) for name, vals in results.items()},
+        "mean_first_3": {name: mean_present(vals[:3]) for name, vals in results.items()},
+        "mean_all": {name: mean_present(vals) for name, vals in results.items()},
         **(extra or {}),
     }
     atomic_write_json(out / "kl.json", report)
     plot_kl(results, out / "kl.png")
     return report
 
-
-def _mean(values: Sequence[float]) -> float | None:
-    vals = [v for v in values if not math.isnan(v)]
-    return sum(vals) / len(vals) if vals else None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,17 +18,11 @@ def pyplot():
 
 
 def save_figure(fig, path: str | Path) -> None:
-    """Write the PNG to a temporary sibling and rename it: a killed run never leaves half a file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write the PNG through the package's one atomic writer (``io.atomic_write``): a killed run never
+    leaves half a file, and the file gets the umask's permissions like every other output."""
+    from ..io import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight"))
 
 
 def series_colors(n: int) -> list:

@@ -8,7 +8,7 @@ with a paired test. Pure Python (no SciPy dependency): the distributions needed 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -134,6 +134,12 @@ def t_quantile(p: float, df: float) -> float:
         else:
             hi = mid
     return (lo + hi) / 2.0
+
+
+def mean_present(values: Iterable[float | None]) -> float | None:
+    """The mean of the values that were measured (``None`` and NaN left out); ``None`` when none was."""
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return sum(vals) / len(vals) if vals else None
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict:

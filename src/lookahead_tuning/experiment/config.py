@@ -12,7 +12,6 @@ paths given on the command line.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import UserError
 from ..methods import MethodName, get_method
+from ..models import EMBEDDED_ALIAS
+from ..provenance import settings_fingerprint
 from ..validate import NonNegativeInt, Positive, PositiveInt, Seed, Text, explain, floats
 
 ParamCount = floats(0.0, 1e15, lo_open=True).field()
@@ -66,8 +67,13 @@ class ModelSpec(_Strict):
             return self.seed
         from ..train.align import aligned_seed_id
 
+        base, options = self.alignment()
+        return aligned_seed_id(base, **options)
+
+    def alignment(self) -> tuple[str, dict[str, Any]]:
+        """``(base model, align's other settings)`` of an ``align:`` seed (the embedded model by default)."""
         options = dict(self.align or {})
-        return aligned_seed_id(options.pop("base", None) or "smollm2-135m-instruct", **options)
+        return options.pop("base", None) or EMBEDDED_ALIAS, options
 
 
 class TaskSpec(_Strict):
@@ -469,7 +475,7 @@ class Cell(BaseModel):
         if self.method != "seed" and get_method(self.method).eval_system_prompt is not None:
             blob["eval_system_prompt"] = self.eval_system_prompt(cfg)  # PTST's prompt text decides its numbers
 
-        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return settings_fingerprint(blob)
 
 
 # Training keys that decide no number (where logs go), left out of fingerprints.

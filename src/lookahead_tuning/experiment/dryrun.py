@@ -25,12 +25,12 @@ from .config import ExperimentConfig, TaskSpec, plan_cells, train_settings
 
 def _tokenizer(cfg: ExperimentConfig) -> tuple[Any, str, bool]:
     """``(tokenizer, where it came from, exact?)`` without touching the network or any weights."""
-    from ..models import EMBEDDED_ALIAS, load_tokenizer
+    from ..models import EMBEDDED_ALIAS, is_embedded, load_tokenizer
 
     name = cfg.model.seed or (cfg.model.align or {}).get("base") or EMBEDDED_ALIAS
     path = Path(str(name)).expanduser()
     try:
-        if str(name).lower() in ("smollm2-135m-instruct", "smollm2", "default") or path.exists():
+        if is_embedded(name) or path.exists():
             return load_tokenizer(str(name)), str(name), True
         if "/" in str(name):
             from transformers import AutoTokenizer
@@ -50,10 +50,10 @@ def _params(cfg: ExperimentConfig) -> tuple[float | None, str]:
         return cfg.params, "from the config's 'params'"
     name = cfg.model.seed or (cfg.model.align or {}).get("base") or ""
     candidates = [Path(str(name)).expanduser() / "config.json"]
-    if str(name).lower() in ("smollm2-135m-instruct", "smollm2", "default"):
-        from ..models import cache_dir
+    from ..models import embedded_model_path, is_embedded
 
-        candidates.append(cache_dir() / "models" / "smollm2-135m-instruct" / "config.json")
+    if is_embedded(name):
+        candidates.append(embedded_model_path() / "config.json")
     for cand in candidates:
         if cand.is_file():
             c = read_json(cand, "a JSON object")

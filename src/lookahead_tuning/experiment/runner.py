@@ -20,7 +20,6 @@ Run folder::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import read_json
+from ..provenance import settings_fingerprint
 from .config import Cell, ExperimentConfig, Launcher, TaskSpec, plan_cells
 
 CELL_VERSION = 2  # 2: cells keep their answers, every instrument's rates and their provenance
@@ -64,8 +64,7 @@ class RunContext:
             else:
                 from ..train.align import aligned_seed
 
-                options = dict(spec.align or {})
-                base = options.pop("base", None) or "smollm2-135m-instruct"
+                base, options = spec.alignment()
                 self._seed_path = str(aligned_seed(base, quiet=not self.progress, **options))
         return self._seed_path
 
@@ -207,12 +206,6 @@ def _drop_weights(run_dir: Path) -> None:
     for name in os.listdir(run_dir) if run_dir.is_dir() else []:
         if name.endswith((".safetensors", ".bin")) or name == "model.safetensors.index.json":
             (run_dir / name).unlink(missing_ok=True)
-
-
-def _stamp(obj: Any) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def claim_work(folder: Path, fingerprint: str) -> None:
@@ -422,7 +415,7 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
     if cell.method == "seed":
         model, tokenizer = ctx.seed_model()
         safety_work = ctx.work / SEED_WORK
-        claim_work(safety_work, _stamp({"model": cfg.model.model_dump(), "eval": ev.identity()}))
+        claim_work(safety_work, settings_fingerprint({"model": cfg.model.model_dump(), "eval": ev.identity()}))
         model_path = ctx.seed_path()
         identity = seed_identity
     else:
@@ -554,7 +547,7 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
              for name, s in settings.items() if name not in ("vanilla", "lookahead-real", "lookahead-virtual")}
     if extra:
         common["methods"] = extra
-    fingerprint = hashlib.sha256(json.dumps(common, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    fingerprint = settings_fingerprint(common)
     if path.is_file():
         try:
             stored = read_json(path, "a JSON object")

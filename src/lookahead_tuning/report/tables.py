@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..analyse.stats import mean_ci, mean_present
 from ..methods import METHODS, row_rank
 
 # The targets a safety-preserving method is held to, used only to phrase yes/no statements; the numbers decide.
@@ -41,17 +42,12 @@ def _value(cell: dict, metric: str) -> float | None:
     return block.get("score") if metric == "utility" else block.get("rate")
 
 
-def _mean(values: Iterable[float | None]) -> float | None:
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return sum(vals) / len(vals) if vals else None
-
-
 def _mean_lists(lists: Sequence[Sequence[float | None] | None]) -> list[float | None] | None:
     lists = [x for x in lists if x]
     if not lists:
         return None
     width = max(len(x) for x in lists)
-    return [_mean(x[i] if i < len(x) else None for x in lists) for i in range(width)]
+    return [mean_present(x[i] if i < len(x) else None for x in lists) for i in range(width)]
 
 
 def aggregate_entry(cells: list[dict]) -> dict[str, Any]:
@@ -61,8 +57,6 @@ def aggregate_entry(cells: list[dict]) -> dict[str, Any]:
     with several it is a 95% Student-t interval over the seeds' values, which is the spread a user
     re-running the recipe would see.
     """
-    from ..analyse.stats import mean_ci
-
     cells = sorted(cells, key=lambda c: c["seed"])
     entry: dict[str, Any] = {"method": cells[0]["method"], "sweep": cells[0].get("sweep") or {},
                              "seeds": [c["seed"] for c in cells], "n_seeds": len(cells),
@@ -86,9 +80,9 @@ def aggregate_entry(cells: list[dict]) -> dict[str, Any]:
     entry["kl"] = _mean_lists([c.get("kl") for c in cells])
     costs = [c.get("cost") or {} for c in cells]
     trained = cells[0]["method"] != "seed"
-    entry["train_seconds"] = _mean(c.get("train_seconds") for c in costs) if trained else 0.0
-    entry["tokens_trained"] = _mean((c.get("tokens_seen") or {}).get("total") for c in costs) if trained else 0
-    entry["answer_tokens_trained"] = (_mean((c.get("tokens_seen") or {}).get("answer") for c in costs)
+    entry["train_seconds"] = mean_present(c.get("train_seconds") for c in costs) if trained else 0.0
+    entry["tokens_trained"] = mean_present((c.get("tokens_seen") or {}).get("total") for c in costs) if trained else 0
+    entry["answer_tokens_trained"] = (mean_present((c.get("tokens_seen") or {}).get("answer") for c in costs)
                                       if trained else 0)
     entry["peak_rss_mb"] = max((c["peak_rss_mb"] for c in costs if c.get("peak_rss_mb")), default=None)
     entry["peak_cuda_mb"] = max((c["peak_cuda_mb"] for c in costs if c.get("peak_cuda_mb")), default=None)
@@ -109,7 +103,7 @@ def instrument_means(cells: list[dict]) -> dict[str, dict[str, float | None]]:
                 if name not in names:
                     names.append(name)
         key = "score" if metric == "utility" else "rate"
-        out[metric] = {name: _mean((((c.get("instruments") or {}).get(metric) or {}).get(name) or {}).get(key)
+        out[metric] = {name: mean_present((((c.get("instruments") or {}).get(metric) or {}).get(name) or {}).get(key)
                                    for c in cells) for name in names}
     return out
 
@@ -301,7 +295,7 @@ def sweep_table(results: dict, method: str, key: str) -> str:
     for value, e in rows:
         show = (e.get("n_seeds") or 1) > 1
         ci = e.get("ci95") or {}
-        kl = _mean((e.get("kl") or [])[:3])
+        kl = mean_present((e.get("kl") or [])[:3])
         label = repr(value) if key == "prefix" else str(value)
         lines.append(f"| {label} | " + " | ".join(pct_ci(e.get(m), ci.get(m), show) for m in METRICS)
                      + f" | {'–' if kl is None else f'{kl:.3f}'} | {e.get('n_seeds', 1)} |")
@@ -407,7 +401,7 @@ def statements(results: dict) -> list[str]:
                 close = vanilla["utility"] - e["utility"] <= UTILITY_MARGIN + 1e-12
                 out.append(f"{prefix}{label} kept utility within {_pts(UTILITY_MARGIN)} points of vanilla: "
                            f"{_yes(close)} (vanilla {pct(vanilla['utility'])}%, {label} {pct(e['utility'])}%).")
-            kv, ke = _mean((vanilla.get("kl") or [])[:3]), _mean((e.get("kl") or [])[:3])
+            kv, ke = mean_present((vanilla.get("kl") or [])[:3]), mean_present((e.get("kl") or [])[:3])
             if kv is not None and ke is not None:
                 out.append(f"{prefix}{label} moved the first answer tokens less than vanilla (mean KL t=1..3): "
                            f"{_yes(ke < kv)} ({label} {ke:.3g}, vanilla {kv:.3g} nats).")
