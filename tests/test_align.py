@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lookahead_tuning.data import builtin
-from lookahead_tuning.train import align
+from lookahead_tuning.experiment import align
 
 
 @pytest.fixture

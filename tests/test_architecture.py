@@ -71,3 +71,40 @@ def test_every_committed_cells_folder_belongs_to_a_study_config():
     folders = {str(p.relative_to(ROOT)) for p in (ROOT / "study").glob("*/cells")}
     assert folders and folders <= named
     assert not (ROOT / "docs" / "study").exists()
+
+
+def _commands(parser, prefix=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _commands(sub, (*prefix, name))
+
+
+def test_every_command_that_loads_a_model_has_the_shared_model_switches():
+    """``--model`` comes from ``models.add_model_arguments`` wherever a command loads the model itself.
+    ``train`` and ``align`` take the model as a training setting (a YAML key of the config / the base of
+    the seed's cache key), which the shared switches are not part of."""
+    from lookahead_tuning.cli import build_parser
+
+    shared = {"--allow-pickle", "--trust-remote-code", "--merge-adapter"}
+    seen = []
+    for path, sub in _commands(build_parser()):
+        options = {o for a in sub._actions for o in a.option_strings}
+        if "--model" in options and path not in {("train",), ("align",)}:
+            seen.append(" ".join(path))
+            assert shared <= options, path
+    assert {"generate", "eval safety", "eval utility", "eval overrefusal", "forecast"} <= set(seen)
+
+
+def test_verbs_live_in_their_stages_cli_module():
+    from lookahead_tuning.cli import STAGES, build_parser
+
+    assert all(name.endswith(".cli") for name in STAGES)
+    owner = {path[0]: sub._defaults["func"].__module__ for path, sub in _commands(build_parser())
+             if len(path) == 1 and "func" in sub._defaults}
+    assert owner["report"] == owner["study-summary"] == "lookahead_tuning.report.cli"
+    assert owner["align"] == owner["run"] == "lookahead_tuning.experiment.cli"
+    assert owner["train"] == "lookahead_tuning.train.cli"

@@ -85,7 +85,7 @@ def test_fingerprint_tracks_the_alignment_data(monkeypatch):
     before = cell.fingerprint(cfg)
     old_data = make_experiment(base(model={"align": {**spec["align"], "template_matched": False}}))
     assert cell.fingerprint(old_data) != before
-    from lookahead_tuning.train import align
+    from lookahead_tuning.experiment import align
 
     spelled_out = make_experiment(base(model={"align": {**spec["align"], "lr": align.DEFAULTS["lr"],
                                                         "harm_adjacent": align.HARM_ADJACENT}}))

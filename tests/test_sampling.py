@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from lookahead_tuning.experiment.align import aligned_seed_id
 from lookahead_tuning.experiment.config import make_experiment, plan_cells
-from lookahead_tuning.train.align import aligned_seed_id
 
 
 def _cell(train: dict):

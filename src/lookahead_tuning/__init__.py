@@ -29,7 +29,7 @@ _API: dict[str, str] = {
     "TrainConfig": "train.config",
     "train": "",  # the train package itself, which is callable (train/__init__.py): a name can't be both
     "method_examples": "train.methods",
-    "aligned_seed": "train.align",
+    "aligned_seed": "experiment.align",
     # models, data, generation
     "load_model": "models",
     "load_tokenizer": "models",

@@ -35,10 +35,9 @@ STAGES = [
     "lookahead_tuning.preview.cli",
     "lookahead_tuning.generate.cli",
     "lookahead_tuning.train.cli",
-    "lookahead_tuning.train.align",
     "lookahead_tuning.analyse.cli",
     "lookahead_tuning.experiment.cli",
-    "lookahead_tuning.report.study",
+    "lookahead_tuning.report.cli",
 ]
 
 

@@ -329,10 +329,13 @@ def load_model(
     return model, tokenizer
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, default: str | None = EMBEDDED_ALIAS) -> None:
-    """Register the ``--model`` option and its loading switches, identical in every sub-command."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, default: str | None = EMBEDDED_ALIAS,
+                        required: bool | None = None) -> None:
+    """Register the ``--model`` option and its loading switches, identical in every sub-command
+    (``required`` defaults to "when there is no default"; a command with another source of answers
+    passes ``required=False``)."""
     parser.add_argument(
-        "--model", default=default, required=default is None,
+        "--model", default=default, required=default is None if required is None else required,
         help="model folder, LoRA adapter folder, .gguf file, hub id (org/name) or the alias "
         f"'{EMBEDDED_ALIAS}'" + (f" (default: {default})" if default else ""),
     )

@@ -14,9 +14,11 @@ from ..validate import FRACTION, NON_NEGATIVE_INT, POSITIVE_INT, text_arg
 
 
 def _model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
-    p.add_argument("--model", required=required, default=None,
-                   help="model folder, .gguf, LoRA adapter, hub id or smollm2-135m-instruct")
-    p.add_argument("--allow-pickle", action="store_true", help="allow pickled .bin weights (trusted sources only)")
+    """The shared ``--model`` switches (``models.add_model_arguments``), no default: an evaluation names
+    the model it evaluates."""
+    from ..models import add_model_arguments
+
+    add_model_arguments(p, default=None, required=required)
 
 
 def _gen_args(p: argparse.ArgumentParser, max_new_tokens: int | None) -> None:

@@ -1,4 +1,5 @@
-"""``lookahead-tuning run CONFIG.yaml``, ``lookahead-tuning demo`` and ``lookahead-tuning report RUN_DIR``."""
+"""``lookahead-tuning run CONFIG.yaml``, ``demo``, ``rejudge`` and ``align`` (the stage that stands above
+training and evaluation: it drives both)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,6 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_json
-
-
-def check_results(results: dict, path: str) -> None:
-    """The parts of a ``results.json`` the report reads, so a hand-edited or foreign file is a
-    one-line error naming the key rather than a crash half-way through the figures."""
-    models = results.get("models")
-    if not isinstance(models, dict):
-        raise UserError("key 'models': expected an object of table rows (is it a run's results.json?)", path=path)
-    for name, row in models.items():
-        if not isinstance(row, dict):
-            raise UserError(f"key 'models.{name}': expected an object, found {type(row).__name__}", path=path)
-    for key, kind in (("tasks", list), ("sweeps", dict), ("forecast", dict), ("seeds", list)):
-        if key in results and results[key] is not None and not isinstance(results[key], kind):
-            raise UserError(f"key '{key}': expected {'an array' if kind is list else 'an object'}", path=path)
 
 
 def _finish(run_dir: Path, started: float) -> None:
@@ -84,21 +71,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    from ..io import atomic_write_text
-    from ..report.writer import draw_figures, render_report
-
-    run_dir = Path(args.run_dir)
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise UserError("no results.json here (is it a run folder?)", path=str(run_dir))
-    results = read_json(path, "a JSON object")
-    check_results(results, str(path))
-    atomic_write_text(run_dir / "report.md", render_report(results, draw_figures(results, run_dir)))
-    print(run_dir / "report.md")
-    return 0
-
-
 def _rejudge(args: argparse.Namespace) -> int:
     from ..analyse.cli import judge_options_from_args
     from .rejudge import rejudge
@@ -114,7 +86,7 @@ def _rejudge(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``run``, ``demo``, ``report`` and ``rejudge``."""
+    """Register ``run``, ``demo``, ``rejudge`` and ``align``."""
     p = subparsers.add_parser("run", help="run an experiment grid from a YAML config (resumable)",
                               description="Train and evaluate every cell of an experiment config; finished cells "
                               "are skipped on a rerun. See docs/experiment.md.")
@@ -139,10 +111,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
 
-    r = subparsers.add_parser("report", help="re-render report.md and figures from a run's results.json")
-    r.add_argument("run_dir")
-    r.set_defaults(func=_report)
-
     from ..analyse.cli import add_judge_arguments
     from ..analyse.utility import SCORERS
 
@@ -156,3 +124,56 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     j.add_argument("--out", default=None, help="write the re-judged run here instead of rewriting RUN_DIR")
     j.add_argument("--quiet", action="store_true", help="no progress bars")
     j.set_defaults(func=_rejudge)
+
+    _add_align(subparsers)
+
+
+def _add_align(sub: argparse._SubParsersAction) -> None:
+    from ..models import EMBEDDED_ALIAS
+    from ..validate import EPOCHS, LEARNING_RATE, POSITIVE_INT, SEED
+    from .align import BENIGN_REPEAT, DEFAULTS, HARM_ADJACENT, SAMPLING
+
+    p = sub.add_parser("align", help="make the safety-aligned seed model (cached)",
+                       description="Safety-align a chat model on the built-in refusal data (cached).")
+    p.add_argument("--model", default=EMBEDDED_ALIAS, help="base model (default: the embedded SmolLM2)")
+    p.add_argument("--out", help="also link the aligned model here")
+    p.add_argument("--epochs", type=EPOCHS, default=DEFAULTS["epochs"])
+    p.add_argument("--lr", type=LEARNING_RATE, default=DEFAULTS["lr"])
+    p.add_argument("--seed", type=SEED, default=DEFAULTS["seed"])
+    p.add_argument("--benign-repeat", type=POSITIVE_INT, default=BENIGN_REPEAT,
+                   help="times each benign pair is seen per epoch (default %(default)s)")
+    p.add_argument("--no-template-matched", dest="template_matched", action="store_false",
+                   help="leave out the benign requests asked in the harmful rows' templates (the first seeds' data)")
+    p.add_argument("--harm-adjacent", action=argparse.BooleanOptionalAction, default=HARM_ADJACENT,
+                   help="include the benign requests in the vocabulary of harm (default %(default)s)")
+    p.add_argument("--sampling", choices=("random", "group_by_length"), default=SAMPLING,
+                   help="batch order: random (every seed so far; default) or group_by_length (less padding, "
+                        "faster, but another seed)")
+    p.add_argument("--force", action="store_true", help="retrain even if cached")
+    p.add_argument("--no-eval", action="store_true", help="skip the RSR / over-refusal check")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_align)
+
+
+def _align(args: argparse.Namespace) -> int:
+    from .align import REPORT, aligned_seed
+
+    path = aligned_seed(args.model, force=args.force, evaluate=not args.no_eval, quiet=args.quiet,
+                        epochs=args.epochs, lr=args.lr, seed=args.seed, benign_repeat=args.benign_repeat,
+                        template_matched=args.template_matched, harm_adjacent=args.harm_adjacent,
+                        sampling=args.sampling)
+    report_path = path.parent / REPORT
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_symlink():
+            raise UserError(f"{out}: exists; choose a new --out")
+        if out.is_symlink():
+            out.unlink()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.symlink_to(path.resolve(), target_is_directory=True)
+    print(f"aligned seed: {path}")
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        print(f"RSR (keyword, built-in held-out set): {report['rsr']:.2%}  "
+              f"over-refusal (benign set): {report['overrefusal']:.2%}")
+    return 0

@@ -65,7 +65,7 @@ class ModelSpec(_Strict):
         with other data never pass as cells of this one)."""
         if self.seed is not None:
             return self.seed
-        from ..train.align import aligned_seed_id
+        from .align import aligned_seed_id
 
         base, options = self.alignment()
         return aligned_seed_id(base, **options)

@@ -62,7 +62,7 @@ class RunContext:
             if spec.seed is not None:
                 self._seed_path = spec.seed
             else:
-                from ..train.align import aligned_seed
+                from .align import aligned_seed
 
                 base, options = spec.alignment()
                 self._seed_path = str(aligned_seed(base, quiet=not self.progress, **options))

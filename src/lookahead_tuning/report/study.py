@@ -16,7 +16,6 @@ verdicts of all seeds (prompt x seed pairs), matched by id, against vanilla of t
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -274,29 +273,3 @@ def figures(summary: dict, out: Path) -> list[str]:
         ax.grid(alpha=0.3)
         finish(fig, "forecast_vs_drop.png")
     return written
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study-summary", help="tables and figures of a multi-seed study from its cell files",
-                       description="Summarise the cells of one or more `run` grids (e.g. study/seedA-lr2e-4/cells): "
-                                   "means and 95% t-intervals over seeds, drops vs the seed, paired McNemar "
-                                   "tests vs vanilla, KL vs drop and forecast vs drop figures.")
-    p.add_argument("cells", nargs="+", help="folders of cell JSONs (a config's cells_dir)")
-    p.add_argument("--out", required=True, help="folder for summary.json, summary.md and the figures")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from ..io import atomic_write_json, atomic_write_text
-
-    cells, forecasts = load_cells(args.cells)
-    summary = summarise(cells, forecasts)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "summary.json", summary)
-    text = markdown(summary)
-    atomic_write_text(out / "summary.md", text)
-    names = figures(summary, out)
-    print(text)
-    print(f"{summary['n_cells']} cells -> {out}/summary.json, summary.md, " + ", ".join(names))
-    return 0

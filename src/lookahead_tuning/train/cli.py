@@ -110,7 +110,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``train`` (``align`` registers itself from ``train/align.py``)."""
+    """Register ``train`` (``align``, which trains and then evaluates, is experiment/cli.py's)."""
     p = subparsers.add_parser("train", help="fine-tune a model with a method (vanilla, LookAhead, baselines)",
                               description=__doc__)
     add_train_arguments(p)

@@ -9,7 +9,6 @@ and caches the result keyed by every setting and by the data's content hash.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -18,10 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
 from ..io import atomic_write_json, write_records
 from ..models import EMBEDDED_ALIAS, cache_dir
-from ..validate import EPOCHS, LEARNING_RATE, POSITIVE_INT, SEED
 
 # Recipe (seed D): one epoch of full fine-tuning at lr 1.2e-4 on every row once, the benign requests in
 # the vocabulary of harm included. The earlier recipes (docs/findings.md, sections 1 and 7): without the
@@ -94,7 +91,7 @@ def aligned_seed(
     (include the benign requests in the vocabulary of harm, answered by the embedded model itself;
     default ``HARM_ADJACENT``; false gives seed B's data).
     """
-    from .api import train
+    from ..train.api import train
 
     folder, settings, rows = _plan(base, overrides)
     done = folder / "model" / "config.json"
@@ -136,48 +133,3 @@ def _evaluate(folder: Path, *, quiet: bool = False) -> dict:
               "n_benign": over["n"]}
     atomic_write_json(folder / REPORT, report)
     return report
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("align", help="make the safety-aligned seed model (cached)",
-                       description="Safety-align a chat model on the built-in refusal data (cached).")
-    p.add_argument("--model", default=EMBEDDED_ALIAS, help="base model (default: the embedded SmolLM2)")
-    p.add_argument("--out", help="also link the aligned model here")
-    p.add_argument("--epochs", type=EPOCHS, default=DEFAULTS["epochs"])
-    p.add_argument("--lr", type=LEARNING_RATE, default=DEFAULTS["lr"])
-    p.add_argument("--seed", type=SEED, default=DEFAULTS["seed"])
-    p.add_argument("--benign-repeat", type=POSITIVE_INT, default=BENIGN_REPEAT,
-                   help="times each benign pair is seen per epoch (default %(default)s)")
-    p.add_argument("--no-template-matched", dest="template_matched", action="store_false",
-                   help="leave out the benign requests asked in the harmful rows' templates (the first seeds' data)")
-    p.add_argument("--harm-adjacent", action=argparse.BooleanOptionalAction, default=HARM_ADJACENT,
-                   help="include the benign requests in the vocabulary of harm (default %(default)s)")
-    p.add_argument("--sampling", choices=("random", "group_by_length"), default=SAMPLING,
-                   help="batch order: random (every seed so far; default) or group_by_length (less padding, "
-                        "faster, but another seed)")
-    p.add_argument("--force", action="store_true", help="retrain even if cached")
-    p.add_argument("--no-eval", action="store_true", help="skip the RSR / over-refusal check")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    path = aligned_seed(args.model, force=args.force, evaluate=not args.no_eval, quiet=args.quiet,
-                        epochs=args.epochs, lr=args.lr, seed=args.seed, benign_repeat=args.benign_repeat,
-                        template_matched=args.template_matched, harm_adjacent=args.harm_adjacent,
-                        sampling=args.sampling)
-    report_path = path.parent / REPORT
-    if args.out:
-        out = Path(args.out)
-        if out.exists() and not out.is_symlink():
-            raise UserError(f"{out}: exists; choose a new --out")
-        if out.is_symlink():
-            out.unlink()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.symlink_to(path.resolve(), target_is_directory=True)
-    print(f"aligned seed: {path}")
-    if report_path.is_file():
-        report = json.loads(report_path.read_text())
-        print(f"RSR (keyword, built-in held-out set): {report['rsr']:.2%}  "
-              f"over-refusal (benign set): {report['overrefusal']:.2%}")
-    return 0
