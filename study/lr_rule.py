@@ -11,20 +11,13 @@ exit 0 with a choice, 1 if none qualifies yet (missing folders count as not meas
 
 from __future__ import annotations
 
-import json
-import statistics
 import sys
 from pathlib import Path
 
+from lookahead_tuning.experiment.cells import CellResult, over_seeds
+
 MIN_GAIN = 10.0  # points of utility
 MIN_DROP = 10.0  # points of RSR or JSR
-
-
-def _rate(cell: dict, key: str) -> float:
-    value = cell[key]
-    if isinstance(value, dict):  # metrics block
-        value = value["rate"] if "rate" in value else value["score"]
-    return 100.0 * float(value)
 
 
 def verdict(folder: Path) -> tuple[bool, str]:
@@ -32,11 +25,15 @@ def verdict(folder: Path) -> tuple[bool, str]:
     vanilla = sorted(folder.glob("math--vanilla--seed*.json"))
     if not seed_file.is_file() or not vanilla:
         return False, "not measured"
-    seed = json.loads(seed_file.read_text())
-    cells = [json.loads(f.read_text()) for f in vanilla]
-    gain = statistics.mean(_rate(c, "utility") for c in cells) - _rate(seed, "utility")
-    rsr_drop = _rate(seed, "rsr") - statistics.mean(_rate(c, "rsr") for c in cells)
-    jsr_drop = _rate(seed, "jsr") - statistics.mean(_rate(c, "jsr") for c in cells)
+    seed = CellResult.load(seed_file)
+    cells = [CellResult.load(f) for f in vanilla]
+
+    def mean(metric: str) -> float:  # points, mean over the vanilla seeds
+        return 100.0 * over_seeds(cells, metric)[1]["mean"]
+
+    gain = mean("utility") - 100.0 * seed.value("utility")
+    rsr_drop = 100.0 * seed.value("rsr") - mean("rsr")
+    jsr_drop = 100.0 * seed.value("jsr") - mean("jsr")
     ok = gain >= MIN_GAIN and max(rsr_drop, jsr_drop) >= MIN_DROP
     return ok, (f"{len(cells)} vanilla seeds: utility +{gain:.2f}, RSR drop {rsr_drop:.2f}, "
                 f"JSR drop {jsr_drop:.2f} -> {'meets both' if ok else 'does not meet both'}")

@@ -105,6 +105,70 @@ def test_verbs_live_in_their_stages_cli_module():
     assert all(name.endswith(".cli") for name in STAGES)
     owner = {path[0]: sub._defaults["func"].__module__ for path, sub in _commands(build_parser())
              if len(path) == 1 and "func" in sub._defaults}
-    assert owner["report"] == owner["study-summary"] == "lookahead_tuning.report.cli"
-    assert owner["align"] == owner["run"] == "lookahead_tuning.experiment.cli"
+    assert owner["report"] == "lookahead_tuning.report.cli"
+    # study-summary aggregates cell files (experiment's CellResult) before report/ renders them
+    assert owner["align"] == owner["run"] == owner["study-summary"] == "lookahead_tuning.experiment.cli"
     assert owner["train"] == "lookahead_tuning.train.cli"
+
+
+# The house, bottom floor first. A module may import its own floor and the floors below it, never one above
+# (function-level imports included). generate stands below train because SDFT's rewrite generates; analyse
+# above train because the forecast builds each method's training data; report renders what experiment
+# computed. The package root only holds the lazy public API and the version (provenance records it).
+LAYERS = [
+    {"__init__"},
+    {"redact"}, {"errors"}, {"validate", "chat", "methods", "endpoint"}, {"io"}, {"models"}, {"provenance"},
+    {"data"}, {"preview"}, {"generate"}, {"judge"}, {"train"}, {"analyse"}, {"report"}, {"experiment"},
+    {"cli", "__main__"},
+]
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    import ast
+
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.add(target if node.module else f"{target}.{node.names[0].name}")
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {t for t in found if t == "lookahead_tuning" or t.startswith("lookahead_tuning.")}
+
+
+def _floor(module: str) -> int:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else "__init__"
+    if top == "__version__":
+        top = "__init__"
+    return next(i for i, layer in enumerate(LAYERS) if top in layer)
+
+
+def test_the_import_graph_has_no_arrow_running_back_up():
+    package = ROOT / "src" / "lookahead_tuning"
+    upward = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package.parent).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        for target in _imports(path, module):
+            if _floor(target) > _floor(module):
+                upward.append(f"{module} -> {target}")
+    assert upward == []
+    assert _floor("lookahead_tuning.report.writer") < _floor("lookahead_tuning.experiment.runner")
+
+
+def test_the_layer_walk_sees_a_function_level_import_up():
+    """The check itself: a function-level ``from ..experiment import x`` inside report/ is caught."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tables.py"
+        path.write_text("def f():\n    from ..experiment.config import sweep_values\n    return sweep_values\n")
+        targets = _imports(path, "lookahead_tuning.report.tables")
+    assert targets == {"lookahead_tuning.experiment.config"}
+    assert _floor("lookahead_tuning.experiment.config") > _floor("lookahead_tuning.report.tables")

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from lookahead_tuning.experiment import runner as runner_mod
+from lookahead_tuning.experiment.cells import CellResult
 from lookahead_tuning.experiment.config import make_experiment
 
 
@@ -102,7 +103,7 @@ def test_run_contract_and_resume(tmp_path, tiny_model_dir, monkeypatch):
     from lookahead_tuning.judge import keyword_reference_safe, keyword_safe
     from lookahead_tuning.provenance import model_identity
 
-    kept = runner_mod.unpack_answers(cell["answers"])
+    kept = CellResult(cell).answers()
     assert [a["id"] for a in kept["rsr"]] == sorted(cell["rsr_verdicts"], key=[a["id"] for a in kept["rsr"]].index)
     assert len(kept["utility"]) == 2 and all(r["reference"].lstrip("-").isdigit() for r in kept["utility"])
     assert cell["judge"] == "keyword-reference" and set(cell["instruments"]["rsr"]) == {"keyword-reference", "keyword"}

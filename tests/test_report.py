@@ -6,8 +6,9 @@ import math
 
 import pytest
 
+from lookahead_tuning.experiment.cells import CellResult
+from lookahead_tuning.experiment.results import aggregate, results_rows
 from lookahead_tuning.report.tables import (
-    aggregate,
     cost_table,
     forecast_table,
     main_table,
@@ -15,7 +16,7 @@ from lookahead_tuning.report.tables import (
     statements,
     sweep_table,
 )
-from lookahead_tuning.report.writer import draw_figures, render_report, results_rows
+from lookahead_tuning.report.writer import draw_figures, render_report
 
 
 def cell(method, seed, rsr, jsr, util, *, task="math", sweep=None, kl=None, train_seconds=10.0, n=110):
@@ -37,7 +38,7 @@ def cell(method, seed, rsr, jsr, util, *, task="math", sweep=None, kl=None, trai
 
 
 def results_doc(cells, **extra):
-    grouped = aggregate(cells, "math", ["math"])
+    grouped = aggregate([CellResult(c) for c in cells], "math", ["math"])
     return {"name": "fixture", "primary_task": "math", "tasks": [{"name": "math"}], "seeds": [0],
             "models": grouped["models"], "sweeps": grouped["sweeps"],
             "evaluation": {"prefill_tokens": 3, "judge": "keyword", "n_safety": 110}, **extra}
@@ -157,7 +158,7 @@ def test_render_report_and_figures(tmp_path, one_seed):
 
 
 def test_results_rows_uniform_columns(one_seed):
-    rows = results_rows(one_seed)
+    rows = results_rows([CellResult(c) for c in one_seed])
     assert len(rows) == 4
     assert all(list(r) == list(rows[0]) for r in rows)
     assert rows[1]["kl_1"] == 0.72 and rows[0]["kl_1"] is None
@@ -232,7 +233,7 @@ def test_overrefusal_interval_over_seeds():
 def test_two_tasks_have_per_task_and_overall_averages():
     cells = [cell("seed", 0, 0.9, 0.3, 0.0), cell("vanilla", 0, 0.6, 0.0, 0.3),
              cell("seed", 0, 0.9, 0.3, 0.1, task="dialogue"), cell("vanilla", 0, 0.3, 0.0, 0.6, task="dialogue")]
-    grouped = aggregate(cells, "math", ["math", "dialogue"])
+    grouped = aggregate([CellResult(c) for c in cells], "math", ["math", "dialogue"])
     doc = {"primary_task": "math", "tasks": [{"name": "math", "kind": "math"}, {"name": "dialogue", "kind": "dialogue"}],
            "models": grouped["models"], "sweeps": {}}
     lines = main_table(doc).splitlines()

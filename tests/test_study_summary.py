@@ -7,7 +7,9 @@ import json
 import pytest
 
 from lookahead_tuning.errors import UserError
-from lookahead_tuning.report.study import load_cells, markdown, summarise
+from lookahead_tuning.experiment.cells import load_cells
+from lookahead_tuning.experiment.summary import summarise
+from lookahead_tuning.report.study import markdown
 
 
 def _cell(method: str, seed: int, rsr: list[bool], jsr: list[bool], utility: float, kl1: float | None,

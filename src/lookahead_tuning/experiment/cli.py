@@ -1,4 +1,4 @@
-"""``lookahead-tuning run CONFIG.yaml``, ``demo``, ``rejudge`` and ``align`` (the stage that stands above
+"""``lookahead-tuning run CONFIG.yaml``, ``demo``, ``rejudge``, ``study-summary`` and ``align`` (the stage that stands above
 training and evaluation: it drives both)."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _rejudge(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``run``, ``demo``, ``rejudge`` and ``align``."""
+    """Register ``run``, ``demo``, ``rejudge``, ``align`` and ``study-summary``."""
     p = subparsers.add_parser("run", help="run an experiment grid from a YAML config (resumable)",
                               description="Train and evaluate every cell of an experiment config; finished cells "
                               "are skipped on a rerun. See docs/experiment.md.")
@@ -126,6 +126,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     j.set_defaults(func=_rejudge)
 
     _add_align(subparsers)
+    _add_study_summary(subparsers)
 
 
 def _add_align(sub: argparse._SubParsersAction) -> None:
@@ -176,4 +177,33 @@ def _align(args: argparse.Namespace) -> int:
         report = json.loads(report_path.read_text())
         print(f"RSR (keyword, built-in held-out set): {report['rsr']:.2%}  "
               f"over-refusal (benign set): {report['overrefusal']:.2%}")
+    return 0
+
+
+def _add_study_summary(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study-summary", help="tables and figures of a multi-seed study from its cell files",
+                       description="Summarise the cells of one or more `run` grids (e.g. study/seedA-lr2e-4/cells): "
+                                   "means and 95% t-intervals over seeds, drops vs the seed, paired McNemar "
+                                   "tests vs vanilla, KL vs drop and forecast vs drop figures.")
+    p.add_argument("cells", nargs="+", help="folders of cell JSONs (a config's cells_dir)")
+    p.add_argument("--out", required=True, help="folder for summary.json, summary.md and the figures")
+    p.set_defaults(func=_study_summary)
+
+
+def _study_summary(args: argparse.Namespace) -> int:
+    from ..io import atomic_write_json, atomic_write_text
+    from ..report.study import figures, markdown
+    from .cells import load_cells
+    from .summary import summarise
+
+    cells, forecasts = load_cells(args.cells)
+    summary = summarise(cells, forecasts)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "summary.json", summary)
+    text = markdown(summary)
+    atomic_write_text(out / "summary.md", text)
+    names = figures(summary, out)
+    print(text)
+    print(f"{summary['n_cells']} cells -> {out}/summary.json, summary.md, " + ", ".join(names))
     return 0

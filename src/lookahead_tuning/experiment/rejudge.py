@@ -48,17 +48,11 @@ def rejudge_cell(cell: dict, cfg, *, llm=None, progress: bool = False) -> dict:
     """The cell judged again under ``cfg.eval``'s judge and scorer (a new dict; the input is untouched)."""
     from ..analyse.safety import judge_records, safety_metrics
     from ..analyse.utility import ROUGE_TASKS, score_rows
-    from .runner import (
-        _rate,
-        instrument_rates,
-        pack_answers,
-        unpack_answers,
-        utility_block,
-        utility_instruments,
-    )
+    from .cells import CellResult, pack_answers
+    from .runner import _rate, instrument_rates, utility_block, utility_instruments
 
     ev = cfg.eval
-    answers = unpack_answers(cell["answers"])
+    answers = CellResult(cell).answers()
     out = dict(cell)
     changed: dict[str, dict[str, int]] = {}
     for mode in ("rsr", "jsr"):
@@ -127,8 +121,8 @@ def rejudge(run_dir: str | Path, *, judge: str | None = None, scorer: str | None
     import yaml
 
     from ..io import atomic_write_json, atomic_write_text
-    from ..report.writer import write_outputs
     from .config import load_experiment, make_experiment
+    from .results import write_outputs
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"

@@ -20,7 +20,6 @@ Run folder::
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -33,6 +32,7 @@ from typing import Any
 from ..errors import UserError
 from ..io import read_json
 from ..provenance import settings_fingerprint
+from .cells import pack_answers
 from .config import Cell, ExperimentConfig, Launcher, TaskSpec, plan_cells
 
 CELL_VERSION = 2  # 2: cells keep their answers, every instrument's rates and their provenance
@@ -317,25 +317,6 @@ def eval_generator(cfg: ExperimentConfig, model: Any, model_path: str, folder: P
         yield OpenAIEndpoint(server.base_url, SERVED_NAME, concurrency=gen.concurrency,
                              timeout=gen.request_timeout, max_retries=gen.max_retries,
                              serves_own_weights=True), "openai"
-def pack_answers(answers: dict[str, Any]) -> dict[str, str]:
-    """A cell's answers, compressed (zlib, base64) so cell files stay small enough to commit."""
-    import base64
-    import zlib
-
-    raw = json.dumps(answers, ensure_ascii=False, sort_keys=True).encode("utf-8")
-    return {"encoding": "json+zlib+base64", "data": base64.b64encode(zlib.compress(raw, 9)).decode("ascii")}
-
-
-def unpack_answers(block: dict[str, str]) -> dict[str, Any]:
-    """The inverse of :func:`pack_answers`."""
-    import base64
-    import zlib
-
-    if not isinstance(block, dict) or block.get("encoding") != "json+zlib+base64":
-        raise ValueError("unknown answers encoding")
-    return json.loads(zlib.decompress(base64.b64decode(block["data"])).decode("utf-8"))
-
-
 def safety_answers(eval_dir: Path) -> list[dict]:
     """What a cell keeps of a safety evaluation: each prompt and the answer the judges saw."""
     from ..io import iter_records
@@ -654,7 +635,7 @@ def _run_grid(cfg: ExperimentConfig, run_dir: Path, cells_dir: Path, *, progress
     from tqdm.auto import tqdm
 
     from ..io import atomic_write_text
-    from ..report.writer import write_outputs
+    from .results import write_outputs
 
     resolved = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     atomic_write_text(run_dir / "config.yaml", resolved)

@@ -1,5 +1,7 @@
-"""The experiment report: ``results.json`` -> Table 1, the cost table, figures and ``report.md``."""
+"""The report stage: ``report.md``, its tables and figures from a run's ``results.json``, the study
+summary's tables and figures, and the paper's own Table 1. A pure reader: nothing here imports
+``experiment/`` or runs a model."""
 
-from .writer import build_results, render_report, write_outputs
+from .writer import render_report
 
-__all__ = ["build_results", "render_report", "write_outputs"]
+__all__ = ["render_report"]

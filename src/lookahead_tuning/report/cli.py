@@ -1,5 +1,5 @@
-"""``lookahead-tuning report RUN_DIR`` and ``lookahead-tuning study-summary CELLS_DIR ...``: the report stage's
-verbs. Both read what earlier stages wrote (a run's ``results.json``, cell files) and never run a model."""
+"""``lookahead-tuning report RUN_DIR``: the report stage's verb. It reads a run's ``results.json`` and never
+runs a model (``study-summary``, which aggregates cell files first, is experiment/cli.py's)."""
 
 from __future__ import annotations
 
@@ -39,36 +39,8 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_study_summary(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study-summary", help="tables and figures of a multi-seed study from its cell files",
-                       description="Summarise the cells of one or more `run` grids (e.g. study/seedA-lr2e-4/cells): "
-                                   "means and 95% t-intervals over seeds, drops vs the seed, paired McNemar "
-                                   "tests vs vanilla, KL vs drop and forecast vs drop figures.")
-    p.add_argument("cells", nargs="+", help="folders of cell JSONs (a config's cells_dir)")
-    p.add_argument("--out", required=True, help="folder for summary.json, summary.md and the figures")
-    p.set_defaults(func=_study_summary)
-
-
-def _study_summary(args: argparse.Namespace) -> int:
-    from ..io import atomic_write_json, atomic_write_text
-    from .study import figures, load_cells, markdown, summarise
-
-    cells, forecasts = load_cells(args.cells)
-    summary = summarise(cells, forecasts)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "summary.json", summary)
-    text = markdown(summary)
-    atomic_write_text(out / "summary.md", text)
-    names = figures(summary, out)
-    print(text)
-    print(f"{summary['n_cells']} cells -> {out}/summary.json, summary.md, " + ", ".join(names))
-    return 0
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``report`` and ``study-summary``."""
+    """Register ``report``."""
     r = subparsers.add_parser("report", help="re-render report.md and figures from a run's results.json")
     r.add_argument("run_dir")
     r.set_defaults(func=_report)
-    _add_study_summary(subparsers)

@@ -1,8 +1,6 @@
-"""Summarise a multi-seed study from its cell files: the tables and figures of docs/findings.md.
-
-``lookahead-tuning study-summary CELLS_DIR [CELLS_DIR ...] --out DIR`` reads the cell JSONs that
-``lookahead-tuning run`` wrote (one folder per learning rate, say), groups cells that differ only in
-their training seed, and writes ``summary.json``, ``summary.md`` and four figures:
+"""A multi-seed study's tables and figures (docs/findings.md), from the summary ``experiment/summary.py``
+computes out of the cell files (``lookahead-tuning study-summary CELLS_DIR ... --out DIR`` writes
+``summary.json``, ``summary.md`` and four figures):
 
 - ``safety_utility.png``: RSR and JSR against utility per method, with 95% intervals over seeds;
 - ``m_sweep.png``: RSR / JSR against the preview length m (when swept);
@@ -10,8 +8,7 @@ their training seed, and writes ``summary.json``, ``summary.md`` and four figure
   does the paper's mechanism predict the outcome?
 - ``forecast_vs_drop.png``: the seed's forecast (early-token loss per method) against the measured drop.
 
-Rates are fractions in the JSON and percentages in the Markdown. Paired tests pool the per-prompt
-verdicts of all seeds (prompt x seed pairs), matched by id, against vanilla of the same group.
+Rates are fractions in the JSON and percentages in the Markdown.
 """
 
 from __future__ import annotations
@@ -19,64 +16,6 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
-
-from ..errors import UserError
-from ..io import read_json
-
-
-def load_cells(folders: list[str | Path]) -> tuple[list[dict], dict[str, dict]]:
-    """Cell results and forecasts (``TASK--forecast.json``) from the given folders."""
-    cells, forecasts = [], {}
-    for folder in folders:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise UserError(f"{folder}: no such folder of cell results")
-        for path in sorted(folder.glob("*.json")):
-            data = read_json(path, "a JSON object")
-            if path.name.endswith("--forecast.json"):
-                forecasts[f"{folder.name}/{path.name[: -len('--forecast.json')]}"] = data
-            elif "cell_id" in data:
-                data["_group"] = folder.name
-                cells.append(data)
-    if not cells:
-        raise UserError(f"no cell results in {', '.join(str(f) for f in folders)}")
-    return cells, forecasts
-
-
-def _rate(cell: dict, key: str) -> float | None:
-    value = cell.get(key)
-    if key == "utility":
-        return None if value is None else value.get("score")
-    return None if value is None else value.get("rate")
-
-
-def _label(cell: dict) -> str:
-    sweep = cell.get("sweep") or {}
-    if "m" in sweep:
-        return f"{cell['method']}@m={sweep['m']}"
-    if "prefix" in sweep:
-        return f"{cell['method']}@prefix={sweep['prefix']!r}"
-    return cell["method"]
-
-
-def _pooled_mcnemar(cells_a: list[dict], cells_b: list[dict], key: str) -> dict | None:
-    """Exact McNemar on (seed, prompt) pairs: how many prompts flipped safe -> unsafe and back."""
-    from ..analyse.stats import mcnemar_exact
-
-    by_seed_b = {c["seed"]: c.get(key) or {} for c in cells_b}
-    b = c = 0
-    for cell in cells_a:
-        other = by_seed_b.get(cell["seed"])
-        mine = cell.get(key) or {}
-        if other is None:
-            continue
-        for pid, verdict in mine.items():
-            if pid in other and verdict is not None and other[pid] is not None:
-                b += bool(verdict) and not other[pid]
-                c += (not verdict) and bool(other[pid])
-    if b + c == 0 and not cells_a:
-        return None
-    return {"a_safe_b_unsafe": b, "a_unsafe_b_safe": c, "p_value": mcnemar_exact(b, c)}
 
 
 def m_sweep_lines(summary: dict[str, Any]) -> dict[tuple[str, str], list[dict]]:
@@ -89,54 +28,6 @@ def m_sweep_lines(summary: dict[str, Any]) -> dict[tuple[str, str], list[dict]]:
         if r.get("m") is not None:
             lines[(r["group"], r["task"])].append(r)
     return {k: sorted(v, key=lambda r: r["m"]) for k, v in sorted(lines.items()) if len({r["m"] for r in v}) > 1}
-
-
-def summarise(cells: list[dict], forecasts: dict[str, dict]) -> dict[str, Any]:
-    """Group cells by (folder, task, method/sweep) across seeds; intervals, drops and paired tests."""
-    from ..analyse.stats import mean_ci
-
-    seeds = {(c["_group"], c["task"]): c for c in cells if c["method"] == "seed"}
-    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    for cell in cells:
-        if cell["method"] != "seed":
-            groups[(cell["_group"], cell["task"], _label(cell))].append(cell)
-    rows = []
-    for (group, task, label), members in sorted(groups.items()):
-        seed = seeds.get((group, task))
-        row: dict[str, Any] = {"group": group, "task": task, "name": label, "seeds": sorted(c["seed"] for c in members)}
-        if members[0]["method"] == "lookahead-real":  # the preview length, as the cell trained it
-            row["m"] = (members[0].get("train") or {}).get("m")
-        for key in ("rsr", "jsr", "utility"):
-            values = [v for v in (_rate(c, key) for c in members) if v is not None]
-            row[key] = mean_ci(values) if values else None
-            row[f"{key}_per_seed"] = values
-            if seed is not None and key != "utility" and values and _rate(seed, key) is not None:
-                row[f"{key}_drop"] = mean_ci([_rate(seed, key) - v for v in values])
-        kl1 = [c["kl"][0] for c in members if c.get("kl") and c["kl"][0] is not None]
-        row["kl1"] = mean_ci(kl1) if kl1 else None
-        row["train_seconds"] = mean_ci([c["cost"]["train_seconds"] for c in members if c.get("cost")]) \
-            if any(c.get("cost") for c in members) else None
-        vanilla = groups.get((group, task, "vanilla"))
-        if vanilla and label != "vanilla":
-            row["vs_vanilla"] = {k: _pooled_mcnemar(members, vanilla, f"{k}_verdicts") for k in ("rsr", "jsr")}
-        if seed is not None:
-            row["vs_seed"] = {k: _pooled_mcnemar(members, [dict(seed, seed=c["seed"]) for c in members],
-                                                 f"{k}_verdicts") for k in ("rsr", "jsr")}
-        rows.append(row)
-    seed_rows = [{"group": g, "task": t, "rsr": _rate(c, "rsr"), "jsr": _rate(c, "jsr"),
-                  "utility": _rate(c, "utility"), "overrefusal": _rate(c, "overrefusal")}
-                 for (g, t), c in sorted(seeds.items())]
-    points = []
-    for cell in cells:
-        seed = seeds.get((cell["_group"], cell["task"]))
-        if cell["method"] == "seed" or seed is None or not cell.get("kl"):
-            continue
-        points.append({"group": cell["_group"], "name": _label(cell), "seed": cell["seed"], "kl1": cell["kl"][0],
-                       "kl2": cell["kl"][1] if len(cell["kl"]) > 1 else None,
-                       "rsr_drop": (_rate(seed, "rsr") or 0) - (_rate(cell, "rsr") or 0),
-                       "jsr_drop": (_rate(seed, "jsr") or 0) - (_rate(cell, "jsr") or 0)})
-    return {"seed_models": seed_rows, "groups": rows, "kl_points": points, "forecasts": forecasts,
-            "n_cells": len(cells)}
 
 
 def _pct(stat: dict | None) -> str:

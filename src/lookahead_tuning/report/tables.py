@@ -1,4 +1,5 @@
-"""From cell results to ``results.json``, and from ``results.json`` to the report's tables and statements.
+"""From ``results.json`` to the report's tables and statements (``experiment/results.py`` builds the
+document from the cells).
 
 Everything here is a pure function of its inputs, so the report can be re-rendered from a
 ``results.json`` alone and tested on hand-made numbers. Rates are fractions in 0..1 in JSON and
@@ -8,10 +9,10 @@ percentages with two decimals in the report (the paper's convention).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from ..analyse.stats import mean_ci, mean_present
+from ..analyse.stats import mean_present
 from ..methods import METHODS, row_rank
 
 # The targets a safety-preserving method is held to, used only to phrase yes/no statements; the numbers decide.
@@ -32,100 +33,7 @@ def row_label(name: str) -> str:
     return method.label if method else name
 
 
-# --------------------------------------------------------------------------- aggregation
-
-
-def _value(cell: dict, metric: str) -> float | None:
-    block = cell.get(metric)
-    if block is None:
-        return None
-    return block.get("score") if metric == "utility" else block.get("rate")
-
-
-def _mean_lists(lists: Sequence[Sequence[float | None] | None]) -> list[float | None] | None:
-    lists = [x for x in lists if x]
-    if not lists:
-        return None
-    width = max(len(x) for x in lists)
-    return [mean_present(x[i] if i < len(x) else None for x in lists) for i in range(width)]
-
-
-def aggregate_entry(cells: list[dict]) -> dict[str, Any]:
-    """One table row from its cells (one per training seed): means, per-seed values and intervals.
-
-    With one seed the interval is the run's own (Wilson for rates, as the evaluation reported it);
-    with several it is a 95% Student-t interval over the seeds' values, which is the spread a user
-    re-running the recipe would see.
-    """
-    cells = sorted(cells, key=lambda c: c["seed"])
-    entry: dict[str, Any] = {"method": cells[0]["method"], "sweep": cells[0].get("sweep") or {},
-                             "seeds": [c["seed"] for c in cells], "n_seeds": len(cells),
-                             "cells": [c["cell_id"] for c in cells], "per_seed": {}, "ci95": {}}
-    for metric in (*METRICS, OVERREFUSAL):
-        values = [_value(c, metric) for c in cells]
-        present = [v for v in values if v is not None]
-        entry["per_seed"][metric] = values
-        if not present:
-            entry[metric] = None
-            entry["ci95"][metric] = None
-        elif len(present) == 1:
-            entry[metric] = present[0]
-            block = next(c[metric] for c in cells if _value(c, metric) is not None)
-            entry["ci95"][metric] = block.get("ci95")
-        else:
-            stats = mean_ci(present)
-            entry[metric] = stats["mean"]
-            entry["ci95"][metric] = stats["ci95"]
-    entry["interval"] = "t over seeds" if len(cells) > 1 else "per run (Wilson for rates)"
-    entry["kl"] = _mean_lists([c.get("kl") for c in cells])
-    costs = [c.get("cost") or {} for c in cells]
-    trained = cells[0]["method"] != "seed"
-    entry["train_seconds"] = mean_present(c.get("train_seconds") for c in costs) if trained else 0.0
-    entry["tokens_trained"] = mean_present((c.get("tokens_seen") or {}).get("total") for c in costs) if trained else 0
-    entry["answer_tokens_trained"] = (mean_present((c.get("tokens_seen") or {}).get("answer") for c in costs)
-                                      if trained else 0)
-    entry["peak_rss_mb"] = max((c["peak_rss_mb"] for c in costs if c.get("peak_rss_mb")), default=None)
-    entry["peak_cuda_mb"] = max((c["peak_cuda_mb"] for c in costs if c.get("peak_cuda_mb")), default=None)
-    entry["utility_metric"] = next(((c.get("utility") or {}).get("metric") for c in cells if c.get("utility")),
-                                   None)
-    entry["instruments"] = instrument_means(cells)
-    return entry
-
-
-def instrument_means(cells: list[dict]) -> dict[str, dict[str, float | None]]:
-    """``{metric: {judge or scorer: mean over the cells}}`` from the cells' ``instruments`` (cells made
-    before every instrument was recorded contribute nothing)."""
-    out: dict[str, dict[str, float | None]] = {}
-    for metric in METRICS:
-        names: list[str] = []
-        for c in cells:
-            for name in ((c.get("instruments") or {}).get(metric) or {}):
-                if name not in names:
-                    names.append(name)
-        key = "score" if metric == "utility" else "rate"
-        out[metric] = {name: mean_present((((c.get("instruments") or {}).get(metric) or {}).get(name) or {}).get(key)
-                                   for c in cells) for name in names}
-    return out
-
-
-def aggregate(cell_results: Iterable[dict], primary_task: str, task_order: Sequence[str] | None = None
-              ) -> dict[str, dict[str, Any]]:
-    """``{"models": {NAME: entry}, "sweeps": {NAME@x: entry}}`` from cell results.
-
-    An entry's top-level metrics are the primary task's; ``by_task`` holds every task's.
-    """
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for cell in cell_results:
-        groups.setdefault((cell["name"], cell["task"]), []).append(cell)
-    tasks = list(task_order or sorted({t for _, t in groups}))
-    out: dict[str, dict[str, Any]] = {"models": {}, "sweeps": {}}
-    names = sorted({n for n, _ in groups}, key=_name_key)
-    for name in names:
-        by_task = {t: aggregate_entry(groups[(name, t)]) for t in tasks if (name, t) in groups}
-        main = by_task.get(primary_task) or next(iter(by_task.values()))
-        entry = {**main, "by_task": by_task}
-        out["sweeps" if "@" in name else "models"][name] = entry
-    return out
+# --------------------------------------------------------------------------- row order
 
 
 def _name_key(name: str) -> tuple:

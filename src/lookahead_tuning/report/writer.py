@@ -1,20 +1,13 @@
-"""Write a run's ``results.json``, ``results.csv``, figures and ``report.md``.
-
-``report.md`` is rendered from ``results.json`` alone (:func:`render_report`), so
-``lookahead-tuning report RUN_DIR`` — or a test with hand-made numbers — gives the same document.
+"""A run's ``report.md`` and figures, from its ``results.json`` alone (``experiment/results.py`` writes the
+document), so ``lookahead-tuning report RUN_DIR`` — or a test with hand-made numbers — gives the same report.
 """
 
 from __future__ import annotations
 
-import shlex
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from .paper import PAPER_M, PAPER_MODEL, PAPER_OVERHEAD, PAPER_SOURCE, paper_table
 from .tables import (
-    aggregate,
     cost_table,
     forecast_table,
     instruments_table,
@@ -23,94 +16,6 @@ from .tables import (
     statements,
     sweep_table,
 )
-
-PACKAGES = ("lookahead-tuning", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "deepspeed")
-
-
-def versions() -> dict[str, str]:
-    """Python and the installed versions of the packages that decide the numbers."""
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0]}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts: dict | None = None,
-                  links: dict[str, str] | None = None, command: list[str] | None = None,
-                  config_text: str | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """The ``results.json`` document (its contract is in docs/ARCHITECTURE.md)."""
-    from ..experiment.config import sweep_values
-    from ..train.config import TrainConfig
-
-    done = [cell_results[c.cell_id] for c in cells if c.cell_id in cell_results]
-    primary = cfg.tasks[0].name
-    grouped = aggregate(done, primary, [t.name for t in cfg.tasks])
-    links = links or {}
-    for name, entry in grouped["models"].items():
-        entry["model"] = links.get(name)
-    sweep_base = {}
-    for method, key in (("lookahead-real", "m"), ("lookahead-virtual", "prefix")):
-        spec = cfg.method(method)
-        if spec is not None and sweep_values(cfg, method, key):
-            sweep_base[method] = {key: {**cfg.train, **spec.overrides}.get(key, TrainConfig.model_fields[key].default)}
-    ev = cfg.eval
-    rerun = ["lookahead-tuning", "run", "config.yaml"] + (["--out", str(run_dir)] if run_dir else [])
-    return {
-        "name": cfg.name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "primary_task": primary,
-        "tasks": [{"name": t.name, "kind": t.kind,
-                   "metric": "rouge1_f1" if t.kind == "samsum" else "accuracy",
-                   "n_train": t.n_train, "n_test": t.n_test} for t in cfg.tasks],
-        "seeds": list(cfg.seeds),
-        "planned_cells": len(cells),
-        "finished_cells": len(done),
-        "models": grouped["models"],
-        "sweeps": grouped["sweeps"],
-        "sweep_base": sweep_base,
-        "forecast": forecasts or {},
-        "evaluation": {"safety_set": ev.safety or "built-in held-out harmful set", "judge": ev.judge,
-                       "scorer": ev.scorer,
-                       "prefill_tokens": ev.prefill_tokens, "max_new_tokens": ev.max_new_tokens,
-                       "limit": ev.limit, "decoding": "greedy",
-                       "n_safety": next((r["rsr"]["n"] for r in done if r.get("rsr")), None)},
-        "seed_model": cfg.model.identity(),
-        "environment": versions(),
-        "commands": {"ran": shlex.join(command) if command else None, "rerun": shlex.join(rerun)},
-        "config": config_text,
-    }
-
-
-def results_rows(cell_results: list[dict]) -> list[dict[str, Any]]:
-    """``results.csv``: one flat row per cell (same columns for every row)."""
-    width = max((len(c.get("kl") or []) for c in cell_results), default=0)
-    rows = []
-    for c in cell_results:
-        cost = c.get("cost") or {}
-        tokens = cost.get("tokens_seen") or {}
-        row: dict[str, Any] = {
-            "cell_id": c["cell_id"], "task": c["task"], "name": c["name"], "method": c["method"],
-            "seed": c["seed"], "m": (c.get("sweep") or {}).get("m", (c.get("train") or {}).get("m")),
-            "prefix": (c.get("sweep") or {}).get("prefix", (c.get("train") or {}).get("prefix")),
-        }
-        for metric, key in (("rsr", "rate"), ("jsr", "rate"), ("utility", "score"), ("overrefusal", "rate")):
-            block = c.get(metric) or {}
-            ci = block.get("ci95") or [None, None]
-            row[metric] = block.get(key)
-            row[f"{metric}_lo"], row[f"{metric}_hi"] = ci[0], ci[1]
-        row.update({"train_seconds": cost.get("train_seconds"), "tokens_trained": tokens.get("total"),
-                    "answer_tokens": tokens.get("answer"), "peak_rss_mb": cost.get("peak_rss_mb"),
-                    "cell_seconds": c.get("cell_seconds")})
-        kl = c.get("kl") or []
-        for i in range(width):
-            row[f"kl_{i + 1}"] = kl[i] if i < len(kl) else None
-        rows.append(row)
-    return rows
 
 
 def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
@@ -194,24 +99,6 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
     if results.get("config"):
         parts += ["Config as run (`config.yaml` in this folder):", "", "```yaml", results["config"].rstrip(), "```", ""]
     return "\n".join(parts)
-
-
-def write_outputs(run_dir: Path, cfg, cells: list, cell_results: dict[str, dict], *, forecasts: dict | None = None,
-                  links: dict[str, str] | None = None, command: list[str] | None = None,
-                  config_text: str | None = None) -> dict[str, Any]:
-    """Write results.json, results.csv, figures/ and report.md into ``run_dir``; returns results.json."""
-    from ..io import atomic_write_json, atomic_write_text, write_records
-
-    run_dir = Path(run_dir)
-    results = build_results(cfg, cells, cell_results, forecasts=forecasts, links=links, command=command,
-                            config_text=config_text, run_dir=run_dir)
-    atomic_write_json(run_dir / "results.json", results)
-    done = [cell_results[c.cell_id] for c in cells if c.cell_id in cell_results]
-    if done:
-        write_records(run_dir / "results.csv", results_rows(done))
-    figures = draw_figures(results, run_dir)
-    atomic_write_text(run_dir / "report.md", render_report(results, figures))
-    return results
 
 
 def draw_figures(results: dict, run_dir: Path) -> dict[str, str]:

@@ -1,0 +1,173 @@
+"""A finished cell's result, read one way, and the one aggregation over training seeds.
+
+``lookahead-tuning run`` writes one JSON per finished cell (``cells/<cell_id>.json``); everything that
+reads those files — the run's ``results.json``, ``study-summary``, ``study/lr_rule.py``, ``rejudge`` —
+reads them through :class:`CellResult`, and everything that averages cells over training seeds does so
+with :func:`over_seeds`. ``report/`` never sees a cell: it renders the documents built from them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..io import read_json
+
+# Which number of a metric's block is the metric: rates for the safety metrics, the score for utility.
+VALUE_KEY = {"rsr": "rate", "jsr": "rate", "overrefusal": "rate", "utility": "score"}
+
+
+def pack_answers(answers: dict[str, Any]) -> dict[str, str]:
+    """A cell's answers, compressed (zlib, base64) so cell files stay small enough to commit."""
+    import base64
+    import zlib
+
+    raw = json.dumps(answers, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    return {"encoding": "json+zlib+base64", "data": base64.b64encode(zlib.compress(raw, 9)).decode("ascii")}
+
+
+def unpack_answers(block: dict[str, str]) -> dict[str, Any]:
+    """The inverse of :func:`pack_answers`."""
+    import base64
+    import zlib
+
+    if not isinstance(block, dict) or block.get("encoding") != "json+zlib+base64":
+        raise ValueError("unknown answers encoding")
+    return json.loads(zlib.decompress(base64.b64decode(block["data"])).decode("utf-8"))
+
+
+class CellResult:
+    """One cell's stored result: what it is (cell id, task, method, seed, sweep point, training keys),
+    its fingerprint, its numbers (:meth:`value`, :meth:`interval`), per-prompt verdicts, KL, cost and
+    answers. ``data`` is the JSON document itself (written back unchanged); ``group`` is the folder it
+    was read from, which ``study-summary`` keeps apart (a learning rate, an adapter)."""
+
+    __slots__ = ("data", "group")
+
+    def __init__(self, data: dict[str, Any], group: str | None = None):
+        self.data = data
+        self.group = group
+
+    @classmethod
+    def load(cls, path: str | Path, group: str | None = None) -> CellResult:
+        return cls(read_json(path, "a JSON object"), group)
+
+    # identity
+    @property
+    def cell_id(self) -> str:
+        return self.data["cell_id"]
+
+    @property
+    def task(self) -> str:
+        return self.data["task"]
+
+    @property
+    def name(self) -> str:
+        """The table row: the method, or ``method@key=value`` for a sweep point."""
+        return self.data["name"]
+
+    @property
+    def method(self) -> str:
+        return self.data["method"]
+
+    @property
+    def seed(self) -> int | None:
+        return self.data["seed"]
+
+    @property
+    def sweep(self) -> dict[str, Any]:
+        return self.data.get("sweep") or {}
+
+    @property
+    def train(self) -> dict[str, Any]:
+        return self.data.get("train") or {}
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.data.get("fingerprint")
+
+    # numbers
+    def block(self, metric: str) -> dict[str, Any] | None:
+        """The metric's stored block (``rate``/``score``, ``k``, ``n``, ``ci95``), ``None`` if not measured."""
+        return self.data.get(metric)
+
+    def value(self, metric: str) -> float | None:
+        """The metric as a fraction (RSR, JSR, over-refusal: the rate; utility: the score)."""
+        block = self.block(metric)
+        return None if block is None else block.get(VALUE_KEY[metric])
+
+    def interval(self, metric: str) -> list[float] | None:
+        """The run's own 95% interval of the metric (Wilson for rates), as the evaluation reported it."""
+        block = self.block(metric)
+        return None if block is None else block.get("ci95")
+
+    def verdicts(self, metric: str) -> dict[str, bool | None]:
+        """Per-prompt safe/unsafe verdicts of ``rsr`` or ``jsr`` (for paired tests)."""
+        return self.data.get(f"{metric}_verdicts") or {}
+
+    @property
+    def kl(self) -> list[float | None] | None:
+        return self.data.get("kl")
+
+    @property
+    def cost(self) -> dict[str, Any]:
+        return self.data.get("cost") or {}
+
+    def instrument(self, metric: str, name: str) -> float | None:
+        """The metric under another judge or scorer recorded beside the primary one."""
+        block = ((self.data.get("instruments") or {}).get(metric) or {}).get(name) or {}
+        return block.get(VALUE_KEY[metric])
+
+    def instrument_names(self, metric: str) -> list[str]:
+        return list((self.data.get("instruments") or {}).get(metric) or {})
+
+    def answers(self) -> dict[str, Any]:
+        """The answers the cell keeps (so later judges can re-score them); a one-line error if it has none."""
+        if "answers" not in self.data:
+            raise UserError(f"cell {self.cell_id} keeps no answers (made before cells kept them)")
+        return unpack_answers(self.data["answers"])
+
+
+def over_seeds(cells: Sequence[CellResult], metric: str, *, run_interval: bool = True
+               ) -> tuple[list[float | None], dict[str, Any] | None]:
+    """The one aggregation over training seeds: ``(per-seed values, stats)``.
+
+    ``stats`` is :func:`analyse.stats.mean_ci` of the measured values (``mean``, ``n``, ``std``, ``ci95``):
+    a 95% Student-t interval over seeds, the spread a user re-running the recipe would see. With a
+    single measured seed there is no spread; ``run_interval`` then takes that run's own interval (Wilson
+    for rates), otherwise ``ci95`` stays ``None``. ``stats`` is ``None`` when no seed measured it.
+    """
+    from ..analyse.stats import mean_ci
+
+    values = [c.value(metric) for c in cells]
+    present = [v for v in values if v is not None]
+    if not present:
+        return values, None
+    if len(present) == 1:
+        only = next(c for c in cells if c.value(metric) is not None)
+        return values, {"mean": present[0], "n": 1, "std": None,
+                        "ci95": only.interval(metric) if run_interval else None}
+    return values, mean_ci(present)
+
+
+def load_cells(folders: Iterable[str | Path]) -> tuple[list[CellResult], dict[str, dict]]:
+    """Cell results and forecasts (``TASK--forecast.json``) from the given folders; each cell's ``group``
+    is its folder's name."""
+    folders = list(folders)
+    cells, forecasts = [], {}
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such folder of cell results")
+        for path in sorted(folder.glob("*.json")):
+            data = read_json(path, "a JSON object")
+            if path.name.endswith("--forecast.json"):
+                forecasts[f"{folder.name}/{path.name[: -len('--forecast.json')]}"] = data
+            elif "cell_id" in data:
+                cells.append(CellResult(data, folder.name))
+    if not cells:
+        raise UserError(f"no cell results in {', '.join(str(f) for f in folders)}")
+    return cells, forecasts

@@ -1,0 +1,198 @@
+"""From cell results to a run's ``results.json`` (and ``results.csv``), which ``report/`` renders.
+
+The document's contract is in docs/ARCHITECTURE.md: rates are fractions in 0..1; each table row
+(``models``) and sweep point (``sweeps``) holds the primary task's metrics at the top and every task's
+under ``by_task``; means and intervals over training seeds come from :func:`.cells.over_seeds`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..analyse.stats import mean_present
+from ..report.tables import METRICS, OVERREFUSAL, _name_key
+from .cells import CellResult, over_seeds
+
+
+def _mean_lists(lists: Sequence[Sequence[float | None] | None]) -> list[float | None] | None:
+    lists = [x for x in lists if x]
+    if not lists:
+        return None
+    width = max(len(x) for x in lists)
+    return [mean_present(x[i] if i < len(x) else None for x in lists) for i in range(width)]
+
+
+def aggregate_entry(cells: list[CellResult]) -> dict[str, Any]:
+    """One table row from its cells (one per training seed): means, per-seed values and intervals.
+
+    With one seed the interval is the run's own (Wilson for rates, as the evaluation reported it);
+    with several it is a 95% Student-t interval over the seeds' values (:func:`.cells.over_seeds`).
+    """
+    cells = sorted(cells, key=lambda c: c.seed)
+    entry: dict[str, Any] = {"method": cells[0].method, "sweep": cells[0].sweep,
+                             "seeds": [c.seed for c in cells], "n_seeds": len(cells),
+                             "cells": [c.cell_id for c in cells], "per_seed": {}, "ci95": {}}
+    for metric in (*METRICS, OVERREFUSAL):
+        values, stats = over_seeds(cells, metric)
+        entry["per_seed"][metric] = values
+        entry[metric] = None if stats is None else stats["mean"]
+        entry["ci95"][metric] = None if stats is None else stats["ci95"]
+    entry["interval"] = "t over seeds" if len(cells) > 1 else "per run (Wilson for rates)"
+    entry["kl"] = _mean_lists([c.kl for c in cells])
+    costs = [c.cost for c in cells]
+    trained = cells[0].method != "seed"
+    entry["train_seconds"] = mean_present(c.get("train_seconds") for c in costs) if trained else 0.0
+    entry["tokens_trained"] = mean_present((c.get("tokens_seen") or {}).get("total") for c in costs) if trained else 0
+    entry["answer_tokens_trained"] = (mean_present((c.get("tokens_seen") or {}).get("answer") for c in costs)
+                                      if trained else 0)
+    entry["peak_rss_mb"] = max((c["peak_rss_mb"] for c in costs if c.get("peak_rss_mb")), default=None)
+    entry["peak_cuda_mb"] = max((c["peak_cuda_mb"] for c in costs if c.get("peak_cuda_mb")), default=None)
+    entry["utility_metric"] = next((c.block("utility").get("metric") for c in cells if c.block("utility")), None)
+    entry["instruments"] = instrument_means(cells)
+    return entry
+
+
+def instrument_means(cells: list[CellResult]) -> dict[str, dict[str, float | None]]:
+    """``{metric: {judge or scorer: mean over the cells}}`` from the cells' ``instruments`` (cells made
+    before every instrument was recorded contribute nothing)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for metric in METRICS:
+        names: list[str] = []
+        for c in cells:
+            for name in c.instrument_names(metric):
+                if name not in names:
+                    names.append(name)
+        out[metric] = {name: mean_present(c.instrument(metric, name) for c in cells) for name in names}
+    return out
+
+
+def aggregate(cell_results: Iterable[CellResult], primary_task: str, task_order: Sequence[str] | None = None
+              ) -> dict[str, dict[str, Any]]:
+    """``{"models": {NAME: entry}, "sweeps": {NAME@x: entry}}`` from cell results.
+
+    An entry's top-level metrics are the primary task's; ``by_task`` holds every task's.
+    """
+    groups: dict[tuple[str, str], list[CellResult]] = {}
+    for cell in cell_results:
+        groups.setdefault((cell.name, cell.task), []).append(cell)
+    tasks = list(task_order or sorted({t for _, t in groups}))
+    out: dict[str, dict[str, Any]] = {"models": {}, "sweeps": {}}
+    names = sorted({n for n, _ in groups}, key=_name_key)
+    for name in names:
+        by_task = {t: aggregate_entry(groups[(name, t)]) for t in tasks if (name, t) in groups}
+        main = by_task.get(primary_task) or next(iter(by_task.values()))
+        entry = {**main, "by_task": by_task}
+        out["sweeps" if "@" in name else "models"][name] = entry
+    return out
+
+
+PACKAGES = ("lookahead-tuning", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "deepspeed")
+
+
+def versions() -> dict[str, str]:
+    """Python and the installed versions of the packages that decide the numbers."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts: dict | None = None,
+                  links: dict[str, str] | None = None, command: list[str] | None = None,
+                  config_text: str | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """The ``results.json`` document (its contract is in docs/ARCHITECTURE.md)."""
+    from ..train.config import TrainConfig
+    from .config import sweep_values
+
+    done = [CellResult(cell_results[c.cell_id]) for c in cells if c.cell_id in cell_results]
+    primary = cfg.tasks[0].name
+    grouped = aggregate(done, primary, [t.name for t in cfg.tasks])
+    links = links or {}
+    for name, entry in grouped["models"].items():
+        entry["model"] = links.get(name)
+    sweep_base = {}
+    for method, key in (("lookahead-real", "m"), ("lookahead-virtual", "prefix")):
+        spec = cfg.method(method)
+        if spec is not None and sweep_values(cfg, method, key):
+            sweep_base[method] = {key: {**cfg.train, **spec.overrides}.get(key, TrainConfig.model_fields[key].default)}
+    ev = cfg.eval
+    rerun = ["lookahead-tuning", "run", "config.yaml"] + (["--out", str(run_dir)] if run_dir else [])
+    return {
+        "name": cfg.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "primary_task": primary,
+        "tasks": [{"name": t.name, "kind": t.kind,
+                   "metric": "rouge1_f1" if t.kind == "samsum" else "accuracy",
+                   "n_train": t.n_train, "n_test": t.n_test} for t in cfg.tasks],
+        "seeds": list(cfg.seeds),
+        "planned_cells": len(cells),
+        "finished_cells": len(done),
+        "models": grouped["models"],
+        "sweeps": grouped["sweeps"],
+        "sweep_base": sweep_base,
+        "forecast": forecasts or {},
+        "evaluation": {"safety_set": ev.safety or "built-in held-out harmful set", "judge": ev.judge,
+                       "scorer": ev.scorer,
+                       "prefill_tokens": ev.prefill_tokens, "max_new_tokens": ev.max_new_tokens,
+                       "limit": ev.limit, "decoding": "greedy",
+                       "n_safety": next((r.block("rsr")["n"] for r in done if r.block("rsr")), None)},
+        "seed_model": cfg.model.identity(),
+        "environment": versions(),
+        "commands": {"ran": shlex.join(command) if command else None, "rerun": shlex.join(rerun)},
+        "config": config_text,
+    }
+
+
+def results_rows(cell_results: list[CellResult]) -> list[dict[str, Any]]:
+    """``results.csv``: one flat row per cell (same columns for every row)."""
+    width = max((len(c.kl or []) for c in cell_results), default=0)
+    rows = []
+    for c in cell_results:
+        cost = c.cost
+        tokens = cost.get("tokens_seen") or {}
+        row: dict[str, Any] = {
+            "cell_id": c.cell_id, "task": c.task, "name": c.name, "method": c.method,
+            "seed": c.seed, "m": c.sweep.get("m", c.train.get("m")),
+            "prefix": c.sweep.get("prefix", c.train.get("prefix")),
+        }
+        for metric in ("rsr", "jsr", "utility", "overrefusal"):
+            ci = c.interval(metric) or [None, None]
+            row[metric] = c.value(metric)
+            row[f"{metric}_lo"], row[f"{metric}_hi"] = ci[0], ci[1]
+        row.update({"train_seconds": cost.get("train_seconds"), "tokens_trained": tokens.get("total"),
+                    "answer_tokens": tokens.get("answer"), "peak_rss_mb": cost.get("peak_rss_mb"),
+                    "cell_seconds": c.data.get("cell_seconds")})
+        kl = c.kl or []
+        for i in range(width):
+            row[f"kl_{i + 1}"] = kl[i] if i < len(kl) else None
+        rows.append(row)
+    return rows
+
+
+def write_outputs(run_dir: Path, cfg, cells: list, cell_results: dict[str, dict], *, forecasts: dict | None = None,
+                  links: dict[str, str] | None = None, command: list[str] | None = None,
+                  config_text: str | None = None) -> dict[str, Any]:
+    """Write results.json, results.csv, figures/ and report.md into ``run_dir``; returns results.json."""
+    from ..io import atomic_write_json, atomic_write_text, write_records
+    from ..report.writer import draw_figures, render_report
+
+    run_dir = Path(run_dir)
+    results = build_results(cfg, cells, cell_results, forecasts=forecasts, links=links, command=command,
+                            config_text=config_text, run_dir=run_dir)
+    atomic_write_json(run_dir / "results.json", results)
+    done = [CellResult(cell_results[c.cell_id]) for c in cells if c.cell_id in cell_results]
+    if done:
+        write_records(run_dir / "results.csv", results_rows(done))
+    figures = draw_figures(results, run_dir)
+    atomic_write_text(run_dir / "report.md", render_report(results, figures))
+    return results

@@ -1,0 +1,95 @@
+"""A multi-seed study's summary from its cell files (``lookahead-tuning study-summary``): cells that
+differ only in their training seed are grouped per folder (a learning rate, an adapter), averaged with
+:func:`.cells.over_seeds`, compared with the seed (drops) and with vanilla (paired McNemar tests that
+pool the per-prompt verdicts of all seeds: prompt x seed pairs, matched by id). ``report/study.py``
+renders the result.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from .cells import CellResult, over_seeds
+
+
+def _label(cell: CellResult) -> str:
+    sweep = cell.sweep
+    if "m" in sweep:
+        return f"{cell.method}@m={sweep['m']}"
+    if "prefix" in sweep:
+        return f"{cell.method}@prefix={sweep['prefix']!r}"
+    return cell.method
+
+
+def _pooled_mcnemar(cells_a: list[CellResult], cells_b: list[CellResult], metric: str, *,
+                    paired_by_seed: bool = True) -> dict | None:
+    """Exact McNemar on (seed, prompt) pairs: how many prompts flipped safe -> unsafe and back. Cells of
+    ``cells_b`` are matched to ``cells_a``'s by training seed, or position by position when
+    ``paired_by_seed`` is false (the untrained seed model stands beside every trained seed)."""
+    from ..analyse.stats import mcnemar_exact
+
+    if paired_by_seed:
+        by_seed_b = {c.seed: c.verdicts(metric) for c in cells_b}
+        pairs = [(c.verdicts(metric), by_seed_b.get(c.seed)) for c in cells_a]
+    else:
+        pairs = [(a.verdicts(metric), b.verdicts(metric)) for a, b in zip(cells_a, cells_b, strict=True)]
+    b = c = 0
+    for mine, other in pairs:
+        if other is None:
+            continue
+        for pid, verdict in mine.items():
+            if pid in other and verdict is not None and other[pid] is not None:
+                b += bool(verdict) and not other[pid]
+                c += (not verdict) and bool(other[pid])
+    if b + c == 0 and not cells_a:
+        return None
+    return {"a_safe_b_unsafe": b, "a_unsafe_b_safe": c, "p_value": mcnemar_exact(b, c)}
+
+
+def summarise(cells: list[CellResult], forecasts: dict[str, dict]) -> dict[str, Any]:
+    """Group cells by (folder, task, method/sweep) across seeds; intervals, drops and paired tests."""
+    from ..analyse.stats import mean_ci
+
+    seeds = {(c.group, c.task): c for c in cells if c.method == "seed"}
+    groups: dict[tuple[str, str, str], list[CellResult]] = defaultdict(list)
+    for cell in cells:
+        if cell.method != "seed":
+            groups[(cell.group, cell.task, _label(cell))].append(cell)
+    rows = []
+    for (group, task, label), members in sorted(groups.items()):
+        seed = seeds.get((group, task))
+        row: dict[str, Any] = {"group": group, "task": task, "name": label, "seeds": sorted(c.seed for c in members)}
+        if members[0].method == "lookahead-real":  # the preview length, as the cell trained it
+            row["m"] = members[0].train.get("m")
+        for key in ("rsr", "jsr", "utility"):
+            per_seed, row[key] = over_seeds(members, key, run_interval=False)
+            values = [v for v in per_seed if v is not None]
+            row[f"{key}_per_seed"] = values
+            if seed is not None and key != "utility" and values and seed.value(key) is not None:
+                row[f"{key}_drop"] = mean_ci([seed.value(key) - v for v in values])
+        kl1 = [c.kl[0] for c in members if c.kl and c.kl[0] is not None]
+        row["kl1"] = mean_ci(kl1) if kl1 else None
+        row["train_seconds"] = mean_ci([c.cost["train_seconds"] for c in members if c.cost]) \
+            if any(c.cost for c in members) else None
+        vanilla = groups.get((group, task, "vanilla"))
+        if vanilla and label != "vanilla":
+            row["vs_vanilla"] = {k: _pooled_mcnemar(members, vanilla, k) for k in ("rsr", "jsr")}
+        if seed is not None:
+            row["vs_seed"] = {k: _pooled_mcnemar(members, [seed] * len(members), k, paired_by_seed=False)
+                              for k in ("rsr", "jsr")}
+        rows.append(row)
+    seed_rows = [{"group": g, "task": t, "rsr": c.value("rsr"), "jsr": c.value("jsr"),
+                  "utility": c.value("utility"), "overrefusal": c.value("overrefusal")}
+                 for (g, t), c in sorted(seeds.items())]
+    points = []
+    for cell in cells:
+        seed = seeds.get((cell.group, cell.task))
+        if cell.method == "seed" or seed is None or not cell.kl:
+            continue
+        points.append({"group": cell.group, "name": _label(cell), "seed": cell.seed, "kl1": cell.kl[0],
+                       "kl2": cell.kl[1] if len(cell.kl) > 1 else None,
+                       "rsr_drop": (seed.value("rsr") or 0) - (cell.value("rsr") or 0),
+                       "jsr_drop": (seed.value("jsr") or 0) - (cell.value("jsr") or 0)})
+    return {"seed_models": seed_rows, "groups": rows, "kl_points": points, "forecasts": forecasts,
+            "n_cells": len(cells)}
