@@ -112,3 +112,11 @@ def test_errors(tmp_path):
     (bad / "x.json").write_text("{", encoding="utf-8")
     with pytest.raises(UserError, match="x.json"):
         load_cells([bad])
+
+
+def test_a_cells_folder_goes_by_its_parents_name(tmp_path):
+    """study/<setting>/cells: the setting names the group (two settings' cells never pool as "cells")."""
+    from lookahead_tuning.experiment.cells import group_name
+
+    assert group_name(tmp_path / "seedD-lr5e-5" / "cells") == "seedD-lr5e-5"
+    assert group_name(tmp_path / "lr2e-4") == "lr2e-4"

@@ -153,21 +153,29 @@ def over_seeds(cells: Sequence[CellResult], metric: str, *, run_interval: bool =
     return values, mean_ci(present)
 
 
+def group_name(folder: str | Path) -> str:
+    """The name a folder of cells goes by in a study summary: its own, or its parent's when it is a
+    ``cells`` folder (``study/seedD-lr5e-5/cells`` -> ``seedD-lr5e-5``)."""
+    folder = Path(folder).resolve()
+    return folder.parent.name if folder.name == "cells" else folder.name
+
+
 def load_cells(folders: Iterable[str | Path]) -> tuple[list[CellResult], dict[str, dict]]:
     """Cell results and forecasts (``TASK--forecast.json``) from the given folders; each cell's ``group``
-    is its folder's name."""
+    is its folder's :func:`group_name`."""
     folders = list(folders)
     cells, forecasts = [], {}
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             raise UserError(f"{folder}: no such folder of cell results")
+        group = group_name(folder)
         for path in sorted(folder.glob("*.json")):
             data = read_json(path, "a JSON object")
             if path.name.endswith("--forecast.json"):
-                forecasts[f"{folder.name}/{path.name[: -len('--forecast.json')]}"] = data
+                forecasts[f"{group}/{path.name[: -len('--forecast.json')]}"] = data
             elif "cell_id" in data:
-                cells.append(CellResult(data, folder.name))
+                cells.append(CellResult(data, group))
     if not cells:
         raise UserError(f"no cell results in {', '.join(str(f) for f in folders)}")
     return cells, forecasts

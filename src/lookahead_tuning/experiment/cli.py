@@ -182,7 +182,7 @@ def _align(args: argparse.Namespace) -> int:
 
 def _add_study_summary(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study-summary", help="tables and figures of a multi-seed study from its cell files",
-                       description="Summarise the cells of one or more `run` grids (e.g. study/seedA-lr2e-4/cells): "
+                       description="Summarise the cells of one or more `run` grids (e.g. study/lr2e-4/cells): "
                                    "means and 95% t-intervals over seeds, drops vs the seed, paired McNemar "
                                    "tests vs vanilla, KL vs drop and forecast vs drop figures.")
     p.add_argument("cells", nargs="+", help="folders of cell JSONs (a config's cells_dir)")
