@@ -17,12 +17,12 @@ Train and test never share a chat: each chat text is assigned to one split by a 
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections.abc import Callable
 
 from ..errors import UserError
+from .splits import SPLITS, TEST_FRACTION, distinct_of_split, hash_split  # noqa: F401 - re-exported
 
 Dialogue = dict[str, str]
 
@@ -298,8 +298,6 @@ TEMPLATES: tuple[Callable, ...] = (
     _t_meet, _t_late, _t_borrow, _t_shopping, _t_lost, _t_invite, _t_pickup, _t_petsit, _t_recommend,
     _t_gift, _t_weather, _t_homework, _t_film,
 )
-SPLITS = ("train", "test")
-TEST_FRACTION = 5  # one chat in TEST_FRACTION belongs to the test split
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 # Words a summary may use that the chat need not contain: SAMSum's narrating vocabulary.
@@ -311,10 +309,7 @@ birthday homework yesterday way home day days time all inside order find couldn'
 """.split())
 
 
-def split_of(dialogue: str) -> str:
-    """The split a chat belongs to, fixed by a hash of its text (independent of seeds)."""
-    digest = int(hashlib.sha256(dialogue.encode("utf-8")).hexdigest()[:8], 16)
-    return "test" if digest % TEST_FRACTION == 0 else "train"
+split_of = hash_split  # the split a chat belongs to, fixed by a hash of its text (not by seeds)
 
 
 def check_summary(dialogue: str, summary: str) -> None:
@@ -338,18 +333,15 @@ def generate_dialogues(n: int, *, seed: int = 0, split: str = "train") -> list[D
     if n < 0:
         raise UserError(f"number of dialogues must be >= 0, got {n}")
     rng = random.Random(f"dialoguegen/{split}/{seed}")
-    out: list[Dialogue] = []
-    seen: set[str] = set()
-    attempts = 0
-    while len(out) < n:
-        attempts += 1
-        if attempts > 50 * n + 1000:
-            raise UserError(f"cannot make {n} distinct dialogues; ask for fewer")
+
+    def draw() -> tuple[str, Callable[[], Dialogue]]:
         turns, summary = TEMPLATES[rng.randrange(len(TEMPLATES))](rng)
         dialogue = "\n".join(turns)
-        if dialogue in seen or split_of(dialogue) != split:
-            continue
-        check_summary(dialogue, summary)
-        seen.add(dialogue)
-        out.append({"dialogue": dialogue, "summary": summary})
-    return out
+
+        def make() -> Dialogue:
+            check_summary(dialogue, summary)
+            return {"dialogue": dialogue, "summary": summary}
+
+        return dialogue, make
+
+    return distinct_of_split(n, split, draw, "dialogues")

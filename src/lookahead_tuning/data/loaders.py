@@ -16,7 +16,6 @@ Every problem with a file is a :class:`UserError` naming the file and the line o
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import re
@@ -26,9 +25,10 @@ from typing import Any
 from ..errors import UserError
 from ..io import iter_located_records
 from . import dialoguegen, mathgen
+from .splits import SPLITS
+from .splits import hash_split as split_of_text
 
 TASKS = ("math", "dialogue", "gsm8k", "samsum")
-SPLITS = ("train", "test")
 SAMSUM_PROMPT = "Summarize this dialogue:\n"
 # Default number of generated math problems when ``n`` is not given.
 MATH_DEFAULT_N = 1000
@@ -150,11 +150,6 @@ def load_gsm8k(path: str | os.PathLike, *, split: str = "test", keep_calculator:
     return rows
 
 
-def _hash_split(key: str) -> str:
-    digest = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16)
-    return "test" if digest % 5 == 0 else "train"
-
-
 def load_samsum(path: str | os.PathLike, *, split: str = "test") -> list[dict]:
     """SAMSum rows ``{"id", "dialogue", "summary"}`` (dialogue line breaks normalised to ``\\n``).
 
@@ -177,7 +172,7 @@ def load_samsum(path: str | os.PathLike, *, split: str = "test") -> list[dict]:
             raise loc.error(f"expected an 'id' (keys found: {', '.join(sorted(rec))})")
         dialogue, summary = _text_field(loc, rec, "dialogue"), _text_field(loc, rec, "summary")
         row = {"id": str(rec["id"]), "dialogue": dialogue.replace("\r\n", "\n"), "summary": summary}
-        if hash_split is None or _hash_split(row["id"]) == hash_split:
+        if hash_split is None or split_of_text(row["id"]) == hash_split:
             rows.append(row)
     if not rows:
         raise UserError("no dialogues in file", path=str(p))

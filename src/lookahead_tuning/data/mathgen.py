@@ -16,13 +16,13 @@ whatever the seeds.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections.abc import Callable
 
 from ..errors import UserError
 from .answers import final_number
+from .splits import SPLITS, TEST_FRACTION, distinct_of_split, hash_split  # noqa: F401 - re-exported
 
 Problem = dict[str, str]
 
@@ -333,18 +333,13 @@ LEVELS: dict[str, list[Callable[[random.Random], tuple[str, list[str], int]]]] =
 # fine-tune has room to show a gain on both halves.
 MIXES: dict[str, tuple[str, ...]] = {"default": ("easy", "medium"), "mixed": ("easy", "medium", "hard")}
 LEVEL_NAMES = (*LEVELS, *MIXES)
-SPLITS = ("train", "test")
-TEST_FRACTION = 5  # one question in TEST_FRACTION belongs to the test split
 
 _STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = \$?(\d+)")
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
         "/": lambda a, b: a / b}
 
 
-def split_of(question: str) -> str:
-    """The split a question text belongs to, fixed by a hash of the text (independent of seeds)."""
-    digest = int(hashlib.sha256(question.encode("utf-8")).hexdigest()[:8], 16)
-    return "test" if digest % TEST_FRACTION == 0 else "train"
+split_of = hash_split  # the split a question text belongs to, fixed by a hash of the text (not by seeds)
 
 
 def check_solution(solution: str, answer: int) -> None:
@@ -379,19 +374,16 @@ def generate_problems(
     pools = [LEVELS[name] for name in MIXES.get(level, (level,))]
     # A string seed is hashed with SHA-512 by `random`, so the stream is the same on every install.
     rng = random.Random(f"mathgen/{level}/{split}/{seed}")
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    attempts = 0
-    while len(problems) < n:
-        attempts += 1
-        if attempts > 50 * n + 1000:
-            raise UserError(f"cannot make {n} distinct '{level}' problems; ask for fewer")
+
+    def draw() -> tuple[str, Callable[[], Problem]]:
         pool = pools[rng.randrange(len(pools))]
         question, lines, answer = pool[rng.randrange(len(pool))](rng)
-        if question in seen or split_of(question) != split:
-            continue
-        solution = "\n".join(lines) + f"\n#### {answer}"
-        check_solution(solution, answer)
-        seen.add(question)
-        problems.append({"question": question, "answer": solution})
-    return problems
+
+        def make() -> Problem:
+            solution = "\n".join(lines) + f"\n#### {answer}"
+            check_solution(solution, answer)
+            return {"question": question, "answer": solution}
+
+        return question, make
+
+    return distinct_of_split(n, split, draw, f"'{level}' problems")
