@@ -1,6 +1,13 @@
 """Training cost of each method relative to vanilla, measured in one run on the same data.
 
     python benchmarks/train_cost.py --rows 64 --steps 8 --repeats 3 --out benchmarks/results/train_cost.json
+    python benchmarks/train_cost.py --methods vanilla --sampling random,group_by_length --data align \
+        --steps 8 --out benchmarks/results/train_cost_sampling_align.json
+
+``--sampling`` takes one or both batch orders (``random``; ``group_by_length``, the Trainer's
+length-grouped sampler, the default); with both, every method runs in both orders and the figures
+include each order's time relative to random. ``--data`` is the built-in ``math`` task (the demo's),
+the built-in ``dialogue`` task or ``align`` (the built-in alignment set, as ``align`` trains on it).
 
 Targets (issue 4): lookahead-real and lookahead-virtual <= 1.05x vanilla (the floor is the ratio of
 tokens, since only preview tokens are added to the prompt), constrained-sft <= 1.6x (one extra
@@ -19,13 +26,27 @@ import sys
 import tempfile
 from pathlib import Path
 
+# The paper's Table 1 methods by default; any registry name (lookahead_tuning.methods) is accepted.
 METHODS = ["vanilla", "lookahead-real", "lookahead-virtual", "constrained-sft", "sdft"]
+SAMPLINGS = ("random", "group_by_length")
+
+
+def training_rows(data: str, rows: int) -> list[dict]:
+    from lookahead_tuning.data.builtin import alignment_set
+    from lookahead_tuning.data.loaders import load_task
+
+    if data == "align":
+        return [{"prompt": r["prompt"], "completion": r["completion"]} for r in alignment_set()][:rows or None]
+    return [{"prompt": r["prompt"], "completion": r["completion"]} for r in load_task(data, n=rows, seed=0, split="train")]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--rows", type=int, default=64, help="built-in math problems to train on")
+    parser.add_argument("--rows", type=int, default=64, help="training rows (0 with --data align: all of them)")
+    parser.add_argument("--data", choices=("math", "dialogue", "align"), default="math")
+    parser.add_argument("--sampling", default="group_by_length",
+                        help="batch order(s), comma-separated: random, group_by_length (default)")
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per run")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
@@ -34,47 +55,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
 
-    from lookahead_tuning.data.loaders import load_task
     from lookahead_tuning.io import write_records
+    from lookahead_tuning.methods import get_method
     from lookahead_tuning.train.api import train
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [get_method(m.strip()).name for m in args.methods.split(",") if m.strip()]
+    samplings = [s.strip() for s in args.sampling.split(",") if s.strip()]
+    if not samplings or any(s not in SAMPLINGS for s in samplings):
+        parser.error(f"--sampling takes {', '.join(SAMPLINGS)}")
     work = Path(tempfile.mkdtemp(prefix="train-cost-"))
-    data = work / "math.jsonl"
-    write_records(data, [{"prompt": r["prompt"], "completion": r["completion"]}
-                         for r in load_task("math", n=args.rows, seed=0, split="train")])
-    times: dict[str, list[float]] = {m: [] for m in methods}
+    data = work / f"{args.data}.jsonl"
+    write_records(data, training_rows(args.data, args.rows))
+    # A run is (method, sampling); named "method" alone when one order is measured (the old figures' keys).
+    runs = [(m, s) for m in methods for s in samplings]
+    name = {(m, s): m if len(samplings) == 1 else f"{m}@{s}" for m, s in runs}
+    times: dict[str, list[float]] = {name[r]: [] for r in runs}
     tokens: dict[str, dict] = {}
     rewrite: list[float] = []
     rss: dict[str, float] = {}
     for rep in range(args.repeats):
-        for method in methods:
-            out = work / f"{method}-{rep}"
+        for method, sampling in runs:
+            key = name[(method, sampling)]
+            out = work / f"{method}-{sampling}-{rep}"
             summary = train({"model": args.model, "data": str(data), "out": str(out), "method": method,
                              "max_steps": args.steps, "batch_size": args.batch_size, "lr": 1e-5,
-                             "lora": args.lora, "quiet": True, "seed": rep})
-            times[method].append(summary["train_seconds"])
-            tokens[method] = summary["tokens_seen"]
-            rss[method] = max(rss.get(method, 0.0), summary["peak_rss_mb"])
+                             "lora": args.lora, "quiet": True, "seed": rep, "sampling": sampling})
+            times[key].append(summary["train_seconds"])
+            tokens[key] = summary["tokens_seen"]
+            rss[key] = max(rss.get(key, 0.0), summary["peak_rss_mb"])
             if method == "sdft":
                 rewrite.append(summary.get("sdft", {}).get("rewrite_seconds", float("nan")))
-            print(f"repeat {rep} {method}: {summary['train_seconds']:.1f} s", file=sys.stderr, flush=True)
+            print(f"repeat {rep} {key}: {summary['train_seconds']:.1f} s", file=sys.stderr, flush=True)
     med = {m: statistics.median(v) for m, v in times.items()}
-    base = med.get("vanilla")
+    base = med.get(name.get(("vanilla", samplings[0]), ""))
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
         "command": "python benchmarks/train_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "rows": args.rows, "steps": args.steps, "batch_size": args.batch_size, "repeats": args.repeats,
-        "adapter": "lora" if args.lora else "full",
+        "data": args.data, "rows": args.rows, "steps": args.steps, "batch_size": args.batch_size,
+        "repeats": args.repeats, "adapter": "lora" if args.lora else "full", "sampling": samplings,
         "median_train_seconds": med,
         "ratio_to_vanilla": {m: round(v / base, 3) for m, v in med.items()} if base else {},
         "tokens_seen": tokens,
         "token_ratio_to_vanilla": {
-            m: round(t.get("total", 0) / tokens["vanilla"]["total"], 3) for m, t in tokens.items()
-        } if "vanilla" in tokens and tokens["vanilla"].get("total") else {},
+            m: round(t.get("total", 0) / tokens[name[("vanilla", samplings[0])]]["total"], 3) for m, t in tokens.items()
+        } if ("vanilla", samplings[0]) in name and tokens[name[("vanilla", samplings[0])]].get("total") else {},
         "sdft_rewrite_seconds_median": statistics.median(rewrite) if rewrite else None,
         "peak_rss_mb": rss,
     }
+    if len(samplings) == 2:  # each method's length-grouped time over its random-order time (same repeats)
+        result["group_by_length_over_random"] = {
+            m: round(statistics.median(g / r for g, r in zip(times[f"{m}@group_by_length"], times[f"{m}@random"],
+                                                             strict=True)), 3) for m in methods}
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

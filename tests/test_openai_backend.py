@@ -210,6 +210,31 @@ def test_cli_generate_eval_safety_and_utility_through_a_server(tiny_model_dir, t
     capsys.readouterr()
 
 
+def test_answers_from_one_server_are_not_resumed_as_another_source(tiny_model_dir, served, tmp_path, capsys):
+    """--model names only the tokenizer with --backend openai: the answering server (URL, served model)
+    is part of what an output folder records, so a rerun against another server, or with the local
+    weights, is refused with one line naming the difference instead of reusing the answers."""
+    first, second = served(), served(served=("tiny", "other"))
+    common = ["--model", str(tiny_model_dir), "--limit", "2", "--max-new-tokens", "3", "--quiet"]
+    rsr = tmp_path / "rsr"
+    via = lambda stub, name="tiny": ["--backend", "openai", "--base-url", stub.url, "--served-model", name]  # noqa: E731
+    assert main(["eval", "safety", *common, "--out", str(rsr), *via(first)]) == 0
+    assert main(["eval", "safety", *common, "--out", str(rsr), *via(first)]) == 0  # same source: resumed
+    capsys.readouterr()
+    for other in (via(second), via(second, "other"), []):  # another server, another model, local weights
+        assert main(["eval", "safety", *common, "--out", str(rsr), *other]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "generation.source" in err and len(err.splitlines()) == 1, err
+    out = tmp_path / "gen.jsonl"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\nname a colour\n")
+    gen = ["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--out", str(out),
+           "--max-new-tokens", "3", "--quiet"]
+    assert main([*gen, *via(first)]) == 0
+    assert main([*gen, *via(second)]) == 2 and "generation.source" in capsys.readouterr().err
+    assert main([*gen, *via(second), "--overwrite"]) == 0  # redone on request
+
+
 def test_cli_server_flags_without_the_openai_backend_are_refused(tiny_model_dir, tmp_path, capsys):
     prompts = tmp_path / "p.txt"
     prompts.write_text("hello\n")
