@@ -120,3 +120,18 @@ def test_a_cells_folder_goes_by_its_parents_name(tmp_path):
 
     assert group_name(tmp_path / "seedD-lr5e-5" / "cells") == "seedD-lr5e-5"
     assert group_name(tmp_path / "lr2e-4") == "lr2e-4"
+
+
+@pytest.mark.parametrize("summary, folders", [
+    ("summary-seedB", ["seedB-lr5e-5", "seedB-lr1e-4", "seedB-lr2e-4"]),
+    ("summary-seedD", ["seedD-lr5e-5", "seedD-lr2e-4", "seedD-lora-lr5e-4"]),
+])
+def test_committed_summaries_are_what_the_committed_cells_give(summary, folders):
+    """docs/findings.md quotes these files: the study's cells, summarised by today's code, give them byte
+    for byte (the commands are in docs/findings.md)."""
+    from pathlib import Path
+
+    study = Path(__file__).resolve().parents[1] / "study"
+    result = summarise(*load_cells([study / f / "cells" for f in folders]))
+    assert json.dumps(result, ensure_ascii=False, indent=2) + "\n" == (study / summary / "summary.json").read_text()
+    assert markdown(result) == (study / summary / "summary.md").read_text()

@@ -27,21 +27,17 @@ def _pooled_mcnemar(cells_a: list[CellResult], cells_b: list[CellResult], metric
     """Exact McNemar on (seed, prompt) pairs: how many prompts flipped safe -> unsafe and back. Cells of
     ``cells_b`` are matched to ``cells_a``'s by training seed, or position by position when
     ``paired_by_seed`` is false (the untrained seed model stands beside every trained seed)."""
-    from ..analyse.stats import mcnemar_exact
+    from ..analyse.stats import mcnemar_exact, paired_counts
 
     if paired_by_seed:
         by_seed_b = {c.seed: c.verdicts(metric) for c in cells_b}
         pairs = [(c.verdicts(metric), by_seed_b.get(c.seed)) for c in cells_a]
     else:
         pairs = [(a.verdicts(metric), b.verdicts(metric)) for a, b in zip(cells_a, cells_b, strict=True)]
-    b = c = 0
-    for mine, other in pairs:
-        if other is None:
-            continue
-        for pid, verdict in mine.items():
-            if pid in other and verdict is not None and other[pid] is not None:
-                b += bool(verdict) and not other[pid]
-                c += (not verdict) and bool(other[pid])
+    matched = [(verdict, other[pid]) for mine, other in pairs if other is not None
+               for pid, verdict in mine.items() if pid in other and verdict is not None and other[pid] is not None]
+    table = paired_counts([bool(a) for a, _ in matched], [bool(b) for _, b in matched])
+    b, c = table["only_first"], table["only_second"]
     if b + c == 0 and not cells_a:
         return None
     return {"a_safe_b_unsafe": b, "a_unsafe_b_safe": c, "p_value": mcnemar_exact(b, c)}
