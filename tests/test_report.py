@@ -298,3 +298,24 @@ def test_kl_figure_draws_every_tuned_row_readably(tmp_path, monkeypatch):
     assert len(set(seen["colors"])) == len(METHODS) >= 6  # one colour each
     assert seen["outside"]  # the legend sits right of the axes, off the bars
     assert (tmp_path / "kl.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_committed_demo_results_still_render():
+    """A results.json written before the report gained over-refusal, the paper's table and the cost ratios
+    (the committed demo run's, or whichever demo run is committed now) renders without error."""
+    import json
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).resolve().parents[1] / "docs" / "figures" / "demo" / "results.json").read_text())
+    text = render_report(doc)
+    assert "## Table 1: utility and safety" in text and "## The paper's Table 1, for orientation" in text
+    assert "| vanilla |" in text and "| time / vanilla |" in text
+
+
+def test_old_entries_without_overrefusal_keys_render(one_seed):
+    doc = results_doc(one_seed)
+    for entry in doc["models"].values():  # as results.json files made before over-refusal was aggregated
+        entry.pop("overrefusal")
+        entry["ci95"].pop("overrefusal")
+        entry["per_seed"].pop("overrefusal")
+    assert "Over-refusal" not in main_table(doc) and "| LookAhead real |" in render_report(doc)
