@@ -43,6 +43,26 @@ def _pooled_mcnemar(cells_a: list[CellResult], cells_b: list[CellResult], metric
     return {"a_safe_b_unsafe": b, "a_unsafe_b_safe": c, "p_value": mcnemar_exact(b, c)}
 
 
+def _cost_ratios(rows: list[dict], groups: dict[tuple[str, str, str], list[CellResult]]) -> None:
+    """Each row's mean training time and training tokens over vanilla's (same folder and task), where
+    both were recorded: the token ratio is the floor of LookAhead's time ratio. Added to the rows."""
+    from ..analyse.stats import mean_present
+
+    def means(members: list[CellResult]) -> tuple[float | None, float | None]:
+        costs = [c.cost for c in members if c.cost]
+        seconds = mean_present([c.get("train_seconds") for c in costs])
+        tokens = mean_present([(c.get("tokens_seen") or {}).get("total") for c in costs])
+        return seconds, tokens
+
+    for row in rows:
+        vanilla = groups.get((row["group"], row["task"], "vanilla"))
+        if not vanilla:
+            continue
+        (seconds, tokens), (base_s, base_t) = means(groups[(row["group"], row["task"], row["name"])]), means(vanilla)
+        if seconds and base_s and tokens and base_t:
+            row["cost_vs_vanilla"] = {"time": round(seconds / base_s, 3), "tokens": round(tokens / base_t, 3)}
+
+
 def summarise(cells: list[CellResult], forecasts: dict[str, dict]) -> dict[str, Any]:
     """Group cells by (folder, task, method/sweep) across seeds; intervals, drops and paired tests."""
     from ..analyse.stats import mean_ci
@@ -64,6 +84,10 @@ def summarise(cells: list[CellResult], forecasts: dict[str, dict]) -> dict[str, 
             row[f"{key}_per_seed"] = values
             if seed is not None and key != "utility" and values and seed.value(key) is not None:
                 row[f"{key}_drop"] = mean_ci([seed.value(key) - v for v in values])
+        per_seed, overrefusal = over_seeds(members, "overrefusal", run_interval=False)
+        if any(v is not None for v in per_seed):  # added only where measured (older studies did not)
+            row["overrefusal"] = overrefusal
+            row["overrefusal_per_seed"] = [v for v in per_seed if v is not None]
         kl1 = [c.kl[0] for c in members if c.kl and c.kl[0] is not None]
         row["kl1"] = mean_ci(kl1) if kl1 else None
         row["train_seconds"] = mean_ci([c.cost["train_seconds"] for c in members if c.cost]) \
@@ -75,6 +99,7 @@ def summarise(cells: list[CellResult], forecasts: dict[str, dict]) -> dict[str, 
             row["vs_seed"] = {k: _pooled_mcnemar(members, [seed] * len(members), k, paired_by_seed=False)
                               for k in ("rsr", "jsr")}
         rows.append(row)
+    _cost_ratios(rows, groups)
     seed_rows = [{"group": g, "task": t, "rsr": c.value("rsr"), "jsr": c.value("jsr"),
                   "utility": c.value("utility"), "overrefusal": c.value("overrefusal")}
                  for (g, t), c in sorted(seeds.items())]

@@ -53,16 +53,24 @@ def markdown(summary: dict) -> str:
         cells = [f"{100 * v:.2f}" if v is not None else "–" for v in (s["rsr"], s["jsr"], s["utility"],
                                                                        s["overrefusal"])]
         lines.append(f"| {s['group']} | " + " | ".join(cells) + " |")
-    lines += ["", "| group | method | seeds | RSR | JSR | utility | RSR drop | JSR drop | KL pos 1 | "
-              "vs vanilla RSR (b/c, p) | vs vanilla JSR |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    # Over-refusal and cost columns appear only where some row has them (older studies: unchanged tables).
+    over = any("overrefusal" in r for r in summary["groups"])
+    cost = any("cost_vs_vanilla" in r for r in summary["groups"])
+    head = ["group", "method", "seeds", "RSR", "JSR", "utility"] + (["over-refusal"] if over else []) + [
+        "RSR drop", "JSR drop", "KL pos 1", "vs vanilla RSR (b/c, p)", "vs vanilla JSR"] + (
+        ["time / vanilla", "tokens / vanilla"] if cost else [])
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary["groups"]:
         kl = r["kl1"]
         kl_text = "–" if not kl else f"{kl['mean']:.3f}" + (
             f" [{kl['ci95'][0]:.3f}, {kl['ci95'][1]:.3f}]" if kl.get("ci95") else "")
         vs = r.get("vs_vanilla") or {}
-        lines.append(f"| {r['group']} | {r['name']} | {len(r['seeds'])} | {_pct(r['rsr'])} | {_pct(r['jsr'])} | "
-                     f"{_pct(r['utility'])} | {_pct(r.get('rsr_drop'))} | {_pct(r.get('jsr_drop'))} | {kl_text} | "
-                     f"{_p(vs.get('rsr'))} | {_p(vs.get('jsr'))} |")
+        ratio = r.get("cost_vs_vanilla") or {}
+        cells = [r["group"], r["name"], str(len(r["seeds"])), _pct(r["rsr"]), _pct(r["jsr"]), _pct(r["utility"])]
+        cells += [_pct(r.get("overrefusal"))] if over else []
+        cells += [_pct(r.get("rsr_drop")), _pct(r.get("jsr_drop")), kl_text, _p(vs.get("rsr")), _p(vs.get("jsr"))]
+        cells += [f"{ratio['time']:.3f}x" if ratio else "–", f"{ratio['tokens']:.3f}x" if ratio else "–"] if cost else []
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
