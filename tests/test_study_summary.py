@@ -135,3 +135,29 @@ def test_committed_summaries_are_what_the_committed_cells_give(summary, folders)
     result = summarise(*load_cells([study / f / "cells" for f in folders]))
     assert json.dumps(result, ensure_ascii=False, indent=2) + "\n" == (study / summary / "summary.json").read_text()
     assert markdown(result) == (study / summary / "summary.md").read_text()
+
+
+def test_folders_of_one_study_pool_into_one_group(cells_dir, tmp_path):
+    """``study-summary --group``: a config's extra methods (their own folder) are tested against the main
+    folder's vanilla cells; the seed cell both folders hold is one cell; a cell id held twice with
+    another fingerprint is refused (two studies, not one)."""
+    from lookahead_tuning.experiment.cells import pool_groups
+
+    more = tmp_path / "more"
+    more.mkdir()
+    for c in [_cell("seed", 0, [True] * 4, [True, True, False, False], 0.1, None),
+              _cell("safety-mix", 0, [True] * 4, [True] * 4, 0.4, 0.3)]:
+        (more / f"{c['cell_id']}.json").write_text(json.dumps(c), encoding="utf-8")
+    apart = summarise(*load_cells([cells_dir, more]))
+    assert "vs_vanilla" not in next(r for r in apart["groups"] if r["name"] == "safety-mix")
+    cells, forecasts = pool_groups(*load_cells([cells_dir, more]), "study")
+    pooled = summarise(cells, forecasts)
+    assert [s["group"] for s in pooled["seed_models"]] == ["study"] and pooled["n_cells"] == 6
+    mix = next(r for r in pooled["groups"] if r["name"] == "safety-mix")
+    # seed 0 only: mix safe on all 4 prompts, vanilla seed 0 on prompts 0 and 3
+    assert (mix["vs_vanilla"]["rsr"]["a_safe_b_unsafe"], mix["vs_vanilla"]["rsr"]["a_unsafe_b_safe"]) == (2, 0)
+    clash = _cell("vanilla", 0, [True] * 4, [True] * 4, 0.9, 0.1)
+    clash["fingerprint"] = "another"
+    (more / f"{clash['cell_id']}.json").write_text(json.dumps(clash), encoding="utf-8")
+    with pytest.raises(UserError, match="different fingerprints"):
+        pool_groups(*load_cells([cells_dir, more]), "study")

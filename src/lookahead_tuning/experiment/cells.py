@@ -179,3 +179,22 @@ def load_cells(folders: Iterable[str | Path]) -> tuple[list[CellResult], dict[st
     if not cells:
         raise UserError(f"no cell results in {', '.join(str(f) for f in folders)}")
     return cells, forecasts
+
+
+def pool_groups(cells: list[CellResult], forecasts: dict[str, dict], group: str) -> tuple[list[CellResult], dict]:
+    """The cells of several folders as one ``group`` (one study split over configs, e.g. its main rows
+    and its extra methods, so every method is compared with the same vanilla cells). A cell present in
+    two folders must be the same computation (same fingerprint): it is kept once; otherwise refused."""
+    seen: dict[str, CellResult] = {}
+    for cell in cells:
+        key = cell.cell_id
+        if key in seen:
+            if seen[key].fingerprint != cell.fingerprint:
+                raise UserError(f"cell {key} is in two folders with different fingerprints ({seen[key].group}, "
+                                f"{cell.group}): they are not one study; summarise them without --group")
+            continue
+        seen[key] = CellResult(cell.data, group)
+    pooled = {}
+    for name, data in forecasts.items():
+        pooled.setdefault(f"{group}/{name.split('/', 1)[1]}", data)
+    return list(seen.values()), pooled

@@ -187,16 +187,21 @@ def _add_study_summary(sub: argparse._SubParsersAction) -> None:
                                    "tests vs vanilla, KL vs drop and forecast vs drop figures.")
     p.add_argument("cells", nargs="+", help="folders of cell JSONs (a config's cells_dir)")
     p.add_argument("--out", required=True, help="folder for summary.json, summary.md and the figures")
+    p.add_argument("--group", default=None, metavar="NAME",
+                   help="pool the folders into one group NAME (one study split over configs: every method is "
+                        "compared with the same vanilla and seed cells); default: one group per folder")
     p.set_defaults(func=_study_summary)
 
 
 def _study_summary(args: argparse.Namespace) -> int:
     from ..io import atomic_write_json, atomic_write_text
     from ..report.study import figures, markdown
-    from .cells import load_cells
+    from .cells import load_cells, pool_groups
     from .summary import summarise
 
     cells, forecasts = load_cells(args.cells)
+    if args.group:
+        cells, forecasts = pool_groups(cells, forecasts, args.group)
     summary = summarise(cells, forecasts)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
