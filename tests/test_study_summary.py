@@ -161,3 +161,19 @@ def test_folders_of_one_study_pool_into_one_group(cells_dir, tmp_path):
     (more / f"{clash['cell_id']}.json").write_text(json.dumps(clash), encoding="utf-8")
     with pytest.raises(UserError, match="different fingerprints"):
         pool_groups(*load_cells([cells_dir, more]), "study")
+
+
+def test_cli_summarises_only_the_seeds_asked_for(cells_dir, tmp_path, capsys):
+    """``--seeds 0``: the rows every method has finished; the seed model's cell stays; a seed no cell has
+    is one line, exit 2, and no output folder."""
+    from lookahead_tuning.cli import main
+
+    out = tmp_path / "s0"
+    assert main(["study-summary", str(cells_dir), "--seeds", "0", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {r["name"]: r["seeds"] for r in summary["groups"]} == {"lookahead-real": [0], "vanilla": [0]}
+    assert summary["seed_models"][0]["rsr"] == 1.0
+    capsys.readouterr()
+    assert main(["study-summary", str(cells_dir), "--seeds", "7", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: no trained cell has a training seed in --seeds 7" and not (tmp_path / "none").exists()

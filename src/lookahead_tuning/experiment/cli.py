@@ -190,7 +190,19 @@ def _add_study_summary(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group", default=None, metavar="NAME",
                    help="pool the folders into one group NAME (one study split over configs: every method is "
                         "compared with the same vanilla and seed cells); default: one group per folder")
+    p.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
+                   help="only these training seeds (e.g. 0: the seed every method has finished)")
     p.set_defaults(func=_study_summary)
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected training seeds such as 0,1,2, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"expected training seeds such as 0,1,2, got {text!r}")
+    return seeds
 
 
 def _study_summary(args: argparse.Namespace) -> int:
@@ -202,6 +214,10 @@ def _study_summary(args: argparse.Namespace) -> int:
     cells, forecasts = load_cells(args.cells)
     if args.group:
         cells, forecasts = pool_groups(cells, forecasts, args.group)
+    if args.seeds is not None:  # the training seeds every compared method has (the seed model's cell stays)
+        cells = [c for c in cells if c.method == "seed" or c.seed in args.seeds]
+        if not any(c.method != "seed" for c in cells):
+            raise UserError(f"no trained cell has a training seed in --seeds {','.join(map(str, args.seeds))}")
     summary = summarise(cells, forecasts)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
