@@ -76,7 +76,7 @@ def markdown(summary: dict) -> str:
 
 def figures(summary: dict, out: Path) -> list[str]:
     """Write the study's figures; returns the file names written."""
-    from ..analyse.plots import pyplot, save_figure
+    from ..analyse.plots import pyplot, save_figure, series_colors
 
     plt = pyplot()
     written: list[str] = []
@@ -89,15 +89,17 @@ def figures(summary: dict, out: Path) -> list[str]:
     base = [r for r in summary["groups"] if "@" not in r["name"] and r["utility"]]
     if base:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+        colours = series_colors(len(base))  # distinct past ten rows (a study of every method)
         for ax, key in zip(axes, ("rsr", "jsr"), strict=True):
-            for r in base:
+            for r, colour in zip(base, colours, strict=True):
                 if not r[key]:
                     continue
                 x, y = 100 * r["utility"]["mean"], 100 * r[key]["mean"]
                 xerr = None if not r["utility"].get("ci95") else [[x - 100 * r["utility"]["ci95"][0]],
                                                                   [100 * r["utility"]["ci95"][1] - x]]
                 yerr = None if not r[key].get("ci95") else [[y - 100 * r[key]["ci95"][0]], [100 * r[key]["ci95"][1] - y]]
-                ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=f"{r['name']} ({r['group']})")
+                ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=colour,
+                            label=f"{r['name']} ({r['group']})")
             for s in summary["seed_models"]:
                 if s[key] is not None and s["utility"] is not None:
                     ax.scatter(100 * s["utility"], 100 * s[key], marker="*", s=150, color="black")
@@ -127,9 +129,9 @@ def figures(summary: dict, out: Path) -> list[str]:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
         names = sorted({p["name"] for p in summary["kl_points"]})
         for ax, key in zip(axes, ("rsr_drop", "jsr_drop"), strict=True):
-            for name in names:
+            for name, colour in zip(names, series_colors(len(names)), strict=True):
                 pts = [p for p in summary["kl_points"] if p["name"] == name]
-                ax.scatter([p["kl1"] for p in pts], [100 * p[key] for p in pts], label=name)
+                ax.scatter([p["kl1"] for p in pts], [100 * p[key] for p in pts], label=name, color=colour)
             ax.set_xlabel("KL(seed || model) at answer position 1 (nats)")
             ax.set_ylabel(f"{key.split('_')[0].upper()} drop vs seed (points)")
             ax.axhline(0, color="grey", lw=0.8)
