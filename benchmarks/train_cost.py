@@ -2,7 +2,7 @@
 
     python benchmarks/train_cost.py --rows 64 --steps 8 --repeats 3 --out benchmarks/results/train_cost.json
     python benchmarks/train_cost.py --methods vanilla --sampling random,group_by_length --data align \
-        --steps 8 --out benchmarks/results/train_cost_sampling_align.json
+        --rows 0 --steps 173 --repeats 1 --max-length 256 --out benchmarks/results/train_cost_sampling_align.json
 
 ``--sampling`` takes one or both batch orders (``random``; ``group_by_length``, the Trainer's
 length-grouped sampler, the default); with both, every method runs in both orders and the figures
@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="batch order(s), comma-separated: random, group_by_length (default)")
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per run")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="truncate examples to this many tokens (train's default; align uses 256)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--lora", action="store_true")
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             out = work / f"{method}-{sampling}-{rep}"
             summary = train({"model": args.model, "data": str(data), "out": str(out), "method": method,
                              "max_steps": args.steps, "batch_size": args.batch_size, "lr": 1e-5,
+                             **({"max_length": args.max_length} if args.max_length else {}),
                              "lora": args.lora, "quiet": True, "seed": rep, "sampling": sampling})
             times[key].append(summary["train_seconds"])
             tokens[key] = summary["tokens_seen"]
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
         "command": "python benchmarks/train_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "data": args.data, "rows": args.rows, "steps": args.steps, "batch_size": args.batch_size,
+        "max_length": args.max_length,
         "repeats": args.repeats, "adapter": "lora" if args.lora else "full", "sampling": samplings,
         "median_train_seconds": med,
         "ratio_to_vanilla": {m: round(v / base, 3) for m, v in med.items()} if base else {},

@@ -83,6 +83,10 @@ def test_align_trains_caches_and_reports_on_a_tiny_model(tiny_model_dir, cache, 
     report = json.loads((folder / align.REPORT).read_text())
     assert 0.0 <= report["rsr"] <= 1.0 and 0.0 <= report["overrefusal"] <= 1.0
     assert report["n_harmful"] == 6 and report["n_benign"] == 4
+    from lookahead_tuning.provenance import model_identity
+
+    summary = json.loads((folder / "align_summary.json").read_text())  # the recipe's weights on this machine
+    assert summary["weights_sha256"] == model_identity(path)["sha256"] and summary["machine"]["cpu"]
     stamp = (path / "model.safetensors").stat().st_mtime_ns
     assert align.aligned_seed(str(tiny_model_dir), quiet=True, max_steps=2, max_length=64) == path
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not retrained

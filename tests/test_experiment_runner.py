@@ -265,3 +265,33 @@ def test_openai_generation_config_is_checked(tiny_model_dir):
     # the default (local) generation leaves every fingerprint as it was before the key existed
     cfg = tiny_config(tiny_model_dir)
     assert "generation" not in cfg.eval.identity()
+
+
+def test_stored_cells_from_other_seed_weights_are_refused_before_any_work(tmp_path, tiny_model_dir, monkeypatch):
+    """A cell's fingerprint names a recipe; the same recipe aligned on another CPU gives other weights.
+    A run that would add cells beside cells computed from other seed weights stops with one line
+    naming the cell, before it trains anything; cells from the same weights are reused."""
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.provenance import model_identity
+
+    cfg = tiny_config(tiny_model_dir)
+    cells = tmp_path / "run" / "cells"
+    cells.mkdir(parents=True)
+    vanilla = runner_mod.plan_cells(cfg)[1]
+    stored = {"cell_id": vanilla.cell_id, "task": "math", "method": "vanilla", "seed": 0,
+              "fingerprint": vanilla.fingerprint(cfg), "provenance": {"seed_model": {"sha256": "0" * 64}}}
+    (cells / f"{vanilla.cell_id}.json").write_text(json.dumps(stored))
+    calls: list[str] = []
+    monkeypatch.setattr(runner_mod, "run_cell", lambda ctx, cell, **kw: calls.append(cell.cell_id))
+    with pytest.raises(UserError, match=rf"cell {vanilla.cell_id} was computed from other seed weights \(000000000000\)") as err:
+        runner_mod.run_experiment(cfg, out=tmp_path / "run", progress=False)
+    assert "\n" not in str(err.value) and calls == []
+
+    ours = model_identity(str(tiny_model_dir))["sha256"]
+    stored["provenance"]["seed_model"]["sha256"] = ours
+    (cells / f"{vanilla.cell_id}.json").write_text(json.dumps(stored))
+    ctx = runner_mod.RunContext(cfg=cfg, out=tmp_path / "run", cells_dir=cells)
+    assert ctx.seed_weights() == ours
+    from lookahead_tuning.experiment.cells import check_one_seed
+
+    check_one_seed([CellResult(stored)], "cells", current=ours)  # the same weights: reused, no error

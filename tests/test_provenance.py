@@ -127,3 +127,19 @@ def test_analyze_kl_records_provenance(tiny_model_dir, other_model_dir, tmp_path
     assert prov["model"]["sha256"] == provenance.model_identity(tiny_model_dir)["sha256"]
     assert prov["models"]["o"]["sha256"] == provenance.model_identity(other_model_dir)["sha256"]
     assert prov["inputs"]["pairs"]["n"] == 2 and prov["generation"]["positions"] == 2
+
+
+def test_records_name_the_machine_but_resumes_never_compare_it():
+    """Bit-reproducibility holds on one machine, not across CPU kinds: every record says where it was
+    made (the CPU, and torch's kernels once torch is loaded), and a record from another machine with
+    the same model and settings is still the same computation's (the weights hash decides)."""
+    import torch
+
+    here = provenance.make("eval", model={"name": "m", "sha256": "a" * 64}, generation={"max_new_tokens": 4})
+    assert here["machine"]["cpu"] and here["machine"]["torch"] == torch.__version__
+    assert here["machine"]["cpu_kernels"] == str(torch.backends.cpu.get_cpu_capability())
+    there = json.loads(json.dumps(here))
+    there["machine"] = {"cpu": "another CPU", "cpu_features": ["avx2"]}
+    assert provenance.difference(there, here) is None
+    there["model"]["sha256"] = "b" * 64
+    assert "another model" in provenance.difference(there, here)

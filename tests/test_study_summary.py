@@ -177,3 +177,32 @@ def test_cli_summarises_only_the_seeds_asked_for(cells_dir, tmp_path, capsys):
     assert main(["study-summary", str(cells_dir), "--seeds", "7", "--out", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: no trained cell has a training seed in --seeds 7" and not (tmp_path / "none").exists()
+
+
+def test_cells_of_two_seed_models_are_not_one_table(cells_dir, tmp_path):
+    """Cells record the hash of the seed weights they were trained from. One folder (or one --group)
+    holding cells of two seeds — the same recipe aligned on two machines — is refused with one line,
+    and so is a cell held twice with the same fingerprint but other seed weights."""
+    from lookahead_tuning.experiment.cells import pool_groups
+
+    def stamp(folder, name, sha):
+        path = folder / name
+        data = json.loads(path.read_text())
+        data["provenance"] = {"seed_model": {"sha256": sha}}
+        path.write_text(json.dumps(data), encoding="utf-8")
+
+    for path in cells_dir.glob("math--*seed*.json"):
+        stamp(cells_dir, path.name, "a" * 64)
+    summarise(*load_cells([cells_dir]))  # one seed: fine
+    stamp(cells_dir, "math--vanilla--seed1.json", "b" * 64)
+    with pytest.raises(UserError, match=r"different seed weights \(a{12} vs b{12}\)") as err:
+        summarise(*load_cells([cells_dir]))
+    assert "\n" not in str(err.value)
+
+    stamp(cells_dir, "math--vanilla--seed1.json", "a" * 64)
+    more = tmp_path / "more"
+    more.mkdir()
+    (more / "math--seed--seed0.json").write_text((cells_dir / "math--seed--seed0.json").read_text(), encoding="utf-8")
+    stamp(more, "math--seed--seed0.json", "c" * 64)  # same fingerprint, another machine's seed
+    with pytest.raises(UserError, match="different seed weights"):
+        pool_groups(*load_cells([cells_dir, more]), "study")

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,35 @@ def make(kind: str, *, model: dict | None = None, inputs: dict[str, Any] | None 
     from . import __version__
 
     return {"kind": kind, "tool": f"lookahead-tuning {__version__}", "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "model": model, "inputs": inputs or {}, "generation": generation or {}, **sections}
+            "machine": machine(), "model": model, "inputs": inputs or {}, "generation": generation or {}, **sections}
+
+
+def machine() -> dict[str, Any]:
+    """Where a record was made (recorded, never compared): the CPU, and torch's version and kernels
+    when torch is loaded. Training and greedy decoding are bit-reproducible on one machine, not across
+    CPU kinds (AVX2, AVX-512, AVX-512 BF16 kernels round differently), so two runs of one recipe that
+    disagree usually differ here."""
+    import platform
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            first = fh.read().split("\n\n", 1)[0]  # the first processor's block
+        info = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+        cpu = info.get("model name") or cpu
+        flags = set(info.get("flags", "").split())
+    except OSError:
+        pass
+    out: dict[str, Any] = {"cpu": cpu, "python": platform.python_version()}
+    if flags:  # the vector extensions whose kernels decide the rounding
+        out["cpu_features"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"})
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch"] = torch.__version__
+        out["cpu_kernels"] = str(torch.backends.cpu.get_cpu_capability())
+        if torch.cuda.is_available():
+            out["cuda_device"] = torch.cuda.get_device_name(0)
+    return out
 
 
 def _resume_view(prov: dict) -> dict[str, Any]:

@@ -109,8 +109,13 @@ def aligned_seed(
         "model": str(base), "data": str(data_path), "out": str(folder / "model"),
         "method": "vanilla", "quiet": quiet, "sampling": SAMPLING, **settings,
     })
+    from ..provenance import machine, model_identity
+
+    # The cache key names the recipe; the weights it gave on this machine are named by their hash.
     atomic_write_json(folder / "align_summary.json", {**summary, "align_seconds": time.time() - started,
-                                                       "settings": settings, "base": str(base)})
+                                                       "settings": settings, "base": str(base),
+                                                       "weights_sha256": model_identity(folder / "model")["sha256"],
+                                                       "machine": machine()})
     if evaluate:
         _evaluate(folder, quiet=quiet)
     return folder / "model"

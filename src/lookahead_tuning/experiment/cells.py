@@ -89,6 +89,12 @@ class CellResult:
     def fingerprint(self) -> str | None:
         return self.data.get("fingerprint")
 
+    @property
+    def seed_weights(self) -> str | None:
+        """The hash of the seed model's files the cell was trained from and compared with (its
+        provenance's ``seed_model``); ``None`` for cells from before provenance or a hub seed."""
+        return ((self.data.get("provenance") or {}).get("seed_model") or {}).get("sha256")
+
     # numbers
     def block(self, metric: str) -> dict[str, Any] | None:
         """The metric's stored block (``rate``/``score``, ``k``, ``n``, ``ci95``), ``None`` if not measured."""
@@ -153,6 +159,34 @@ def over_seeds(cells: Sequence[CellResult], metric: str, *, run_interval: bool =
     return values, mean_ci(present)
 
 
+def check_one_seed(cells: Iterable[CellResult], where: str, *, current: str | None = None,
+                   current_name: str = "the seed model") -> None:
+    """One table, one seed model: every cell of ``where`` (and every cell a run adds to it, trained from
+    weights hashing to ``current``) was trained from and compared with the same seed weights.
+
+    The settings fingerprint names a recipe, not weights: ``align`` is reproducible bit for bit on one
+    machine but not across CPUs or library versions, so one recipe can give two different seeds (and a
+    ``seed:`` folder can be replaced in place). Cells of two seeds in one table would be compared as
+    one experiment; that is a one-line error naming a cell of each.
+    """
+    first: CellResult | None = None
+    for cell in cells:
+        sha = cell.seed_weights
+        if sha is None:
+            continue
+        if current is not None and sha != current:
+            raise UserError(f"{where}: cell {cell.cell_id} was computed from other seed weights ({sha[:12]}) than "
+                            f"{current_name} here ({current[:12]}; align is not bit-identical across CPUs or "
+                            "library versions): new cells would not be comparable with it, so use another "
+                            "output folder (or cells_dir), or delete its cells to recompute them")
+        if first is None:
+            first = cell
+        elif sha != first.seed_weights:
+            raise UserError(f"{where}: cells {first.cell_id} ({first.group or '-'}) and {cell.cell_id} "
+                            f"({cell.group or '-'}) were computed from different seed weights "
+                            f"({first.seed_weights[:12]} vs {sha[:12]}), so they are not one table")
+
+
 def group_name(folder: str | Path) -> str:
     """The name a folder of cells goes by in a study summary: its own, or its parent's when it is a
     ``cells`` folder (``study/seedD-lr5e-5/cells`` -> ``seedD-lr5e-5``)."""
@@ -192,6 +226,7 @@ def pool_groups(cells: list[CellResult], forecasts: dict[str, dict], group: str)
             if seen[key].fingerprint != cell.fingerprint:
                 raise UserError(f"cell {key} is in two folders with different fingerprints ({seen[key].group}, "
                                 f"{cell.group}): they are not one study; summarise them without --group")
+            check_one_seed([seen[key], cell], f"--group {group}")
             continue
         seen[key] = CellResult(cell.data, group)
     pooled = {}

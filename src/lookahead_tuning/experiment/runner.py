@@ -32,7 +32,7 @@ from typing import Any
 from ..errors import UserError
 from ..io import read_json
 from ..provenance import settings_fingerprint
-from .cells import pack_answers
+from .cells import CellResult, check_one_seed, pack_answers
 from .config import Cell, ExperimentConfig, Launcher, TaskSpec, plan_cells
 
 CELL_VERSION = 2  # 2: cells keep their answers, every instrument's rates and their provenance
@@ -67,6 +67,12 @@ class RunContext:
                 base, options = spec.alignment()
                 self._seed_path = str(aligned_seed(base, quiet=not self.progress, **options))
         return self._seed_path
+
+    def seed_weights(self) -> str | None:
+        """The hash of the seed model's files (``None`` for a hub id: nothing local to hash)."""
+        from ..provenance import model_identity
+
+        return model_identity(self.seed_path()).get("sha256")
 
     def seed_model(self) -> tuple[Any, Any]:
         """``(model, tokenizer)`` of the seed, loaded once (the KL compares every cell against it)."""
@@ -389,14 +395,16 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
     cfg, ev = ctx.cfg, ctx.cfg.eval
     task = task_spec(cfg, cell.task)
     work = ctx.work / cell.cell_id
-    claim_work(work, cell.fingerprint(cfg))
+    seed_identity = model_identity(ctx.seed_path())
+    # Half-done work is resumed only under the same settings and from the same seed weights.
+    claim_work(work, f"{cell.fingerprint(cfg)} {seed_identity.get('sha256')}")
     started = time.perf_counter()
     summary: dict[str, Any] | None = None
-    seed_identity = model_identity(ctx.seed_path())
     if cell.method == "seed":
         model, tokenizer = ctx.seed_model()
         safety_work = ctx.work / SEED_WORK
-        claim_work(safety_work, settings_fingerprint({"model": cfg.model.model_dump(), "eval": ev.identity()}))
+        claim_work(safety_work, settings_fingerprint({"model": cfg.model.model_dump(), "eval": ev.identity(),
+                                                      "seed_weights": seed_identity.get("sha256")}))
         model_path = ctx.seed_path()
         identity = seed_identity
     else:
@@ -518,7 +526,7 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
 
     m, prefix = resolved("lookahead-real", "m"), resolved("lookahead-virtual", "prefix")
     settings = {name: settings_of(name) for name in wanted}
-    common = {"seed_model": ctx.cfg.model.identity(), "task": task.model_dump(),
+    common = {"seed_model": ctx.cfg.model.identity(), "seed_weights": ctx.seed_weights(), "task": task.model_dump(),
               "train": {k: v for k, v in ctx.cfg.train.items() if k not in ("m", "prefix")},
               "limit": ctx.cfg.eval.forecast_limit, "k": ctx.cfg.eval.kl_positions,
               "system_prompt": ctx.cfg.eval.system_prompt, "first_seed": ctx.cfg.seeds[0]}
@@ -651,6 +659,9 @@ def _run_grid(cfg: ExperimentConfig, run_dir: Path, cells_dir: Path, *, progress
             todo.append(cell)
         else:
             results[cell.cell_id] = stored
+    check_one_seed([CellResult(r) for r in results.values()], str(cells_dir),
+                   current=ctx.seed_weights() if todo else None, current_name=f"the seed model {ctx.seed_path()}"
+                   if todo else "the seed model")
     if todo and progress:
         print(f"{len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run -> {run_dir}", flush=True)
     def publish(forecasts: dict) -> None:
