@@ -206,3 +206,28 @@ def test_cells_of_two_seed_models_are_not_one_table(cells_dir, tmp_path):
     stamp(more, "math--seed--seed0.json", "c" * 64)  # same fingerprint, another machine's seed
     with pytest.raises(UserError, match="different seed weights"):
         pool_groups(*load_cells([cells_dir, more]), "study")
+
+
+def test_realizations_counts_verdicts_that_differ_between_two_seed_models(cells_dir, tmp_path, capsys):
+    """study/realizations.py: the same cells (same fingerprints) from two seed models' weights, side
+    by side, with the number of prompts whose verdict differs."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("realizations", Path(__file__).parents[1] / "study" / "realizations.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    other = tmp_path / "other"
+    other.mkdir()
+    for path in cells_dir.glob("math--*seed*.json"):
+        data = json.loads(path.read_text())
+        data["fingerprint"] = "f"
+        if data["cell_id"] == "math--vanilla--seed0":
+            data["rsr_verdicts"] = {**data["rsr_verdicts"], "1": True, "2": True}  # two prompts flip to safe
+        (other / path.name).write_text(json.dumps(data), encoding="utf-8")
+        data = json.loads(path.read_text())
+        data["fingerprint"] = "f"
+        path.write_text(json.dumps(data), encoding="utf-8")
+    assert module.main([str(cells_dir), str(other)]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines() if "--" in line}
+    assert " 2/4 | 0/4 |" in rows["math--vanilla--seed0"] and " 0/4 | 0/4 |" in rows["math--vanilla--seed1"]
