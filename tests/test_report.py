@@ -319,3 +319,24 @@ def test_old_entries_without_overrefusal_keys_render(one_seed):
         entry["ci95"].pop("overrefusal")
         entry["per_seed"].pop("overrefusal")
     assert "Over-refusal" not in main_table(doc) and "| LookAhead real |" in render_report(doc)
+
+
+def test_report_names_the_seed_weights_and_the_machines(one_seed):
+    """A run's figures belong to its seed weights and repeat bit for bit only on its kind of machine:
+    the report says both, from what the cells recorded."""
+    from lookahead_tuning.experiment.results import machines
+
+    doc = results_doc(one_seed, seed_weights="26aeddee" + "0" * 56,
+                      machines=[{"cpu": "AMD EPYC", "cpu_features": ["avx2", "avx512_bf16"], "torch": "2.13.0+cpu",
+                                 "cpu_kernels": "AVX512"}])
+    text = render_report(doc)
+    assert "Its weights hash to `26aeddee0000`" in text
+    assert "Computed on: AMD EPYC (avx2, avx512_bf16, torch 2.13.0+cpu, AVX512 kernels)." in text
+    assert "Computed on" not in render_report(results_doc(one_seed))  # cells that did not record it
+
+    class Cell:
+        def __init__(self, machine):
+            self.data = {"provenance": {"machine": machine}} if machine else {}
+
+    a, b = {"cpu": "A"}, {"cpu": "B"}
+    assert machines([Cell(a), Cell(None), Cell(a), Cell(b)]) == [a, b]

@@ -107,6 +107,16 @@ def versions() -> dict[str, str]:
     return out
 
 
+def machines(done: list) -> list[dict[str, Any]]:
+    """The machines the cells were computed on, as their provenance records them (once each)."""
+    seen: list[dict[str, Any]] = []
+    for cell in done:
+        record = (cell.data.get("provenance") or {}).get("machine")
+        if record and record not in seen:
+            seen.append(record)
+    return seen
+
+
 def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts: dict | None = None,
                   links: dict[str, str] | None = None, command: list[str] | None = None,
                   config_text: str | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
@@ -147,6 +157,8 @@ def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts:
                        "limit": ev.limit, "decoding": "greedy",
                        "n_safety": next((r.block("rsr")["n"] for r in done if r.block("rsr")), None)},
         "seed_model": cfg.model.identity(),
+        "seed_weights": next((c.seed_weights for c in done if c.seed_weights), None),
+        "machines": machines(done),
         "environment": versions(),
         "commands": {"ran": shlex.join(command) if command else None, "rerun": shlex.join(rerun)},
         "config": config_text,

@@ -96,9 +96,26 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
     if results.get("seed_model"):
         parts += [f"Seed model: `{results['seed_model']}` (an aligned seed's name hashes its base model, "
                   "alignment settings and data).", ""]
+    if results.get("seed_weights"):
+        parts += [f"Its weights hash to `{results['seed_weights'][:12]}`. Training and greedy decoding repeat bit "
+                  "for bit from these weights on the same kind of machine; aligning the same recipe on another "
+                  "CPU kind gives other weights, and some answers and figures differ (a rerun into this folder "
+                  "from other seed weights is refused).", ""]
+    if results.get("machines"):
+        parts += ["Computed on: " + "; ".join(_machine(m) for m in results["machines"]) + ".", ""]
     if results.get("config"):
         parts += ["Config as run (`config.yaml` in this folder):", "", "```yaml", results["config"].rstrip(), "```", ""]
     return "\n".join(parts)
+
+
+def _machine(record: dict) -> str:
+    """``AMD EPYC (avx2, avx512f; torch 2.13.0+cpu, AVX512 kernels)`` from a provenance machine record."""
+    details = list(record.get("cpu_features") or [])
+    if record.get("torch"):
+        details.append(f"torch {record['torch']}" + (f", {record['cpu_kernels']} kernels" if record.get("cpu_kernels") else ""))
+    if record.get("cuda_device"):
+        details.append(record["cuda_device"])
+    return f"{record.get('cpu', 'unknown CPU')}" + (f" ({', '.join(details)})" if details else "")
 
 
 def draw_figures(results: dict, run_dir: Path) -> dict[str, str]:
