@@ -295,3 +295,28 @@ def test_stored_cells_from_other_seed_weights_are_refused_before_any_work(tmp_pa
     from lookahead_tuning.experiment.cells import check_one_seed
 
     check_one_seed([CellResult(stored)], "cells", current=ours)  # the same weights: reused, no error
+
+
+def test_stored_cells_trained_in_another_precision_are_refused(tmp_path, tiny_model_dir, monkeypatch):
+    """``bf16: auto`` resolves per machine (bf16 where the CPU runs it natively, fp32 elsewhere): a run
+    that would add cells beside cells trained in the other precision stops with one line."""
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.train import api
+
+    cfg = tiny_config(tiny_model_dir)
+    cells = tmp_path / "run" / "cells"
+    cells.mkdir(parents=True)
+    vanilla = runner_mod.plan_cells(cfg)[1]
+    stored = {"cell_id": vanilla.cell_id, "task": "math", "method": "vanilla", "seed": 0, "train": {},
+              "fingerprint": vanilla.fingerprint(cfg), "cost": {"bf16": True}}
+    (cells / f"{vanilla.cell_id}.json").write_text(json.dumps(stored))
+    calls: list[str] = []
+    monkeypatch.setattr(runner_mod, "run_cell", lambda ctx, cell, **kw: calls.append(cell.cell_id))
+    monkeypatch.setattr(api, "cpu_supports_bf16", lambda: False)  # an AVX2 machine
+    monkeypatch.setattr(api.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match=rf"cell {vanilla.cell_id} was trained in bf16, and bf16: auto trains in fp32") as err:
+        runner_mod.run_experiment(cfg, out=tmp_path / "run", progress=False)
+    assert "\n" not in str(err.value) and calls == []
+    monkeypatch.setattr(api, "cpu_supports_bf16", lambda: True)  # the machine it was trained on
+    runner_mod.check_precision([stored], cells)
+    runner_mod.check_precision([{**stored, "cost": {}}], cells)  # cells from before the record: not known

@@ -231,3 +231,17 @@ def test_realizations_counts_verdicts_that_differ_between_two_seed_models(cells_
     assert module.main([str(cells_dir), str(other)]) == 0
     rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines() if "--" in line}
     assert " 2/4 | 0/4 |" in rows["math--vanilla--seed0"] and " 0/4 | 0/4 |" in rows["math--vanilla--seed1"]
+
+
+def test_cells_trained_in_two_precisions_are_not_one_table(cells_dir):
+    """``bf16: auto`` resolves per machine; a folder whose cells recorded bf16 and fp32 is refused."""
+    for name, bf16 in (("math--vanilla--seed0.json", True), ("math--vanilla--seed1.json", True)):
+        data = json.loads((cells_dir / name).read_text())
+        data["cost"]["bf16"] = bf16
+        (cells_dir / name).write_text(json.dumps(data), encoding="utf-8")
+    summarise(*load_cells([cells_dir]))
+    data = json.loads((cells_dir / "math--vanilla--seed1.json").read_text())
+    data["cost"]["bf16"] = False
+    (cells_dir / "math--vanilla--seed1.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(UserError, match=r"math--vanilla--seed0 \(bf16\) and math--vanilla--seed1 \(fp32\)"):
+        summarise(*load_cells([cells_dir]))

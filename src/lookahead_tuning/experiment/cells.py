@@ -187,6 +187,21 @@ def check_one_seed(cells: Iterable[CellResult], where: str, *, current: str | No
                             f"({first.seed_weights[:12]} vs {sha[:12]}), so they are not one table")
 
 
+def check_one_precision(cells: Iterable[CellResult], where: str) -> None:
+    """One table, one training precision: ``bf16: auto`` trains in bf16 on some machines and in fp32 on
+    others under one fingerprint; cells that recorded different precisions are refused, naming one of each."""
+    first: CellResult | None = None
+    for cell in cells:
+        if cell.cost.get("bf16") is None:
+            continue
+        if first is None:
+            first = cell
+        elif cell.cost["bf16"] != first.cost["bf16"]:
+            name = {True: "bf16", False: "fp32"}
+            raise UserError(f"{where}: cells {first.cell_id} ({name[first.cost['bf16']]}) and {cell.cell_id} "
+                            f"({name[cell.cost['bf16']]}) were trained in different precisions, so they are not one table")
+
+
 def group_name(folder: str | Path) -> str:
     """The name a folder of cells goes by in a study summary: its own, or its parent's when it is a
     ``cells`` folder (``study/seedD-lr5e-5/cells`` -> ``seedD-lr5e-5``)."""

@@ -24,7 +24,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,24 @@ def _drop_weights(run_dir: Path) -> None:
     for name in os.listdir(run_dir) if run_dir.is_dir() else []:
         if name.endswith((".safetensors", ".bin")) or name == "model.safetensors.index.json":
             (run_dir / name).unlink(missing_ok=True)
+
+
+def check_precision(stored: Iterable[dict], cells_dir: Path) -> None:
+    """New cells beside stored ones must train in the same precision. ``bf16: auto`` (the default)
+    resolves per machine: bf16 autocast where the CPU runs it natively (AVX-512 BF16, AMX) or on a
+    bf16 GPU, fp32 elsewhere; the fingerprint holds the setting, the cell records what it resolved to."""
+    from ..train.api import use_bf16
+
+    for result in stored:
+        used = (result.get("cost") or {}).get("bf16")
+        setting = (result.get("train") or {}).get("bf16", "auto")
+        if used is None or use_bf16(setting) == used:
+            continue
+        here, there = ("bf16", "fp32") if not used else ("fp32", "bf16")
+        raise UserError(f"cell {result.get('cell_id')} was trained in {there}, and bf16: {setting} trains in {here} "
+                        f"on this machine, so new cells would not be comparable with it: resume on a machine that "
+                        f"trains in {there}, or use another output folder (train.bf16: on/off pins the precision "
+                        f"of a new study)", path=str(cells_dir))
 
 
 def claim_work(folder: Path, fingerprint: str) -> None:
@@ -491,6 +509,7 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
             "peak_rss_mb": summary.get("peak_rss_mb"),
             "peak_cuda_mb": summary.get("peak_cuda_mb"),
             "processes": summary.get("processes"),
+            "bf16": summary.get("bf16"),  # what `bf16: auto` resolved to on this machine
             "sdft": summary.get("sdft"),
         },
         "cell_seconds": round(time.perf_counter() - started, 2),
@@ -662,6 +681,8 @@ def _run_grid(cfg: ExperimentConfig, run_dir: Path, cells_dir: Path, *, progress
     check_one_seed([CellResult(r) for r in results.values()], str(cells_dir),
                    current=ctx.seed_weights() if todo else None, current_name=f"the seed model {ctx.seed_path()}"
                    if todo else "the seed model")
+    if todo:
+        check_precision(results.values(), cells_dir)
     if todo and progress:
         print(f"{len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run -> {run_dir}", flush=True)
     def publish(forecasts: dict) -> None:

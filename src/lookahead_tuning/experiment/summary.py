@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from .cells import CellResult, check_one_seed, over_seeds
+from .cells import CellResult, check_one_precision, check_one_seed, over_seeds
 
 
 def _label(cell: CellResult) -> str:
@@ -72,6 +72,7 @@ def summarise(cells: list[CellResult], forecasts: dict[str, dict]) -> dict[str, 
         by_group[cell.group].append(cell)
     for group, members in by_group.items():  # a folder (or a --group) is one seed model's table
         check_one_seed(members, group or "the cells")
+        check_one_precision(members, group or "the cells")
     seeds = {(c.group, c.task): c for c in cells if c.method == "seed"}
     groups: dict[tuple[str, str, str], list[CellResult]] = defaultdict(list)
     for cell in cells:
