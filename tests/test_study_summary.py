@@ -125,6 +125,9 @@ def test_a_cells_folder_goes_by_its_parents_name(tmp_path):
 @pytest.mark.parametrize("summary, folders", [
     ("summary-seedB", ["seedB-lr5e-5", "seedB-lr1e-4", "seedB-lr2e-4"]),
     ("summary-seedD", ["seedD-lr5e-5", "seedD-lr2e-4", "seedD-lora-lr5e-4"]),
+    ("summary-table1-b", ["table1-b"]),
+    ("summary-table1-dialogue", ["table1-dialogue"]),
+    ("summary-table1-lora", ["table1-lora"]),
 ])
 def test_committed_summaries_are_what_the_committed_cells_give(summary, folders):
     """docs/findings.md quotes these files: the study's cells, summarised by today's code, give them byte
