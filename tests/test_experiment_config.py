@@ -161,6 +161,18 @@ def test_demo_cells_are_the_studys_seed0_cells():
     assert both == {**seed0(ROOT / "study" / "table1.yaml"), **seed0(ROOT / "study" / "table1-dialogue.yaml")}
 
 
+@pytest.mark.parametrize("replicate, original", [("table1-b.yaml", "table1.yaml"),
+                                                 ("table1-more-b.yaml", "table1-more.yaml")])
+def test_replicate_configs_plan_the_same_cells_in_their_own_folder(replicate, original):
+    """A replicate (findings 9.3: the same plan on the second realization of seed D) is pre-registered
+    as the same cells under the same fingerprints; only where the cells go may differ. A replicate
+    that drifted from its original would pool cells of two plans under one table's name."""
+    rep, orig = load_experiment(ROOT / "study" / replicate), load_experiment(ROOT / "study" / original)
+    assert ({c.cell_id: c.fingerprint(rep) for c in plan_cells(rep)}
+            == {c.cell_id: c.fingerprint(orig) for c in plan_cells(orig)})
+    assert rep.cells_dir != orig.cells_dir and rep.output != orig.output
+
+
 def test_new_eval_keys_keep_old_fingerprints_only_at_the_old_value():
     """``scorer`` was added after cells were committed: ``numeric`` (what the runner used before) leaves
     the fingerprint as it was; ``reference`` changes it. A judge template enters by its content."""
