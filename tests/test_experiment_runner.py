@@ -301,6 +301,7 @@ def test_stored_cells_trained_in_another_precision_are_refused(tmp_path, tiny_mo
     """``bf16: auto`` resolves per machine (bf16 where the CPU runs it natively, fp32 elsewhere): a run
     that would add cells beside cells trained in the other precision stops with one line."""
     from lookahead_tuning.errors import UserError
+    from lookahead_tuning.experiment.cells import check_one_precision
     from lookahead_tuning.train import api
 
     cfg = tiny_config(tiny_model_dir)
@@ -318,5 +319,8 @@ def test_stored_cells_trained_in_another_precision_are_refused(tmp_path, tiny_mo
         runner_mod.run_experiment(cfg, out=tmp_path / "run", progress=False)
     assert "\n" not in str(err.value) and calls == []
     monkeypatch.setattr(api, "cpu_supports_bf16", lambda: True)  # the machine it was trained on
-    runner_mod.check_precision([stored], cells)
-    runner_mod.check_precision([{**stored, "cost": {}}], cells)  # cells from before the record: not known
+    check_one_precision([CellResult(stored)], "cells", resolve=api.use_bf16)
+    check_one_precision([CellResult({**stored, "cost": {}})], "cells", resolve=api.use_bf16)  # before the record
+    pinned = {**stored, "train": {"bf16": "on"}}  # a pinned precision means the same on every machine
+    monkeypatch.setattr(api, "cpu_supports_bf16", lambda: False)
+    check_one_precision([CellResult(pinned)], "cells", resolve=api.use_bf16)

@@ -144,6 +144,18 @@ def make(kind: str, *, model: dict | None = None, inputs: dict[str, Any] | None 
             "machine": machine(), "model": model, "inputs": inputs or {}, "generation": generation or {}, **sections}
 
 
+def cpu_info() -> tuple[str | None, set[str]]:
+    """This CPU's model name and feature flags, from the first processor of /proc/cpuinfo (``None`` and
+    no flags where there is none: another OS, a sandbox)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            first = fh.read().split("\n\n", 1)[0]  # the first processor's block
+    except OSError:
+        return None, set()
+    info = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+    return info.get("model name"), set(info.get("flags", "").split())
+
+
 def machine() -> dict[str, Any]:
     """Where a record was made (recorded, never compared): the CPU, and torch's version and kernels
     when torch is loaded. Training and greedy decoding are bit-reproducible on one machine, not across
@@ -151,16 +163,8 @@ def machine() -> dict[str, Any]:
     disagree usually differ here."""
     import platform
 
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            first = fh.read().split("\n\n", 1)[0]  # the first processor's block
-        info = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
-        cpu = info.get("model name") or cpu
-        flags = set(info.get("flags", "").split())
-    except OSError:
-        pass
-    out: dict[str, Any] = {"cpu": cpu, "python": platform.python_version()}
+    name, flags = cpu_info()
+    out: dict[str, Any] = {"cpu": name or platform.processor() or platform.machine(), "python": platform.python_version()}
     if flags:  # the vector extensions whose kernels decide the rounding
         out["cpu_features"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"})
     torch = sys.modules.get("torch")

@@ -9,7 +9,7 @@ with :func:`over_seeds`. ``report/`` never sees a cell: it renders the documents
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,19 +187,30 @@ def check_one_seed(cells: Iterable[CellResult], where: str, *, current: str | No
                             f"({first.seed_weights[:12]} vs {sha[:12]}), so they are not one table")
 
 
-def check_one_precision(cells: Iterable[CellResult], where: str) -> None:
-    """One table, one training precision: ``bf16: auto`` trains in bf16 on some machines and in fp32 on
-    others under one fingerprint; cells that recorded different precisions are refused, naming one of each."""
+def check_one_precision(cells: Iterable[CellResult], where: str, *,
+                        resolve: Callable[[str], bool] | None = None) -> None:
+    """One table, one training precision. ``bf16: auto`` (the default) resolves per machine under one
+    fingerprint: bf16 autocast where the CPU runs it natively (AVX-512 BF16, AMX) or on a bf16 GPU, fp32
+    elsewhere; each cell records what it resolved to. Cells that recorded different precisions are
+    refused, naming one of each; with ``resolve`` (how this machine resolves a ``bf16`` setting, for a
+    run about to add cells) so is a cell whose own setting would train in the other precision here."""
+    name = {True: "bf16", False: "fp32"}
     first: CellResult | None = None
     for cell in cells:
-        if cell.cost.get("bf16") is None:
+        used = cell.cost.get("bf16")
+        if used is None:  # cells from before the record: not known
             continue
+        setting = cell.train.get("bf16", "auto")
+        if resolve is not None and resolve(setting) != used:
+            raise UserError(f"{where}: cell {cell.cell_id} was trained in {name[used]}, and bf16: {setting} trains in "
+                            f"{name[not used]} on this machine, so new cells would not be comparable with it: resume "
+                            f"on a machine that trains in {name[used]}, or use another output folder (train.bf16: "
+                            "on/off pins the precision of a new study)")
         if first is None:
             first = cell
-        elif cell.cost["bf16"] != first.cost["bf16"]:
-            name = {True: "bf16", False: "fp32"}
+        elif used != first.cost["bf16"]:
             raise UserError(f"{where}: cells {first.cell_id} ({name[first.cost['bf16']]}) and {cell.cell_id} "
-                            f"({name[cell.cost['bf16']]}) were trained in different precisions, so they are not one table")
+                            f"({name[used]}) were trained in different precisions, so they are not one table")
 
 
 def group_name(folder: str | Path) -> str:

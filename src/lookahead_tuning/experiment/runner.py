@@ -32,7 +32,7 @@ from typing import Any
 from ..errors import UserError
 from ..io import read_json
 from ..provenance import settings_fingerprint
-from .cells import CellResult, check_one_seed, pack_answers
+from .cells import CellResult, check_one_precision, check_one_seed, pack_answers
 from .config import Cell, ExperimentConfig, Launcher, TaskSpec, plan_cells
 
 CELL_VERSION = 2  # 2: cells keep their answers, every instrument's rates and their provenance
@@ -212,24 +212,6 @@ def _drop_weights(run_dir: Path) -> None:
     for name in os.listdir(run_dir) if run_dir.is_dir() else []:
         if name.endswith((".safetensors", ".bin")) or name == "model.safetensors.index.json":
             (run_dir / name).unlink(missing_ok=True)
-
-
-def check_precision(stored: Iterable[dict], cells_dir: Path) -> None:
-    """New cells beside stored ones must train in the same precision. ``bf16: auto`` (the default)
-    resolves per machine: bf16 autocast where the CPU runs it natively (AVX-512 BF16, AMX) or on a
-    bf16 GPU, fp32 elsewhere; the fingerprint holds the setting, the cell records what it resolved to."""
-    from ..train.api import use_bf16
-
-    for result in stored:
-        used = (result.get("cost") or {}).get("bf16")
-        setting = (result.get("train") or {}).get("bf16", "auto")
-        if used is None or use_bf16(setting) == used:
-            continue
-        here, there = ("bf16", "fp32") if not used else ("fp32", "bf16")
-        raise UserError(f"cell {result.get('cell_id')} was trained in {there}, and bf16: {setting} trains in {here} "
-                        f"on this machine, so new cells would not be comparable with it: resume on a machine that "
-                        f"trains in {there}, or use another output folder (train.bf16: on/off pins the precision "
-                        f"of a new study)", path=str(cells_dir))
 
 
 def claim_work(folder: Path, fingerprint: str) -> None:
@@ -682,7 +664,9 @@ def _run_grid(cfg: ExperimentConfig, run_dir: Path, cells_dir: Path, *, progress
                    current=ctx.seed_weights() if todo else None, current_name=f"the seed model {ctx.seed_path()}"
                    if todo else "the seed model")
     if todo:
-        check_precision(results.values(), cells_dir)
+        from ..train.api import use_bf16
+
+        check_one_precision([CellResult(r) for r in results.values()], str(cells_dir), resolve=use_bf16)
     if todo and progress:
         print(f"{len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run -> {run_dir}", flush=True)
     def publish(forecasts: dict) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError, shorten
+from ..provenance import cpu_info
 from .config import TrainConfig, make_config
 
 SUMMARY_FILE = "summary.json"
@@ -57,15 +58,7 @@ def cpu_supports_bf16() -> bool:
         pass
     if "AMX" in capability:
         return True
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+    return bool(cpu_info()[1] & {"avx512_bf16", "amx_bf16"})
 
 
 def use_bf16(mode: str) -> bool:
