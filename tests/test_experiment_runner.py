@@ -23,6 +23,19 @@ def tiny_config(model_dir):
     })
 
 
+def test_a_run_aligns_its_seed_without_the_acceptance_check(tmp_path, tiny_model_dir, monkeypatch):
+    """The seed cell measures the seed with the run's instruments; the alignment's own check (project
+    judge, 64 tokens: `lookahead-tuning align`) would answer the same prompts again for nothing."""
+    from lookahead_tuning.experiment import align
+
+    asked: list[dict] = []
+    monkeypatch.setattr(align, "aligned_seed", lambda base, **kw: asked.append(kw) or tiny_model_dir)
+    cfg = make_experiment({**tiny_config(tiny_model_dir).model_dump(), "model": {"align": {"base": "m"}}})
+    ctx = runner_mod.RunContext(cfg=cfg, out=tmp_path, cells_dir=tmp_path / "cells", progress=False)
+    assert ctx.seed_path() == str(tiny_model_dir)
+    assert asked == [{"evaluate": False, "quiet": True}]
+
+
 @pytest.mark.slow  # about a minute on 2 cores: two tiny trainings and a dozen short evaluations
 def test_run_contract_and_resume(tmp_path, tiny_model_dir, monkeypatch):
     cfg = tiny_config(tiny_model_dir)

@@ -65,7 +65,10 @@ class RunContext:
                 from .align import aligned_seed
 
                 base, options = spec.alignment()
-                self._seed_path = str(aligned_seed(base, quiet=not self.progress, **options))
+                # No acceptance check here: the run measures its seed in its own seed cell, with the run's
+                # instruments; `lookahead-tuning align` would answer the same prompts again for a figure
+                # (project judge, 64 tokens) that no table of a run shows (two minutes on 2 cores).
+                self._seed_path = str(aligned_seed(base, evaluate=False, quiet=not self.progress, **options))
         return self._seed_path
 
     def seed_weights(self) -> str | None:
