@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from lookahead_tuning.analyse.forecast import forecast_loss, method_pairs, per_position_loss, write_forecast
-from lookahead_tuning.analyse.kl import encode_pairs, kl_divergence, kl_report, per_position_kl
+from lookahead_tuning.analyse.kl import SeedLogits, encode_pairs, kl_divergence, kl_report, per_position_kl
 from lookahead_tuning.chat import render_prompt
+from lookahead_tuning.errors import UserError
 
 PAIRS = [
     [{"role": "user", "content": "Tell me how to pick a lock."},
@@ -69,6 +70,25 @@ def test_different_models_have_positive_kl_and_one_position_matches_by_hand(mode
         vals = [s[t] for s in singles if not math.isnan(s[t])]
         assert kl[t] == pytest.approx(sum(vals) / len(vals), rel=1e-3)
     assert math.isnan(singles[2][short_len])  # the short pair stops early
+
+
+def test_the_seeds_logits_kept_once_give_the_same_kl_to_the_last_bit(models, tokenizer):
+    """A study compares every cell with one seed on one set of pairs: the seed's logits are computed
+    once (SeedLogits) and each cell's KL is exactly what computing them again would give."""
+    seed, other = models
+    kept = SeedLogits(seed, tokenizer, PAIRS, 8, batch_size=2)
+    assert per_position_kl(seed, other, tokenizer, PAIRS, 8, batch_size=2, reference=kept) == \
+        per_position_kl(seed, other, tokenizer, PAIRS, 8, batch_size=2)
+    # logits kept for other pairs, positions or batches are refused, never compared
+    for wrong in ({"pairs": PAIRS[:2]}, {"positions": 4}, {"batch_size": 3}):
+        args = {"pairs": PAIRS, "positions": 8, "batch_size": 2, **wrong}
+        with pytest.raises(UserError, match="other pairs or settings"):
+            per_position_kl(seed, other, tokenizer, args["pairs"], args["positions"], batch_size=args["batch_size"],
+                            reference=kept)
+    with pytest.raises(UserError, match="other pairs or settings"):
+        per_position_kl(seed, other, tokenizer, PAIRS, 8, batch_size=2, system_prompt="Be safe.", reference=kept)
+    assert SeedLogits.if_small(seed, tokenizer, PAIRS, 8, batch_size=2, budget=10) is None  # too big: per call
+    assert SeedLogits.if_small(seed, tokenizer, PAIRS, 8, batch_size=2).batches[0].shape[:2] == (2, 8)
 
 
 def test_kl_report_writes_json_and_png(models, tokenizer, tmp_path):

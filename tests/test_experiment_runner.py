@@ -36,6 +36,16 @@ def test_a_run_aligns_its_seed_without_the_acceptance_check(tmp_path, tiny_model
     assert asked == [{"evaluate": False, "quiet": True}]
 
 
+def test_a_run_keeps_the_seeds_kl_logits_once_per_pair_set_and_system_prompt(tmp_path, tiny_model_dir):
+    cfg = tiny_config(tiny_model_dir)
+    ctx = runner_mod.RunContext(cfg=cfg, out=tmp_path, cells_dir=tmp_path / "cells", progress=False)
+    pairs = [[{"role": "user", "content": "Do a harmful thing."}, {"role": "assistant", "content": "Sure, step one"}]]
+    kept = ctx.seed_logits(pairs, 4, 2, None)
+    assert kept is not None and ctx.seed_logits(pairs, 4, 2, None) is kept  # every cell reuses it
+    assert ctx.seed_logits(pairs, 4, 2, "Be safe.") is not kept  # PTST's cells are evaluated with its prompt
+    assert ctx.seed_logits(pairs + pairs, 4, 2, None) is not kept
+
+
 @pytest.mark.slow  # about a minute on 2 cores: two tiny trainings and a dozen short evaluations
 def test_run_contract_and_resume(tmp_path, tiny_model_dir, monkeypatch):
     cfg = tiny_config(tiny_model_dir)

@@ -20,6 +20,7 @@ from ..errors import UserError
 from .stats import mean_present
 
 Pair = tuple[Any, str]  # (prompt as text or messages, answer text)
+KEEP_BYTES = 1 << 30  # the seed's logits are kept for many models up to this size (110 pairs x 8 x 49,152: 173 MB)
 
 
 def as_pair(example: Any) -> Pair:
@@ -99,6 +100,37 @@ def kl_divergence(p_logits, q_logits):
     return (logp.exp() * (logp - logq)).sum(-1)
 
 
+class SeedLogits:
+    """The seed's teacher-forced logits on one list of pairs, batch by batch as :func:`per_position_kl`
+    forms them: computed once and compared with many models (a study's cells), bit for bit what each
+    call would compute again. ``positions x vocabulary`` float32 per pair stay in memory."""
+
+    def __init__(self, seed_model, tokenizer, pairs: Sequence[Any], positions: int = 8, *, batch_size: int = 8,
+                 system_prompt: str | None = None):
+        self.encoded, self.pad_id = _encode(tokenizer, pairs, positions, system_prompt)
+        self.positions, self.batch_size = positions, batch_size
+        self.batches = [answer_logits(seed_model, self.encoded[start:start + batch_size], positions, self.pad_id)[0]
+                        for start in range(0, len(self.encoded), batch_size)]
+
+    @classmethod
+    def if_small(cls, seed_model, tokenizer, pairs: Sequence[Any], positions: int = 8, *,
+                 budget: int = KEEP_BYTES, **options: Any) -> SeedLogits | None:
+        """The seed's logits when they fit in ``budget`` bytes, else ``None`` (computed per call)."""
+        vocab = getattr(getattr(seed_model, "config", None), "vocab_size", None)
+        if not vocab or 4 * len(pairs) * positions * vocab > budget:
+            return None
+        return cls(seed_model, tokenizer, pairs, positions, **options)
+
+
+def _encode(tokenizer, pairs: Sequence[Any], positions: int, system_prompt: str | None):
+    if positions < 1:
+        raise UserError(f"--positions must be >= 1, got {positions}")
+    encoded = encode_pairs(tokenizer, [as_pair(p) for p in pairs], positions, system_prompt=system_prompt)
+    if not encoded:
+        raise UserError("no (prompt, answer) pairs to compare")
+    return encoded, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def per_position_kl(
     seed_model,
     model,
@@ -109,27 +141,28 @@ def per_position_kl(
     batch_size: int = 8,
     system_prompt: str | None = None,
     progress: bool = False,
+    reference: SeedLogits | None = None,
 ) -> list[float]:
     """Mean KL(seed || model) at answer positions 1..``positions`` (pairs shorter than t skip t).
 
     ``pairs`` are chat lists ``[user, assistant]``, ``(prompt, answer)`` tuples or prompt/completion
-    rows. A position no pair reaches is NaN.
+    rows. A position no pair reaches is NaN. ``reference`` holds the seed's logits on these pairs,
+    computed once (:class:`SeedLogits`); without it they are computed here, batch by batch.
     """
     import torch
     from tqdm.auto import tqdm
 
-    if positions < 1:
-        raise UserError(f"--positions must be >= 1, got {positions}")
-    encoded = encode_pairs(tokenizer, [as_pair(p) for p in pairs], positions, system_prompt=system_prompt)
-    if not encoded:
-        raise UserError("no (prompt, answer) pairs to compare")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded, pad_id = _encode(tokenizer, pairs, positions, system_prompt)
+    if reference is not None and (reference.encoded, reference.positions, reference.batch_size) != (
+            encoded, positions, batch_size):
+        raise UserError("the seed's stored logits belong to other pairs or settings than these")
     total = torch.zeros(positions, dtype=torch.float64)
     count = torch.zeros(positions, dtype=torch.float64)
-    for start in tqdm(range(0, len(encoded), batch_size), desc="KL", disable=not progress):
+    for index, start in enumerate(tqdm(range(0, len(encoded), batch_size), desc="KL", disable=not progress)):
         batch = encoded[start:start + batch_size]
-        seed_logits, _, mask = answer_logits(seed_model, batch, positions, pad_id)
-        model_logits, _, _ = answer_logits(model, batch, positions, pad_id)
+        model_logits, _, mask = answer_logits(model, batch, positions, pad_id)
+        seed_logits = (reference.batches[index] if reference is not None
+                       else answer_logits(seed_model, batch, positions, pad_id)[0])
         kl = kl_divergence(seed_logits, model_logits).clamp(min=0.0)  # rounding can give -1e-9
         total += (kl * mask).sum(0).double()
         count += mask.sum(0).double()
@@ -152,8 +185,10 @@ def kl_report(seed_model, models: dict[str, Any], tokenizer, pairs: Sequence[Any
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    reference = SeedLogits.if_small(seed_model, tokenizer, pairs, positions, batch_size=batch_size,
+                                    system_prompt=system_prompt) if len(models) > 1 else None
     results = {name: per_position_kl(seed_model, m, tokenizer, pairs, positions, batch_size=batch_size,
-                                     system_prompt=system_prompt, progress=progress)
+                                     system_prompt=system_prompt, progress=progress, reference=reference)
                for name, m in models.items()}
     report = {
         "positions": list(range(1, positions + 1)),

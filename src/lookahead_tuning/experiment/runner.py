@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class RunContext:
     _seed_path: str | None = None
     _seed: tuple[Any, Any] | None = None
     _harmful: tuple[list[dict], list[list[dict]] | None] | None = None
+    _seed_logits: dict[str, Any] = field(default_factory=dict)
 
     @property
     def work(self) -> Path:
@@ -82,6 +83,19 @@ class RunContext:
         if self._seed is None:
             self._seed = load_for_eval(self.seed_path())
         return self._seed
+
+    def seed_logits(self, pairs: list, positions: int, batch_size: int, system_prompt: str | None) -> Any:
+        """The seed's teacher-forced logits on the KL pairs, computed once per run and per system prompt
+        (every cell compares with the same seed on the same pairs); ``None`` where they would not fit."""
+        from ..analyse.kl import SeedLogits
+        from ..provenance import sha256_json
+
+        key = sha256_json([pairs, positions, batch_size, system_prompt])
+        if key not in self._seed_logits:
+            model, tokenizer = self.seed_model()
+            self._seed_logits[key] = SeedLogits.if_small(model, tokenizer, pairs, positions, batch_size=batch_size,
+                                                         system_prompt=system_prompt)
+        return self._seed_logits[key]
 
     def release_seed(self) -> None:
         """Drop the in-memory seed model (reloaded on next use)."""
@@ -453,7 +467,8 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
         # Teacher-forced on the harmful answers (the paper's Figure 3 setup), same prompts as RSR/JSR.
         pairs = answers[: min(len(items), ev.kl_limit or ev.limit or len(items))]
         kl = per_position_kl(seed_model, model, tokenizer, pairs, ev.kl_positions, batch_size=ev.batch_size,
-                             system_prompt=system_prompt)
+                             system_prompt=system_prompt,
+                             reference=ctx.seed_logits(pairs, ev.kl_positions, ev.batch_size, system_prompt))
         kl = [None if v != v else v for v in kl]  # NaN (no pair that long) is not JSON
 
     kept = {"rsr": safety_answers(safety_work / "rsr"),
