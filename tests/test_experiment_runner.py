@@ -301,7 +301,7 @@ def test_stored_cells_from_other_seed_weights_are_refused_before_any_work(tmp_pa
     cells = tmp_path / "run" / "cells"
     cells.mkdir(parents=True)
     vanilla = runner_mod.plan_cells(cfg)[1]
-    stored = {"cell_id": vanilla.cell_id, "task": "math", "method": "vanilla", "seed": 0,
+    stored = {"cell_id": vanilla.cell_id, "task": "math", "method": "vanilla", "name": "vanilla", "seed": 0,
               "fingerprint": vanilla.fingerprint(cfg), "provenance": {"seed_model": {"sha256": "0" * 64}}}
     (cells / f"{vanilla.cell_id}.json").write_text(json.dumps(stored))
     calls: list[str] = []
@@ -331,8 +331,8 @@ def test_stored_cells_trained_in_another_precision_are_refused(tmp_path, tiny_mo
     cells = tmp_path / "run" / "cells"
     cells.mkdir(parents=True)
     vanilla = runner_mod.plan_cells(cfg)[1]
-    stored = {"cell_id": vanilla.cell_id, "task": "math", "method": "vanilla", "seed": 0, "train": {},
-              "fingerprint": vanilla.fingerprint(cfg), "cost": {"bf16": True}}
+    stored = {"cell_id": vanilla.cell_id, "task": "math", "method": "vanilla", "name": "vanilla", "seed": 0,
+              "train": {}, "fingerprint": vanilla.fingerprint(cfg), "cost": {"train_seconds": 1.0, "bf16": True}}
     (cells / f"{vanilla.cell_id}.json").write_text(json.dumps(stored))
     calls: list[str] = []
     monkeypatch.setattr(runner_mod, "run_cell", lambda ctx, cell, **kw: calls.append(cell.cell_id))

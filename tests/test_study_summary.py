@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,8 @@ from lookahead_tuning.errors import UserError
 from lookahead_tuning.experiment.cells import load_cells
 from lookahead_tuning.experiment.summary import summarise
 from lookahead_tuning.report.study import markdown
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cell(method: str, seed: int, rsr: list[bool], jsr: list[bool], utility: float, kl1: float | None,
@@ -19,6 +22,7 @@ def _cell(method: str, seed: int, rsr: list[bool], jsr: list[bool], utility: flo
     tag = "".join(f"--m{v}" for k, v in (sweep or {}).items() if k == "m")
     return {
         "cell_id": f"math--{method}{tag}--seed{seed}", "task": "math", "method": method, "seed": seed,
+        "name": method + "".join(f"@m={v}" for k, v in (sweep or {}).items() if k == "m"), "fingerprint": "f",
         "sweep": sweep or {}, "train": train,
         "rsr": {"rate": sum(rsr) / len(rsr)}, "jsr": {"rate": sum(jsr) / len(jsr)},
         "utility": {"score": utility}, "overrefusal": None,
@@ -180,6 +184,51 @@ def test_cli_summarises_only_the_seeds_asked_for(cells_dir, tmp_path, capsys):
     assert main(["study-summary", str(cells_dir), "--seeds", "7", "--out", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: no trained cell has a training seed in --seeds 7" and not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"cell_id": 5}, "key 'cell_id'"),
+    ({"task": None}, "key 'task'"),
+    ({"rsr": {"rate": 1.5}}, "key 'rsr.rate'"),
+    ({"rsr": "high"}, "key 'rsr'"),
+    ({"jsr_verdicts": [True]}, "key 'jsr_verdicts'"),
+    ({"kl": ["x", 0.1]}, "key 'kl.0'"),
+    ({"utility": {"score": 0.5, "ci95": [0.1]}}, "key 'utility.ci95'"),
+    ({"cost": {"train_seconds": "fast"}}, "key 'cost.train_seconds'"),
+    ({"cost": {"train_seconds": 1.0, "bf16": "yes"}}, "key 'cost.bf16'"),
+    ({"seed": True}, "key 'seed'"),
+])
+def test_a_file_that_is_not_a_cell_is_one_line_naming_file_and_key(cells_dir, tmp_path, capsys, change, key):
+    """A hand-edited or foreign JSON in a cells folder: study-summary (and the runner and rejudge, which
+    read cells through the same check) exits 2 with one line naming the file and the key, writes nothing."""
+    from lookahead_tuning.cli import main
+
+    path = cells_dir / "math--vanilla--seed0.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    capsys.readouterr()
+    assert main(["study-summary", str(cells_dir), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}: not a cell result: {key}") and "\n" not in err, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_damaged_forecast_is_one_line_too(cells_dir, tmp_path, capsys):
+    from lookahead_tuning.cli import main
+
+    (cells_dir / "math--forecast.json").write_text(json.dumps({"methods": {"vanilla": {"mean_first_3": "low"}}}))
+    capsys.readouterr()
+    assert main(["study-summary", str(cells_dir), "--out", str(tmp_path / "s")]) == 2
+    assert "not a forecast: key 'methods.vanilla.mean_first_3'" in capsys.readouterr().err
+
+
+def test_every_committed_cell_passes_the_check():
+    """The check accepts every cell any version of the runner wrote (121 committed ones and counting)."""
+    from lookahead_tuning.experiment.cells import read_cell, read_forecast
+
+    paths = sorted((ROOT / "study").glob("*/cells/*.json"))
+    assert len(paths) > 100
+    for path in paths:
+        (read_forecast if path.name.endswith("--forecast.json") else read_cell)(path)
 
 
 def test_cells_of_two_seed_models_are_not_one_table(cells_dir, tmp_path):

@@ -13,11 +13,101 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from ..errors import UserError
 from ..io import read_json
+from ..validate import explain
 
 # Which number of a metric's block is the metric: rates for the safety metrics, the score for utility.
 VALUE_KEY = {"rsr": "rate", "jsr": "rate", "overrefusal": "rate", "utility": "score"}
+
+
+class _Block(BaseModel):
+    """A metric as a cell stores it: a rate or a score in [0, 1], counts and the 95% interval."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    rate: float | None = Field(default=None, ge=0, le=1)
+    score: float | None = Field(default=None, ge=0, le=1)
+    k: int | None = Field(default=None, ge=0)
+    n: int | None = Field(default=None, ge=0)
+    ci95: list[float] | None = Field(default=None, min_length=2, max_length=2)
+
+
+class _Cost(BaseModel):
+    """A trained cell's cost block (a seed cell has none)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    train_seconds: float = Field(ge=0)
+    tokens_seen: dict[str, int | None] | None = None
+    peak_rss_mb: float | None = None
+    bf16: bool | None = None
+
+
+class _StoredCell(BaseModel):
+    """The keys of a stored cell that summaries, re-judging and resuming read, with their types (a
+    cell written by any version of the runner passes; a hand-edited or foreign file is refused)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    cell_id: str
+    task: str
+    method: str
+    name: str
+    seed: int | None
+    fingerprint: str
+    sweep: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    rsr: _Block | None = None
+    jsr: _Block | None = None
+    utility: _Block | None = None
+    overrefusal: _Block | None = None
+    instruments: dict[str, dict[str, _Block | None] | None] | None = None
+    rsr_verdicts: dict[str, bool | None] | None = None
+    jsr_verdicts: dict[str, bool | None] | None = None
+    kl: list[float | None] | None = None
+    cost: _Cost | None = None
+    answers: dict[str, str] | None = None
+    provenance: dict[str, Any] | None = None
+
+
+class _MethodForecast(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    per_position: list[float | None] | None = None
+    mean_first_3: float | None = None
+    mean_first_k: float | None = None
+
+
+class _StoredForecast(BaseModel):
+    """A stored forecast (``TASK--forecast.json``): the seed's per-position loss per method."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    fingerprint: str | None = None
+    methods: dict[str, _MethodForecast] = {}
+
+
+def read_forecast(path: str | Path) -> dict[str, Any]:
+    """A stored forecast, checked like :func:`read_cell`."""
+    data = read_json(path, "a JSON object")
+    try:
+        _StoredForecast.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"not a forecast: {explain(exc, None).message}", path=str(path)) from None
+    return data
+
+
+def read_cell(path: str | Path) -> dict[str, Any]:
+    """A stored cell, checked: a file that is not one (wrong JSON, a missing key, a rate outside [0, 1])
+    is a one-line error naming the file and the key, never a crash in whatever reads it later."""
+    return check_cell(read_json(path, "a JSON object"), path)
+
+
+def check_cell(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """``data`` (read from ``path``) if it has a cell's keys and types, else the one-line error."""
+    try:
+        _StoredCell.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"not a cell result: {explain(exc, None).message}", path=str(path)) from None
+    return data
 
 
 def pack_answers(answers: dict[str, Any]) -> dict[str, str]:
@@ -53,7 +143,7 @@ class CellResult:
 
     @classmethod
     def load(cls, path: str | Path, group: str | None = None) -> CellResult:
-        return cls(read_json(path, "a JSON object"), group)
+        return cls(read_cell(path), group)
 
     # identity
     @property
@@ -231,11 +321,10 @@ def load_cells(folders: Iterable[str | Path]) -> tuple[list[CellResult], dict[st
             raise UserError(f"{folder}: no such folder of cell results")
         group = group_name(folder)
         for path in sorted(folder.glob("*.json")):
-            data = read_json(path, "a JSON object")
             if path.name.endswith("--forecast.json"):
-                forecasts[f"{group}/{path.name[: -len('--forecast.json')]}"] = data
-            elif "cell_id" in data:
-                cells.append(CellResult(data, group))
+                forecasts[f"{group}/{path.name[: -len('--forecast.json')]}"] = read_forecast(path)
+            else:
+                cells.append(CellResult.load(path, group))
     if not cells:
         raise UserError(f"no cell results in {', '.join(str(f) for f in folders)}")
     return cells, forecasts

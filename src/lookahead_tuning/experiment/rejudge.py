@@ -10,12 +10,13 @@ Cells from before cells kept their answers cannot be re-judged; they are named i
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..io import read_json
+from .cells import read_cell, read_forecast
 
 
 def _load_cells(cfg, cells_dir: Path) -> tuple[list, dict[str, dict]]:
@@ -27,10 +28,7 @@ def _load_cells(cfg, cells_dir: Path) -> tuple[list, dict[str, dict]]:
         path = cells_dir / f"{cell.cell_id}.json"
         if not path.is_file():
             continue
-        try:
-            found[cell.cell_id] = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"corrupt cell result ({exc})", path=str(path)) from None
+        found[cell.cell_id] = read_cell(path)
         if found[cell.cell_id].get("fingerprint") != cell.fingerprint(cfg):
             raise UserError("this cell was not computed with the run's config.yaml; cannot re-judge it",
                             path=str(path))
@@ -160,7 +158,7 @@ def rejudge(run_dir: str | Path, *, judge: str | None = None, scorer: str | None
     for task in cfg.tasks:
         path = cells_dir / f"{task.name}--forecast.json"
         if path.is_file():
-            forecasts[task.name] = json.loads(path.read_text(encoding="utf-8"))
+            forecasts[task.name] = read_forecast(path)
             if new_cells_dir != cells_dir:
                 atomic_write_json(new_cells_dir / path.name, forecasts[task.name])
     text = yaml.safe_dump(new_cfg.model_dump(mode="json"), sort_keys=False)
@@ -187,13 +185,13 @@ def _links(run_dir: Path, target: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        models = json.loads(path.read_text(encoding="utf-8")).get("models", {})
-    except json.JSONDecodeError:
-        return {}
+        models = read_json(path, "a JSON object").get("models")
+    except UserError:
+        return {}  # links are a convenience: a damaged results.json is rewritten without them
     links = {}
-    for name, entry in models.items():
-        link = entry.get("model")
-        if not link:
+    for name, entry in (models if isinstance(models, dict) else {}).items():
+        link = entry.get("model") if isinstance(entry, dict) else None
+        if not isinstance(link, str) or not link:
             continue
         where = run_dir / link
         links[name] = link if target == run_dir or not where.exists() else os.path.relpath(where, target)

@@ -32,7 +32,7 @@ from typing import Any
 from ..errors import UserError
 from ..io import read_json
 from ..provenance import settings_fingerprint
-from .cells import CellResult, check_one_precision, check_one_seed, pack_answers
+from .cells import CellResult, check_cell, check_one_precision, check_one_seed, pack_answers, read_forecast
 from .config import Cell, ExperimentConfig, Launcher, TaskSpec, plan_cells
 
 CELL_VERSION = 2  # 2: cells keep their answers, every instrument's rates and their provenance
@@ -156,13 +156,13 @@ def load_cell(ctx: RunContext, cell: Cell) -> dict | None:
         return None
     try:
         result = read_json(path, "a JSON object")
+        if result.get("fingerprint") == cell.fingerprint(ctx.cfg):
+            return check_cell(result, path)
     except UserError as exc:
         raise UserError(f"corrupt cell result ({exc.message}); delete it to recompute the cell",
                         path=str(path)) from None
-    if result.get("fingerprint") != cell.fingerprint(ctx.cfg):
-        raise UserError("this cell was computed with different settings than the config now says; "
-                        "use another output folder or delete the file to recompute it", path=str(path))
-    return result
+    raise UserError("this cell was computed with different settings than the config now says; "
+                    "use another output folder or delete the file to recompute it", path=str(path))
 
 
 # --------------------------------------------------------------------------- one cell
@@ -530,7 +530,7 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
 
     wanted = [m.name for m in ctx.cfg.methods if get_method(m.name).forecastable]
     if not ctx.cfg.eval.forecast or not wanted:
-        return read_json(path, "a JSON object") if path.is_file() else None
+        return read_forecast(path) if path.is_file() else None
     from ..train.config import TrainConfig, make_config
     from .config import train_settings
 
@@ -558,7 +558,7 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
     fingerprint = settings_fingerprint(common)
     if path.is_file():
         try:
-            stored = read_json(path, "a JSON object")
+            stored = read_forecast(path)
         except UserError:  # recomputed below: a forecast is cheap
             stored = {}
         # Reuse only a forecast made under the same settings that covers every method asked for (a
