@@ -85,14 +85,17 @@ class _StoredForecast(BaseModel):
     methods: dict[str, _MethodForecast] = {}
 
 
+def _checked(data: dict[str, Any], path: str | Path, schema: type[BaseModel], what: str) -> dict[str, Any]:
+    try:
+        schema.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"not {what}: {explain(exc, None).message}", path=str(path)) from None
+    return data
+
+
 def read_forecast(path: str | Path) -> dict[str, Any]:
     """A stored forecast, checked like :func:`read_cell`."""
-    data = read_json(path, "a JSON object")
-    try:
-        _StoredForecast.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(f"not a forecast: {explain(exc, None).message}", path=str(path)) from None
-    return data
+    return _checked(read_json(path, "a JSON object"), path, _StoredForecast, "a forecast")
 
 
 def read_cell(path: str | Path) -> dict[str, Any]:
@@ -103,11 +106,7 @@ def read_cell(path: str | Path) -> dict[str, Any]:
 
 def check_cell(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
     """``data`` (read from ``path``) if it has a cell's keys and types, else the one-line error."""
-    try:
-        _StoredCell.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(f"not a cell result: {explain(exc, None).message}", path=str(path)) from None
-    return data
+    return _checked(data, path, _StoredCell, "a cell result")
 
 
 def pack_answers(answers: dict[str, Any]) -> dict[str, str]:
