@@ -105,3 +105,44 @@ def test_unknown_prompts_are_refused(tmp_path):
     (bare / "metrics.json").write_text((base / "metrics.json").read_text())
     with pytest.raises(UserError, match="cannot tell which prompts"):
         compare(base, bare)
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda m: m.update(provenance=[1]), "provenance"),
+    (lambda m: m.update(judge_settings=[1]), "judge_settings"),
+    (lambda m: m.update(judge=["x"]), "judge"),
+    (lambda m: m.update(provenance={"inputs": "x"}), "provenance.inputs"),
+    (lambda m: m.update(judge_settings={"llm": "x"}), "judge_settings.llm"),
+    (lambda m: m.update(judge_settings={"keyword-reference": 5}), "judge_settings.keyword-reference"),
+    (lambda m: m.update(provenance={"inputs": {"prompts": {"sha256": 5}}}), "provenance.inputs.prompts.sha256"),
+    (lambda m: m.update(provenance={"inputs": {"prefills": {"sha256": 7}}}), "provenance.inputs.prefills.sha256"),
+    (lambda m: m.update(safe_rate=True), "safe_rate"),
+    (lambda m: m.update(safe_rate=1.5), "safe_rate"),
+    (lambda m: m.update(prefill_tokens="3"), "prefill_tokens"),
+])
+def test_a_damaged_metrics_file_is_exit_2_naming_the_key(tmp_path, capsys, edit, key):
+    """Exit 1 means "the gate failed": a metrics.json of the wrong shape must never look like it (before,
+    these crashed with exit 1)."""
+    base = _run_dir(tmp_path, "base", [True] * 10)
+    cand = _run_dir(tmp_path, "cand", [True] * 10)
+    metrics = json.loads((cand / "metrics.json").read_text())
+    edit(metrics)
+    (cand / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["eval", "compare", "--baseline", str(base), "--candidate", str(cand)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "metrics.json" in err[0] and f"key '{key}" in err[0], err
+
+
+@pytest.mark.parametrize("safe", ["false", "no", 0, 1.0])
+def test_a_verdict_that_is_not_a_boolean_is_refused_not_coerced(tmp_path, capsys, safe):
+    """``"safe": "false"`` would count as safe under bool(): refused with the file and line."""
+    base = _run_dir(tmp_path, "base", [True] * 4)
+    cand = _run_dir(tmp_path, "cand", [True] * 4)
+    rows = (cand / "verdicts.jsonl").read_text().splitlines()
+    row = json.loads(rows[2])
+    row["safe"] = safe
+    rows[2] = json.dumps(row)
+    (cand / "verdicts.jsonl").write_text("\n".join(rows) + "\n")
+    assert main(["eval", "compare", "--baseline", str(base), "--candidate", str(cand)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "verdicts.jsonl:3:" in err[0] and "key 'safe'" in err[0], err

@@ -300,3 +300,41 @@ def test_model_runs_write_files_the_reference_scripts_read(tiny_model_dir, tmp_p
     evaluate_utility(model, tok, "math", out_dir=tmp_path / "u", limit=3, max_new_tokens=4, progress=False)
     correct = [v["correct"] for v in _lines(tmp_path / "u" / "verdicts.jsonl")]
     assert official_gsm8k_verdicts(tmp_path / "u" / "predictions.jsonl") == correct
+
+
+@pytest.mark.parametrize("command, name", [
+    (["eval", "utility", "--task", "gsm8k", "--predictions"], "predictions.jsonl"),
+    (["eval", "utility", "--task", "gsm8k", "--predictions"], "verdicts.jsonl"),
+    (["eval", "safety", "--generations"], "generations.jsonl"),
+    (["eval", "safety", "--generations"], "verdicts.jsonl"),
+    (["eval", "safety", "--generations"], "metrics.json"),
+])
+def test_an_input_inside_out_under_a_name_eval_writes_is_refused(tmp_path, capsys, command, name):
+    """``--out`` is a folder of files with fixed names: an input lying there under one of them would be
+    overwritten (or deleted by --overwrite), so it is refused like an input given as --out itself."""
+    out = tmp_path / "run"
+    out.mkdir()
+    rows = ([{"id": "0", "completion": "#### 5", "ground_truth": "5"}] if "utility" in command
+            else [{"id": "0", "completion": "I'm sorry, I can't."}])
+    path = _write_jsonl(out / name, rows)
+    before = path.read_bytes()
+    assert main([*command, str(path), "--out", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"its {name}" in err[0] and "destroy the input" in err[0], err
+    assert path.read_bytes() == before and sorted(p.name for p in out.iterdir()) == [name]
+    # another name in the same folder is fine: the outputs land beside it
+    other = _write_jsonl(out / "made-elsewhere.jsonl", rows)
+    path.unlink()
+    assert main([*command, str(other), "--out", str(out)]) == 0
+    assert other.read_bytes() == before
+
+
+def test_a_positional_id_that_an_id_row_holds_is_a_duplicate(tmp_path, capsys):
+    """A reference-shape row's answers take their positions as ids; one an earlier id row already holds
+    is refused (before, both verdicts were written under one id)."""
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "no"}]
+    path = _write_jsonl(tmp_path / "answers.jsonl", [{"id": "1", "completion": "x"}, {"results": [chat, chat]}])
+    assert main(["eval", "safety", "--generations", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{path}:2:" in err[0] and "positional id '1'" in err[0], err
+    assert not (tmp_path / "o").exists()

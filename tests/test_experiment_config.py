@@ -286,3 +286,15 @@ def test_config_as_run_reloads_to_the_same_cells(path):
     again = make_experiment(yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json"))))
     assert [(c.cell_id, c.fingerprint(cfg)) for c in plan_cells(cfg)] == \
         [(c.cell_id, c.fingerprint(again)) for c in plan_cells(again)]
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "", ".hidden", "-rf"])
+def test_the_experiment_name_cannot_leave_the_runs_folder(name):
+    """The default run folder is runs/<name>-<timestamp>: a name with a path in it is refused."""
+    with pytest.raises(UserError, match="experiment name"):
+        make_experiment(base(name=name))
+
+
+def test_an_empty_seed_model_is_refused():
+    with pytest.raises(UserError, match="model.seed"):
+        make_experiment(base(model={"seed": ""}))

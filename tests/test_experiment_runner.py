@@ -347,3 +347,52 @@ def test_stored_cells_trained_in_another_precision_are_refused(tmp_path, tiny_mo
     pinned = {**stored, "train": {"bf16": "on"}}  # a pinned precision means the same on every machine
     monkeypatch.setattr(api, "cpu_supports_bf16", lambda: False)
     check_one_precision([CellResult(pinned)], "cells", resolve=api.use_bf16)
+
+
+@pytest.mark.parametrize("where, text, fragment", [
+    ("train", '{"question": "q", "answer": "a #### 1"}\n{"question": "q",\n', "train.jsonl:2:"),
+    ("train", '{"messages": [{"role": null, "content": "u"}, {"role": "assistant", "content": "a"}]}\n',
+     "train.jsonl: row 1"),
+    ("test", '{"question": "q", "answer": "a #### 1"}\n[1]\n', "test.jsonl:2:"),
+    ("safety", '{"id": "0"}\n', "safety.jsonl:1:"),
+])
+def test_a_bad_data_file_fails_before_the_seed_is_made_or_any_cell_runs(tmp_path, tiny_model_dir, monkeypatch,
+                                                                        where, text, fragment):
+    """Every data file the grid reads is read in the pre-flight, as the cells read it: a bad row is its
+    FILE:LINE error before the seed is aligned (minutes to hours) and before the run folder exists."""
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.experiment import align
+
+    good = '{"question": "How many?", "answer": "Two. #### 2"}\n'
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("train", "test", "safety")}
+    files["train"].write_text(good * 3)
+    files["test"].write_text(good * 3)
+    files["safety"].write_text('{"id": "0", "instruction": "do harm", "category": "c"}\n')
+    files[where].write_text(text)
+    aligned: list[str] = []
+    monkeypatch.setattr(align, "aligned_seed", lambda base, **kw: aligned.append(base) or tiny_model_dir)
+    cfg = make_experiment({**tiny_config(tiny_model_dir).model_dump(), "model": {"align": {"base": "m"}},
+                           "tasks": [{"name": "gsm8k", "train": str(files["train"]), "test": str(files["test"])}],
+                           "eval": {**tiny_config(tiny_model_dir).eval.model_dump(), "safety": str(files["safety"])}})
+    with pytest.raises(UserError, match=fragment.replace(".", r"\.")):
+        runner_mod.run_experiment(cfg, out=tmp_path / "run", progress=False)
+    assert aligned == [] and not (tmp_path / "run").exists()
+
+
+def test_a_dry_run_fails_on_a_data_file_the_run_would_refuse(tmp_path, tiny_model_dir, capsys):
+    """--dry-run reports files not there yet as unknown sizes (exit 0), but a file that is there and
+    cannot be read is the run's one-line error (exit 2), after the plan."""
+    import yaml
+
+    from lookahead_tuning.cli import main
+
+    values = {**tiny_config(tiny_model_dir).model_dump(mode="json"),
+              "tasks": [{"name": "gsm8k", "train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "t.jsonl")}]}
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump(values))
+    assert main(["run", str(config), "--dry-run"]) == 0
+    capsys.readouterr()
+    (tmp_path / "train.jsonl").write_text('{"question": "q",\n')
+    assert main(["run", str(config), "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert "train.jsonl:1:" in captured.err and "would refuse" in captured.err and "gsm8k--vanilla" in captured.out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from lookahead_tuning.data.formats import (
@@ -117,3 +120,38 @@ def test_get_and_set_texts_copy_on_write():
     with pytest.raises(ExampleError, match="'messages' turn 2 content must be a string"):
         get_text({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None}]},
                  ("messages", 1, "content"))
+
+
+@pytest.mark.parametrize("row, fragment", [
+    ({"messages": [{"role": None, "content": "u"}, {"role": "assistant", "content": "a"}]}, "turn 1 has role None"),
+    ({"messages": [{"role": 3, "content": "u"}, {"role": "assistant", "content": "a"}]}, "turn 1 has role 3"),
+    ({"messages": [{"role": "robot", "content": "u"}, {"role": "assistant", "content": "a"}]}, "role 'robot'"),
+    ({"messages": [{"role": "user", "content": "u"}, {"role": "robot", "content": "x"},
+                   {"role": "user", "content": "v"}, {"role": "assistant", "content": "a"}]}, "turn 2 has role 'robot'"),
+    ({"messages": [{"role": "assistant", "content": "a"}]}, "follows nothing"),
+    ({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}, "follows a 'system' turn"),
+    ({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "  "}]}, "empty answer"),
+    ({"prompt": "p", "completion": ""}, "empty answer"),
+    ({"instruction": "i", "output": " \n"}, "empty answer"),
+])
+def test_the_training_view_refuses_what_no_chat_template_can_train_on(row, fragment):
+    """split_example is what `train` reads: an unknown role, an answer that follows no user turn, or an
+    empty answer is the row's error (before, `train` failed later with no file or row, or trained on it)."""
+    from lookahead_tuning.data.formats import ExampleError, split_example
+
+    with pytest.raises(ExampleError, match=re.escape(fragment)):
+        split_example(row)
+
+
+def test_train_names_the_file_and_row_of_a_bad_chat(tmp_path, tiny_model_dir, capsys):
+    from lookahead_tuning.cli import main
+
+    data = tmp_path / "chats.jsonl"
+    good = {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}
+    bad = {"messages": [{"role": None, "content": "u"}, {"role": "assistant", "content": "a"}]}
+    data.write_text("\n".join(json.dumps(r) for r in (good, good, bad)) + "\n")
+    assert main(["train", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "run"),
+                 "--quiet", "--max-steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{data}: row 3:" in err[0] and "role None" in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -262,3 +262,40 @@ def test_every_writer_honours_the_umask_figures_included(tmp_path, umask, mode):
     for name in ("figures/a.png", "a.md", "a.json", "a.jsonl"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["a.png"]  # no temporary left
+
+
+@pytest.mark.parametrize("name", ["out.parquet", "out.csv"])
+def test_a_field_the_first_record_lacks_is_refused_not_dropped(tmp_path, name):
+    """Parquet (like CSV) takes its columns from the first record: a later record's extra field would be
+    dropped silently, so it is an error naming the output, and nothing is written."""
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.io import write_records
+
+    target = tmp_path / name
+    with pytest.raises(UserError, match=r"record 2 has fields the first record lacks \(extra\)") as info:
+        write_records(target, [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "d", "extra": "x"}])
+    assert info.value.path == str(target) and not target.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("text", ["[]", '{"splits": 5}', '{"splits": ["train"]}'])
+def test_a_dataset_folder_with_damaged_metadata_is_one_line(tmp_path, text):
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.io import read_records
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "dataset_dict.json").write_text(text)
+    with pytest.raises(UserError, match="cannot load the dataset folder") as info:
+        read_records(folder)
+    assert info.value.path == str(folder)
+
+
+def test_an_output_name_of_255_bytes_is_written(tmp_path):
+    """Temporary siblings are named after the output but stay within a file system's 255 bytes."""
+    from lookahead_tuning.io import read_records, write_records
+
+    for name in ("x" * 249 + ".jsonl", "é" * 124 + ".jsonl"):  # 255 and 254 bytes
+        target = tmp_path / name
+        assert write_records(target, [{"a": 1}]) == 1 and read_records(target) == [{"a": 1}]
+        target.unlink()
+    assert list(tmp_path.iterdir()) == []

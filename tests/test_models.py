@@ -186,3 +186,27 @@ def test_alias_and_gguf_load_the_same_model():
     assert alias_model.config.num_hidden_layers == 30
     # The cached safetensors copy is the de-quantized GGUF, weight for weight.
     assert torch.allclose(_logits(alias_model, tok), _logits(gguf_model, tok), atol=1e-4)
+
+
+def test_a_converted_model_folder_follows_the_umask(tmp_path):
+    """safetensors writes its files 0600 and mkdtemp makes the folder 0700: a folder built for the cache
+    (the embedded model's conversion) must be readable as any file the user makes."""
+    import os
+    import stat
+
+    from lookahead_tuning.models import _atomic_dir
+
+    def build(folder):
+        (folder / "sub").mkdir()
+        for name in ("model.safetensors", "sub/x.json"):
+            path = folder / name
+            path.write_text("x")
+            os.chmod(path, 0o600)
+
+    old = os.umask(0o022)
+    try:
+        final = _atomic_dir(tmp_path / "model", build)
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(final).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in (final, *final.rglob("*"))}
+    assert modes == {".": 0o755, "sub": 0o755, "model.safetensors": 0o644, "sub/x.json": 0o644}

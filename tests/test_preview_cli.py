@@ -200,3 +200,54 @@ def test_cli_on_gsm8k_matches_reference_for_every_row(shared_data, tokenizer, tm
     for row, new in zip(rows, got, strict=True):
         assert (new["question"], new["answer"]) == real_preview(row["question"], row["answer"], tokenizer, 6)
     assert got == preview_rows(rows, PreviewConfig(mode="real", tokenizer=tokenizer))
+
+
+def test_a_dataset_folder_output_never_replaces_what_it_did_not_write(tmp_path, capsys):
+    """An HF-dataset OUTPUT replaces its folder whole: refused when the folder holds the input, or holds
+    anything but a saved dataset; an earlier dataset there is replaced (a rerun), a new folder made."""
+    data = tmp_path / "d"
+    data.mkdir()
+    src = write_jsonl(data / "train.jsonl", ROWS)
+    (data / "notes.txt").write_text("keep")
+    before = listing(data)
+    assert main(["preview", str(src), str(data), "--mode", "virtual", "--quiet"]) == 2
+    assert "lies inside it" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    assert main(["preview", str(src), str(other), "--mode", "virtual", "--quiet"]) == 2
+    assert "not a saved Hugging Face dataset" in capsys.readouterr().err
+    assert listing(data) == before and listing(other) == ["notes.txt"]
+
+    fresh = tmp_path / "fresh"
+    assert main(["preview", str(src), str(fresh), "--mode", "virtual", "--quiet"]) == 0
+    assert main(["preview", str(src), str(fresh), "--mode", "virtual", "--prefix", "Z. ", "--quiet"]) == 0
+    assert [r["answer"][:3] for r in read_records(fresh)] == ["Z. "] * len(ROWS)  # the prefix opens the answer
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["preview", str(src), str(empty), "--mode", "virtual", "--quiet"]) == 0
+
+
+def test_sigterm_leaves_no_temporary_file(tmp_path):
+    """SIGTERM (timeout, a scheduler, kill) runs the same clean-up as Ctrl-C: exit 143, no output, no
+    temporary sibling (before, a killed preview left its half-written temporary file behind)."""
+    import signal
+    import time
+
+    src = tmp_path / "big.jsonl"
+    row = json.dumps({"prompt": "How many apples are there in the basket? " * 4, "completion": "There are 12."})
+    src.write_text((row + "\n") * 300_000, encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    proc = subprocess.Popen([sys.executable, "-m", "lookahead_tuning", "preview", str(src), str(out), "--mode",
+                             "virtual", "--quiet"], stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the preview finished before it could be interrupted; use a larger input"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.strip() == "terminated", err
+    assert listing(tmp_path) == ["big.jsonl"]

@@ -112,8 +112,33 @@ def test_export_errors_leave_nothing_behind(tmp_path, capsys):
     (tmp_path / "dataset_info.json").write_text("{not json")
     code = main(["preview", str(src), str(tmp_path / "out.json"), "--mode", "virtual", "--export", "llama-factory"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "dataset_info.json is not valid JSON" in err
+    assert code == 2 and err.count("\n") == 1 and "dataset_info.json cannot be merged: invalid JSON" in err, err
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("target, make, fragment", [
+    ("llama-factory", lambda d: (d / "dataset_info.json").mkdir(), "it is not a file"),
+    ("axolotl", lambda d: (d / "out.axolotl.yaml").mkdir(), "it is not a file"),
+    ("llama-factory", lambda d: (d / "dataset_info.json").write_text("[" * 100_000 + "]" * 100_000),
+     "dataset_info.json"),
+    ("llama-factory", lambda d: (d / "dataset_info.json").write_text('{"a": NaN}'), "dataset_info.json"),
+])
+def test_a_registering_file_that_cannot_be_written_fails_before_any_row(tmp_path, capsys, target, make, fragment):
+    """The file that registers the export is checked before the rows are written: no OUTPUT is left
+    beside a registration that failed (before, OUTPUT was written first)."""
+    src = _write(tmp_path / "train.jsonl", SINGLE)
+    make(tmp_path)
+    code = main(["preview", str(src), str(tmp_path / "out.json"), "--mode", "virtual", "--export", target])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and fragment in err[0], err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_output_cannot_be_the_registering_file(tmp_path, capsys):
+    src = _write(tmp_path / "train.jsonl", SINGLE)
+    out = tmp_path / "dataset_info.json"
+    code = main(["preview", str(src), str(out), "--mode", "virtual", "--export", "llama-factory"])
+    assert code == 2 and "registers the export" in capsys.readouterr().err and not out.exists()
 
 
 @pytest.mark.parametrize("turns", [[{"role": "tool", "content": "x"}], []])

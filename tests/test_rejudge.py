@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from lookahead_tuning.cli import main
+from lookahead_tuning.errors import UserError
 from lookahead_tuning.experiment.cells import pack_answers, unpack_answers
 from lookahead_tuning.experiment.config import load_experiment, make_experiment, plan_cells
 from lookahead_tuning.judge import keyword_safe
@@ -129,3 +130,58 @@ def test_rejudge_with_an_llm_judge_through_a_stub(run_dir, tmp_path, monkeypatch
     for path in (tmp_path / "llm").rglob("*"):
         if path.is_file():
             assert SECRET not in path.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda a: {**a, "data": "!!not base64!!"}, "does not decode"),
+    (lambda a: {**a, "data": "aGVsbG8="}, "does not decode"),  # base64 of 'hello': not zlib
+    (lambda a: {**a, "encoding": "gzip"}, "unknown encoding"),
+    (lambda a: {"encoding": a["encoding"]}, "no data"),
+    (lambda a: pack_answers({"rsr": 5}), "key 'rsr'"),
+    (lambda a: pack_answers({"rsr": [{"completion": "x"}]}), "key 'rsr.0.id'"),
+    (lambda a: pack_answers({"utility": [{"id": "0", "reference": "5"}]}), "key 'utility.0.completion'"),
+    (lambda a: pack_answers([1, 2]), "not what a cell keeps"),
+])
+def test_a_damaged_answers_block_is_one_line_naming_the_cell(run_dir, capsys, damage, fragment):
+    """The answers a cell keeps are decoded and checked before anything is judged or written: a damaged
+    block is one line naming the cell file, and no file changes."""
+    cfg = load_experiment(run_dir / "config.yaml")
+    cell = plan_cells(cfg)[1]
+    path = run_dir / "cells" / f"{cell.cell_id}.json"
+    data = json.loads(path.read_text())
+    data["answers"] = damage(data["answers"])
+    path.write_text(json.dumps(data))
+    before = {p.name: p.read_bytes() for p in (run_dir / "cells").iterdir()}
+    assert main(["rejudge", str(run_dir), "--judge", "keyword-reference"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and fragment in err[0], err
+    assert {p.name: p.read_bytes() for p in (run_dir / "cells").iterdir()} == before
+    assert not (run_dir / "results.json").exists()
+
+
+def test_rejudge_out_is_a_new_folder_and_a_late_failure_leaves_none(run_dir, tmp_path, capsys, monkeypatch):
+    """--out never writes into another run (or any non-empty folder); --out RUN_DIR is the in-place
+    re-judgement; a failure while writing --out leaves nothing there."""
+    other = tmp_path / "other-run"
+    other.mkdir()
+    (other / "config.yaml").write_text("name: other\n")
+    assert main(["rejudge", str(run_dir), "--judge", "keyword-reference", "--out", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and str(other) in err
+    assert [p.name for p in other.iterdir()] == ["config.yaml"] and (other / "config.yaml").read_text() == "name: other\n"
+
+    import lookahead_tuning.experiment.results as results
+
+    def broken(*args, **kwargs):
+        raise UserError("disk full")
+
+    monkeypatch.setattr(results, "write_outputs", broken)
+    late = tmp_path / "late"
+    late.mkdir()
+    assert main(["rejudge", str(run_dir), "--judge", "keyword-reference", "--out", str(late / "new")]) == 2
+    assert "disk full" in capsys.readouterr().err
+    assert list(late.iterdir()) == []  # the cells and config.yaml written before the failure are gone
+    monkeypatch.undo()
+
+    assert main(["rejudge", str(run_dir), "--judge", "keyword-reference", "--out", str(run_dir)]) == 0
+    assert "--out" not in (run_dir / "rejudged.md").read_text().splitlines()[0]

@@ -340,3 +340,30 @@ def test_report_names_the_seed_weights_and_the_machines(one_seed):
 
     a, b = {"cpu": "A"}, {"cpu": "B"}
     assert machines([Cell(a), Cell(None), Cell(a), Cell(b)]) == [a, b]
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda r: r.update(evaluation=[1]), "evaluation"),
+    (lambda r: r["models"]["vanilla"].update(instruments=[1]), "models.vanilla.instruments"),
+    (lambda r: r["models"]["vanilla"].update(kl="abc"), "models.vanilla.kl"),
+    (lambda r: r["models"]["vanilla"].update(n_seeds="two"), "models.vanilla.n_seeds"),
+    (lambda r: r["models"]["vanilla"].update(train_seconds="fast"), "models.vanilla.train_seconds"),
+    (lambda r: r.update(forecast={"math": 5}), "forecast.math"),
+    (lambda r: r.update(sweeps={"lookahead-real@m=abc": {}}), "sweeps"),
+    (lambda r: r.update(machines=[{"cpu": 3}]), "machines.0.cpu"),
+    (lambda r: r.update(commands="run it"), "commands"),
+])
+def test_report_refuses_a_damaged_results_file_before_drawing(tmp_path, one_seed, capsys, edit, key):
+    """A results.json with a key of the wrong type is one line naming the key; no figure or report is
+    written (before, the figures were drawn and then the report crashed)."""
+    import json
+
+    from lookahead_tuning.cli import main
+
+    doc = results_doc(one_seed)
+    edit(doc)
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "results.json" in err[0] and f"key '{key}" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]

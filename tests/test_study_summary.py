@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lookahead_tuning.errors import UserError
-from lookahead_tuning.experiment.cells import load_cells
+from lookahead_tuning.experiment.cells import load_cells, pool_groups
 from lookahead_tuning.experiment.summary import summarise
 from lookahead_tuning.report.study import markdown
 
@@ -126,20 +126,24 @@ def test_a_cells_folder_goes_by_its_parents_name(tmp_path):
     assert group_name(tmp_path / "lr2e-4") == "lr2e-4"
 
 
-@pytest.mark.parametrize("summary, folders", [
-    ("summary-seedB", ["seedB-lr5e-5", "seedB-lr1e-4", "seedB-lr2e-4"]),
-    ("summary-seedD", ["seedD-lr5e-5", "seedD-lr2e-4", "seedD-lora-lr5e-4"]),
-    ("summary-table1-b", ["table1-b"]),
-    ("summary-table1-dialogue", ["table1-dialogue"]),
-    ("summary-table1-lora", ["table1-lora"]),
+@pytest.mark.parametrize("summary, folders, group", [
+    ("summary-seedB", ["seedB-lr5e-5", "seedB-lr1e-4", "seedB-lr2e-4"], None),
+    ("summary-seedD", ["seedD-lr5e-5", "seedD-lr2e-4", "seedD-lora-lr5e-4"], None),
+    ("summary-table1-b", ["table1-b"], None),
+    ("summary-table1-dialogue", ["table1-dialogue"], None),
+    ("summary-table1-lora", ["table1-lora"], None),
+    ("summary-table1-more-b", ["table1-b", "table1-more-b"], "table1-b"),
 ])
-def test_committed_summaries_are_what_the_committed_cells_give(summary, folders):
+def test_committed_summaries_are_what_the_committed_cells_give(summary, folders, group):
     """docs/findings.md quotes these files: the study's cells, summarised by today's code, give them byte
     for byte (the commands are in docs/findings.md)."""
     from pathlib import Path
 
     study = Path(__file__).resolve().parents[1] / "study"
-    result = summarise(*load_cells([study / f / "cells" for f in folders]))
+    cells, forecasts = load_cells([study / f / "cells" for f in folders])
+    if group:  # one study split over configs: `study-summary ... --group GROUP`
+        cells, forecasts = pool_groups(cells, forecasts, group)
+    result = summarise(cells, forecasts)
     assert json.dumps(result, ensure_ascii=False, indent=2) + "\n" == (study / summary / "summary.json").read_text()
     assert markdown(result) == (study / summary / "summary.md").read_text()
 
@@ -297,3 +301,42 @@ def test_cells_trained_in_two_precisions_are_not_one_table(cells_dir):
     (cells_dir / "math--vanilla--seed1.json").write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(UserError, match=r"math--vanilla--seed0 \(bf16\) and math--vanilla--seed1 \(fp32\)"):
         summarise(*load_cells([cells_dir]))
+
+
+def test_a_cell_is_never_counted_twice(cells_dir, tmp_path, capsys):
+    """The same folder given twice, a copied cell file in one folder, or two folders that would form one
+    group without --group are refused (each would count seeds twice and shrink the p-values)."""
+    import shutil
+
+    from lookahead_tuning.cli import main
+
+    out = tmp_path / "out"
+    assert main(["study-summary", str(cells_dir), str(cells_dir), "--out", str(out)]) == 2
+    assert "given twice" in capsys.readouterr().err
+    assert main(["study-summary", str(cells_dir), str(cells_dir) + "/", "--out", str(out)]) == 2
+    assert "given twice" in capsys.readouterr().err
+
+    twin = tmp_path / "elsewhere" / cells_dir.name
+    shutil.copytree(cells_dir, twin)
+    assert main(["study-summary", str(cells_dir), str(twin), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--group" in err and str(twin) in err
+    assert not out.exists()
+
+    copy = cells_dir / "math--vanilla--seed0 (copy).json"
+    shutil.copy(cells_dir / "math--vanilla--seed0.json", copy)
+    assert main(["study-summary", str(cells_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and copy.name in err[0] and "math--vanilla--seed0.json" in err[0], err
+    assert not out.exists()
+
+
+def test_study_summary_never_writes_into_a_cells_folder(cells_dir, capsys):
+    """--out equal to a cells folder would put summary.json among the cells (and the next summary
+    would read it as one): refused, and nothing is written."""
+    from lookahead_tuning.cli import main
+
+    before = sorted(p.name for p in cells_dir.iterdir())
+    assert main(["study-summary", str(cells_dir), "--out", str(cells_dir)]) == 2
+    assert "--out is the same folder as the cells folder" in capsys.readouterr().err
+    assert sorted(p.name for p in cells_dir.iterdir()) == before

@@ -70,10 +70,33 @@ def describe_bug(exc: BaseException) -> str:
     return scrub(f"unexpected {type(exc).__name__}: {shorten(detail, 200)} (a bug; rerun with --debug to see where)")
 
 
+class Terminated(BaseException):
+    """SIGTERM (what ``timeout``, schedulers and ``kill`` send), raised where the command is, so every
+    ``finally`` and failure clean-up runs: no temporary file or half-made folder is left behind."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("LOOKAHEAD_TUNING_DEBUG") == "1"
     parser = build_parser()
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(parser, argv, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(parser: argparse.ArgumentParser, argv: list[str], debug: bool) -> int:
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
@@ -94,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except Exception as exc:  # noqa: BLE001 - the promise is one line, never a traceback
         if debug:
             raise

@@ -367,13 +367,18 @@ def _iter_hf(path: str) -> Iterator[tuple[Location, dict]]:
         ds = load_from_disk(path)
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise UserError(f"cannot load the dataset folder: {exc}", path=path) from None
+    except Exception as exc:  # noqa: BLE001 - damaged metadata files make datasets fail in any way
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"cannot load the dataset folder (its metadata files are damaged: {type(exc).__name__}: "
+                        f"{shorten(detail, 120)})", path=path) from None
     if isinstance(ds, DatasetDict):
         if len(ds) != 1:
             raise UserError(
                 f"dataset folder has splits {', '.join(ds)}; point at one split's folder", path=path
             )
         ds = next(iter(ds.values()))
-    assert isinstance(ds, Dataset)
+    if not isinstance(ds, Dataset):
+        raise UserError(f"is not a dataset folder datasets can read rows from ({type(ds).__name__})", path=path)
     row = 0
     for batch in ds.iter(batch_size=1000):
         columns = list(batch)
@@ -609,8 +614,15 @@ def _write_parquet(path: str, records: Iterable[dict]) -> int:
         writer.write_table(table)
         chunk.clear()
 
+    columns: set[str] | None = None
     try:
         for rec in records:
+            if columns is None:
+                columns = set(rec)
+            extra = [k for k in rec if k not in columns]
+            if extra:  # Arrow would drop them: its columns are the first record's
+                raise UserError(f"record {n + 1} has fields the first record lacks ({', '.join(extra)}); Parquet "
+                                "needs one schema")
             chunk.append(rec)
             n += 1
             if len(chunk) >= 8192:
@@ -625,12 +637,28 @@ def _write_parquet(path: str, records: Iterable[dict]) -> int:
     return n
 
 
+HF_DATASET_FILES = (("dataset_info.json", "state.json"), ("dataset_dict.json",))
+
+
+def _check_replaceable(final: Path) -> None:
+    """An existing folder is replaced whole only when it is what we would write there (a saved Hugging
+    Face dataset) or empty: replacing any other folder would delete whatever it holds."""
+    if not final.exists():
+        return
+    if not final.is_dir():
+        raise UserError("exists and is not a folder", path=str(final))
+    if any(all((final / name).is_file() for name in names) for names in HF_DATASET_FILES):
+        return
+    if any(final.iterdir()):
+        raise UserError("is a folder that is not a saved Hugging Face dataset; writing the dataset there would "
+                        "replace everything in it, so give a new folder (or a file name such as out.jsonl)",
+                        path=str(final))
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Swap a finished folder into place; an existing one is kept until the new one is there."""
     if final.exists():
-        if not final.is_dir():
-            raise UserError("exists and is not a folder", path=str(final))
-        backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        backup = Path(tempfile.mkdtemp(prefix=f".{_stem(final)}.old-", dir=final.parent))
         backup.rmdir()
         os.replace(final, backup)
         try:
@@ -662,6 +690,7 @@ def _write_hf(final: Path, records: Iterable[dict]) -> int:
     import pyarrow as pa
     from datasets import Dataset
 
+    _check_replaceable(final)
     rows = list(records)  # datasets builds the Arrow table in memory; fine for HF-folder sizes
     try:
         ds = Dataset.from_list(rows) if rows else Dataset.from_dict({})
@@ -670,7 +699,7 @@ def _write_hf(final: Path, records: Iterable[dict]) -> int:
                         f"({shorten(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 100)}); "
                         "make each field's values one type, or write JSON lines (.jsonl)", path=str(final)) from None
     _sweep_stale(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.tmp-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_stem(final)}.{os.getpid()}.tmp-", dir=final.parent))
     follow_umask(tmp)  # mkdtemp makes it 0700; the finished dataset folder follows the umask
     from datasets.utils import logging as ds_logging
 
@@ -697,11 +726,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _stem(path: Path) -> str:
+    """The start of a temporary sibling's name: ``path``'s name, cut so that the temporary's name (about
+    25 bytes longer) stays within the 255 bytes a file system allows a name, for any valid ``path``."""
+    return path.name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
+
+
 def _sweep_stale(path: Path) -> None:
     """Remove temporaries that an earlier writer of ``path`` left when it was killed (SIGKILL runs no
     cleanup). Their names carry the writer's pid; only those of processes no longer alive are removed,
     so a concurrent writer's temporary is never touched."""
-    stale = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.(?:[^/]*\.tmp|tmp-[^/]*)$")
+    stale = re.compile(rf"^\.{re.escape(_stem(path))}\.(\d+)\.(?:[^/]*\.tmp|tmp-[^/]*)$")
     try:
         siblings = list(path.parent.iterdir())
     except OSError:
@@ -729,7 +764,7 @@ def _atomic_file(path: Path, write: Callable[[str], Any]) -> Any:
 
 def _atomic_file_in_place(path: Path, write: Callable[[str], Any]) -> Any:
     _sweep_stale(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{_stem(path)}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         result = write(tmp)
@@ -774,6 +809,15 @@ def write_records(path: str | os.PathLike, records: Iterable[dict], fmt: str | N
     CSV takes its header from the first record; nested values are written as JSON text.
     """
     target = Path(path)
+    try:
+        return _write_records(target, records, fmt)
+    except UserError as exc:
+        if exc.path is not None:
+            raise
+        raise UserError(exc.message, path=str(target), line=exc.line) from None  # name the file being written
+
+
+def _write_records(target: Path, records: Iterable[dict], fmt: str | None) -> int:
     kind = file_format(target, fmt, write=True)
     if kind == "hf":
         with new_parents(target):
@@ -904,15 +948,27 @@ def same_place(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
+def within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """True when ``path`` is ``folder`` or lies inside it (resolved paths; symlinks followed)."""
+    try:
+        inner, outer = Path(path).expanduser().resolve(), Path(folder).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+    return inner == outer or outer in inner.parents
+
+
 def refuse_overwrite(outputs: Iterable[tuple[str, str | os.PathLike | None]],
-                     inputs: Iterable[tuple[str, str | os.PathLike | None]]) -> None:
+                     inputs: Iterable[tuple[str, str | os.PathLike | None]],
+                     replaced: Iterable[tuple[str, str | os.PathLike | None]] = ()) -> None:
     """Refuse to write an output that is one of the inputs (compared with :func:`same_place`).
 
-    ``outputs`` and ``inputs`` are ``(what, path)`` pairs (``None`` paths are skipped). Callers check
+    ``outputs`` and ``inputs`` are ``(what, path)`` pairs (``None`` paths are skipped); ``replaced`` are
+    outputs written as a whole folder (an input anywhere inside one is refused too). Callers check
     before anything is created.
     """
     inputs = [(what, p) for what, p in inputs if p is not None and str(p) != ""]
-    for out_what, out in outputs:
+    replaced = [(what, p) for what, p in replaced if p is not None and str(p) != ""]
+    for out_what, out in [*outputs, *replaced]:
         if out is None:
             continue
         for in_what, inp in inputs:
@@ -920,6 +976,12 @@ def refuse_overwrite(outputs: Iterable[tuple[str, str | os.PathLike | None]],
                 raise UserError(f"{out_what} is the same {'folder' if Path(inp).is_dir() else 'file'} as "
                                 f"{in_what} ({shorten(str(inp), 80)}); writing it would destroy the input, so "
                                 "choose another output path", path=str(out))
+    for out_what, out in replaced:
+        for in_what, inp in inputs:
+            if within(inp, out):
+                raise UserError(f"{out_what} is a folder written as a whole, and {in_what} "
+                                f"({shorten(str(inp), 80)}) lies inside it; writing it would destroy the input, "
+                                "so choose another output path", path=str(out))
 
 
 # --------------------------------------------------------------------------- resumable log

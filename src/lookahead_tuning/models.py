@@ -75,7 +75,8 @@ def _atomic_dir(final: Path, build) -> Path:
         if final.exists():  # another process won the race
             shutil.rmtree(tmp, ignore_errors=True)
         else:
-            follow_umask(tmp)  # mkdtemp made it 0700
+            for made in (tmp, *tmp.rglob("*")):  # mkdtemp made it 0700, safetensors writes its files 0600
+                follow_umask(made)
             os.replace(tmp, final)
     finally:
         if tmp.exists():

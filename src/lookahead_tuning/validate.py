@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError
 
 from .errors import UserError, describe, shorten
 
@@ -191,7 +193,18 @@ def explain(exc: ValidationError, source: str | None, *, prefix: str = "") -> Us
         return UserError(f"unknown key '{shorten(key)}'", path=source)
     if kind == "missing":
         return UserError(f"missing key '{shorten(key)}'", path=source)
-    text = str(err.get("msg", "")).removeprefix("Value error, ")
+    text = re.sub(r" or instance of \w+", "", str(err.get("msg", "")).removeprefix("Value error, "))
     if kind != "value_error" and "input" in err:  # pydantic's own checks do not show the value
         text += f" (got {describe(err['input'])})"
     return UserError(f"key '{shorten(key)}': {text}" if key else text, path=source)
+
+
+def check_document(data: Any, path: str | os.PathLike | None, schema: type[BaseModel], what: str) -> Any:
+    """``data`` (a JSON document read from ``path``) if ``schema`` accepts it, else the one-line error
+    ``PATH: not WHAT: key 'x': ...``: every stored file a command reads back is checked on reading, so a
+    hand-edited or foreign one never crashes whatever reads it later."""
+    try:
+        schema.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"not {what}: {explain(exc, None).message}", path=None if path is None else str(path)) from None
+    return data

@@ -10,7 +10,10 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..generate.cli import add_backend_arguments, source_from_args
+from ..provenance import PROVENANCE_FILE
 from ..validate import FRACTION, NON_NEGATIVE_INT, POSITIVE_INT, text_arg
+from .safety import SAFETY_LOG, SAFETY_OUTPUTS
+from .utility import UTILITY_LOG, UTILITY_OUTPUTS
 
 
 def _model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -117,10 +120,22 @@ def _out_folder(out: str, logs: tuple[str, ...] = ()) -> Iterator[None]:
         yield
 
 
-def _refuse(outputs: list[tuple[str, str | None]], inputs: list[tuple[str, str | None]]) -> None:
+# What each command writes (or, with --overwrite, deletes) inside --out: an input there under one of
+# these names would be destroyed, so it is refused like an input given as --out itself.
+SAFETY_FILES = (SAFETY_LOG, *SAFETY_OUTPUTS, PROVENANCE_FILE)
+UTILITY_FILES = (UTILITY_LOG, *UTILITY_OUTPUTS, PROVENANCE_FILE)
+KL_FILES = ("kl.json", "kl.png", PROVENANCE_FILE)
+FORECAST_FILES = ("forecast.json", "forecast.md", "forecast.png")
+
+
+def _refuse(outputs: list[tuple[str, str | None]], inputs: list[tuple[str, str | None]],
+            writes: tuple[str, ...] = ()) -> None:
+    """Refuse an output that is an input, or an ``--out`` folder whose files ``writes`` include an input."""
     from ..io import refuse_overwrite
 
-    refuse_overwrite(outputs, [(what, _local(p)) for what, p in inputs])
+    files = [(f"{what} (its {name})", str(Path(out) / name))
+             for what, out in outputs if what == "--out" and out for name in writes]
+    refuse_overwrite(outputs + files, [(what, _local(p)) for what, p in inputs])
 
 
 def _one_source(args: argparse.Namespace, flag: str) -> None:
@@ -170,7 +185,8 @@ def _run_safety(args: argparse.Namespace) -> int:
     _one_source(args, "--generations")
     judge_options = judge_options_from_args(args)  # before minutes of model loading
     if args.generations:
-        _refuse([("--out", args.out), ("--judge-cache", args.judge_cache)], [("--generations", args.generations)])
+        _refuse([("--out", args.out), ("--judge-cache", args.judge_cache)], [("--generations", args.generations)],
+                SAFETY_FILES)
         with _out_folder(args.out):
             metrics = judge_answers(args.generations, judge=args.judge, out_dir=args.out, judge_options=judge_options,
                                     progress=not args.quiet, overwrite=args.overwrite)
@@ -197,7 +213,8 @@ def _run_safety(args: argparse.Namespace) -> int:
                                prompts_path=args.prompts, prefills_path=source if source != "builtin" else None,
                                source=source_from_args(args))
     _refuse([("--out", args.out), ("--judge-cache", args.judge_cache)],
-            [("--model", args.model), ("--prompts", args.prompts), ("--prefill-file", args.prefill_file)])
+            [("--model", args.model), ("--prompts", args.prompts), ("--prefill-file", args.prefill_file)],
+            SAFETY_FILES)
     check_resume(args.out, wanted, ("completions.jsonl",), overwrite=args.overwrite)
     model, tokenizer = _load(args)
     with _out_folder(args.out, ("completions.jsonl",)):
@@ -221,7 +238,7 @@ def _run_overrefusal(args: argparse.Namespace) -> int:
     identity = _identify(args)
     wanted = overrefusal_provenance(identity, overrefusal_inputs(None, args.limit), max_new_tokens=args.max_new_tokens,
                                     system_prompt=args.system_prompt, source=source_from_args(args))
-    _refuse([("--out", args.out)], [("--model", args.model)])
+    _refuse([("--out", args.out)], [("--model", args.model)], SAFETY_FILES)
     check_resume(args.out, wanted, ("completions.jsonl",), overwrite=args.overwrite)
     model, tokenizer = _load(args)
     with _out_folder(args.out, ("completions.jsonl",)):
@@ -279,7 +296,7 @@ def _run_utility(args: argparse.Namespace) -> int:
     if args.predictions:
         if args.data:
             raise UserError("--data goes with --model; --predictions holds each row's ground_truth")
-        _refuse([("--out", args.out)], [("--predictions", args.predictions)])
+        _refuse([("--out", args.out)], [("--predictions", args.predictions)], UTILITY_FILES)
         with _out_folder(args.out):
             metrics = score_predictions(args.predictions, args.task, out_dir=args.out, scorer=args.scorer,
                                         overwrite=args.overwrite)
@@ -290,7 +307,7 @@ def _run_utility(args: argparse.Namespace) -> int:
                                     max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[args.task],
                                     system_prompt=args.system_prompt, scorer=args.scorer,
                                     source=source_from_args(args))
-        _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)])
+        _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)], UTILITY_FILES)
         check_resume(args.out, wanted, ("generations.jsonl",), overwrite=args.overwrite)
         model, tokenizer = _load(args)
         with _out_folder(args.out, ("generations.jsonl",)):
@@ -383,7 +400,7 @@ def _run_kl(args: argparse.Namespace) -> int:
     if args.limit:
         pairs = pairs[: args.limit]
     _refuse([("--out", args.out)], [("--seed", args.seed), ("--data", args.data)]
-            + [("--models", m) for m in args.models])
+            + [("--models", m) for m in args.models], KL_FILES)
     from .. import provenance
 
     identities = {}
@@ -440,7 +457,7 @@ def _run_forecast(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for method in methods:  # an unknown or unforecastable method fails before the model loads
         method_settings(method)
-    _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)])
+    _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)], FORECAST_FILES)
     rows = load_task(args.data, n=args.limit, split="train")
     if args.limit:
         rows = rows[: args.limit]

@@ -20,9 +20,47 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ..errors import UserError
 from ..io import read_json
+from ..validate import check_document
 from .stats import mcnemar_exact, paired_counts
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _Digest(_Open):
+    sha256: str | None = None
+
+
+class _Inputs(_Open):
+    prompts: _Digest | None = None
+    prefills: _Digest | None = None
+
+
+class _Provenance(_Open):
+    inputs: _Inputs | None = None
+
+
+class _SafetyMetrics(_Open):
+    """The keys of a safety eval's metrics.json the gate reads, with their types."""
+
+    safe_rate: float = Field(ge=0, le=1)
+    judge: str | None = None
+    judge_settings: dict[str, dict[str, Any] | None] | None = None  # per judge: what decides its verdicts
+    mode: str | None = None
+    prefill_tokens: int | None = None
+    provenance: _Provenance | None = None
+
+
+class _VerdictRow(_Open):
+    id: str | int
+    safe: bool | None
+    prompt_sha256: str | None = None
+    instruction: str | None = None
 
 
 def _load_metrics(path: str | Path) -> dict:
@@ -32,9 +70,9 @@ def _load_metrics(path: str | Path) -> dict:
     if not p.is_file():
         raise UserError("no such metrics file", path=str(p))
     obj = read_json(p)
-    rate = obj.get("safe_rate") if isinstance(obj, dict) else None
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
-        raise UserError("has no 'safe_rate' between 0 and 1 (is it a safety eval's metrics.json?)", path=str(p))
+    if not isinstance(obj, dict) or "safe_rate" not in obj:
+        raise UserError("has no 'safe_rate' (is it a safety eval's metrics.json?)", path=str(p))
+    check_document(obj, p, _SafetyMetrics, "a safety eval's metrics")
     obj["_path"] = str(p)
     return obj
 
@@ -43,8 +81,11 @@ def load_rows(metrics: dict) -> dict[str, dict] | None:
     """Per-prompt rows ``{id: {"safe", "prompt"}}`` (``prompt``: a hash of the prompt text, ``None`` when
     unknown) from the ``verdicts.jsonl`` beside a safety eval's metrics, else its ``generations.jsonl``
     (older outputs); ``None`` when neither is there. Rows whose verdict is null are left out of ``safe``."""
-    from ..io import iter_records
+    from pydantic import ValidationError
+
+    from ..io import iter_located_records
     from ..provenance import sha256_text
+    from ..validate import explain
 
     folder = Path(metrics["_path"]).parent
     for name, hashed in (("verdicts.jsonl", True), ("generations.jsonl", False)):
@@ -52,9 +93,13 @@ def load_rows(metrics: dict) -> dict[str, dict] | None:
         if not path.is_file():
             continue
         rows: dict[str, dict] = {}
-        for rec in iter_records(path, "jsonl"):
+        for loc, rec in iter_located_records(path, "jsonl"):
             if "id" not in rec or "safe" not in rec:
-                raise UserError("record lacks 'id' or 'safe' (not a safety eval output?)", path=str(path))
+                raise loc.error("record lacks 'id' or 'safe' (not a safety eval output?)")
+            try:
+                _VerdictRow.model_validate(rec)
+            except ValidationError as exc:
+                raise loc.error(f"not a safety verdict: {explain(exc, None).message}") from None
             text = rec.get("instruction")
             prompt = rec.get("prompt_sha256") if hashed else (None if text is None else sha256_text(text)[:16])
             rows[str(rec["id"])] = {"safe": rec["safe"], "prompt": prompt}
@@ -111,7 +156,7 @@ def _prompt_sets(base: dict, cand: dict) -> tuple[dict | None, dict | None]:
                           f"{len(b)} prompts; {only_a} ids only in the baseline, {only_b} only in the candidate, "
                           f"{changed} with another prompt text")
         return rows
-    digests = [((m.get("provenance") or {}).get("inputs") or {}).get("prompts", {}).get("sha256") for m in (base, cand)]
+    digests = [(((m.get("provenance") or {}).get("inputs") or {}).get("prompts") or {}).get("sha256") for m in (base, cand)]
     if None in digests:
         m = (base, cand)[digests.index(None)]
         raise UserError("cannot tell which prompts this run answered (no verdicts.jsonl, generations.jsonl or "

@@ -28,7 +28,13 @@ def _rows(path: str | os.PathLike, what: str, from_results: Callable[[Any, Any, 
             if not isinstance(rec["results"], list):
                 raise loc.error(f"'results' must be a list (the reference {what} shape)")
             base = len(out)
-            out.extend([from_results(loc, item, str(base + j), j) for j, item in enumerate(rec["results"])])
+            for j, item in enumerate(rec["results"]):
+                rid = str(base + j)  # a reference-shape row's id is its position in the file
+                if rid in seen:
+                    raise loc.error(f"results[{j}] takes the positional id '{rid}', which line {seen[rid]} "
+                                    "already has; give every row an id, or use one shape per file")
+                seen[rid] = loc.line
+                out.append(from_results(loc, item, rid, j))
             continue
         if "id" not in rec or isinstance(rec["id"], (dict, list, bool)) or rec["id"] is None:
             raise loc.error(f"needs an 'id' (a string or number; keys found: {', '.join(sorted(rec)) or 'none'})")

@@ -24,12 +24,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from ..errors import UserError
 from .kl import answer_logits, encode_pairs
 from .stats import mean_present
 
 # The methods `forecast` measures when none are named: the three the paper compares in its figures.
 DEFAULT_METHODS = ("vanilla", "lookahead-real", "lookahead-virtual")
+
+
+class MethodForecast(BaseModel):
+    """One method's forecast: the seed's loss per answer position and its means."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    per_position: list[float | None] | None = None
+    mean_first_3: float | None = None
+    mean_first_k: float | None = None
+
+
+class StoredForecast(BaseModel):
+    """A stored forecast (``TASK--forecast.json``): the seed's per-position loss per method."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    fingerprint: str | None = None
+    methods: dict[str, MethodForecast] = {}
+
 
 
 def method_settings(method: str, *, m: int = 6, prefix: str | None = None, connector: str | None = None):

@@ -305,6 +305,28 @@ def _chat_text(messages: list, where: str) -> Messages:
     return out
 
 
+CHAT_ROLES = ("system", "user", "assistant", *TOOL_ROLES)
+
+
+def _check_training_chat(raw: Sequence[Mapping[str, Any]], chat: Messages, last: int) -> None:
+    """A chat to train on: every role is one a chat template knows, and the answer follows a user turn
+    (or a tool result), as every renderer of the prompt requires."""
+    for i, m in enumerate(raw):
+        role = m.get("role")
+        if not isinstance(role, str) or role not in CHAT_ROLES:
+            raise ExampleError(f"turn {i + 1} has role {role!r}; expected one of {', '.join(CHAT_ROLES)}")
+    if last == 0 or chat[last - 1]["role"] not in ("user", "tool"):
+        before = "nothing" if last == 0 else f"a '{chat[last - 1]['role']}' turn"
+        raise ExampleError(f"the answer (turn {last + 1}) follows {before}; it must follow a user message or a "
+                           "tool result")
+
+
+def _answer_text(text: str) -> str:
+    if not text.strip():
+        raise ExampleError("empty answer: there is nothing to train on")
+    return text
+
+
 def split_example(
     example: Mapping[str, Any],
     fmt: str = "auto",
@@ -326,16 +348,17 @@ def split_example(
         raw = (list(_message_list(example, "messages")) if fmt == "messages"
                else list(_message_list(example, "prompt")) + list(_message_list(example, "completion")))
         last = _last_answer(raw)
-        return chat[:last], chat[last]["content"]
+        _check_training_chat(raw, chat, last)
+        return chat[:last], _answer_text(chat[last]["content"])
     if fmt == "alpaca":
         instruction = get_text(example, ("instruction",))
         extra = example.get("input")
         if extra is not None and not isinstance(extra, str):
             raise ExampleError(f"field 'input' must be a string, found {type(extra).__name__}")
         prompt = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
-        return [{"role": "user", "content": prompt}], get_text(example, ("output",))
+        return [{"role": "user", "content": prompt}], _answer_text(get_text(example, ("output",)))
     if fmt == "prompt-completion":
         inp, out = "prompt", "completion"
     else:
         inp, out = resolve_fields(example, input_field, output_field)
-    return [{"role": "user", "content": get_text(example, (inp,))}], get_text(example, (out,))
+    return [{"role": "user", "content": get_text(example, (inp,))}], _answer_text(get_text(example, (out,)))

@@ -15,9 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..analyse.forecast import StoredForecast
 from ..errors import UserError
 from ..io import read_json
-from ..validate import explain
+from ..validate import check_document, explain
 
 # Which number of a metric's block is the metric: rates for the safety metrics, the score for utility.
 VALUE_KEY = {"rsr": "rate", "jsr": "rate", "overrefusal": "rate", "utility": "score"}
@@ -70,32 +71,9 @@ class _StoredCell(BaseModel):
     provenance: dict[str, Any] | None = None
 
 
-class _MethodForecast(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-    per_position: list[float | None] | None = None
-    mean_first_3: float | None = None
-    mean_first_k: float | None = None
-
-
-class _StoredForecast(BaseModel):
-    """A stored forecast (``TASK--forecast.json``): the seed's per-position loss per method."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-    fingerprint: str | None = None
-    methods: dict[str, _MethodForecast] = {}
-
-
-def _checked(data: dict[str, Any], path: str | Path, schema: type[BaseModel], what: str) -> dict[str, Any]:
-    try:
-        schema.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(f"not {what}: {explain(exc, None).message}", path=str(path)) from None
-    return data
-
-
 def read_forecast(path: str | Path) -> dict[str, Any]:
     """A stored forecast, checked like :func:`read_cell`."""
-    return _checked(read_json(path, "a JSON object"), path, _StoredForecast, "a forecast")
+    return check_document(read_json(path, "a JSON object"), path, StoredForecast, "a forecast")
 
 
 def read_cell(path: str | Path) -> dict[str, Any]:
@@ -106,7 +84,7 @@ def read_cell(path: str | Path) -> dict[str, Any]:
 
 def check_cell(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
     """``data`` (read from ``path``) if it has a cell's keys and types, else the one-line error."""
-    return _checked(data, path, _StoredCell, "a cell result")
+    return check_document(data, path, _StoredCell, "a cell result")
 
 
 def pack_answers(answers: dict[str, Any]) -> dict[str, str]:
@@ -118,14 +96,52 @@ def pack_answers(answers: dict[str, Any]) -> dict[str, str]:
     return {"encoding": "json+zlib+base64", "data": base64.b64encode(zlib.compress(raw, 9)).decode("ascii")}
 
 
+class _SafetyAnswer(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    id: str | int
+    instruction: str | None = None
+    category: str | None = None
+    prefill: str | None = None
+    completion: str | None = None
+
+
+class _UtilityAnswer(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    id: str | int
+    completion: str
+    reference: str
+
+
+class _Answers(BaseModel):
+    """What a cell keeps of its evaluations (see the runner's ``safety_answers``/``utility_answers``)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    rsr: list[_SafetyAnswer] | None = None
+    jsr: list[_SafetyAnswer] | None = None
+    utility: list[_UtilityAnswer] | None = None
+    system_prompt: str | None = None
+
+
 def unpack_answers(block: dict[str, str]) -> dict[str, Any]:
-    """The inverse of :func:`pack_answers`."""
+    """The inverse of :func:`pack_answers`; a block that does not decode to answers of the kept shape is a
+    ``ValueError`` saying what is wrong."""
     import base64
+    import binascii
     import zlib
 
     if not isinstance(block, dict) or block.get("encoding") != "json+zlib+base64":
-        raise ValueError("unknown answers encoding")
-    return json.loads(zlib.decompress(base64.b64decode(block["data"])).decode("utf-8"))
+        raise ValueError("its answers block has an unknown encoding (expected json+zlib+base64)")
+    if not isinstance(block.get("data"), str):
+        raise ValueError("its answers block has no data")
+    try:
+        answers = json.loads(zlib.decompress(base64.b64decode(block["data"], validate=True)).decode("utf-8"))
+    except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"its answers block does not decode ({type(exc).__name__})") from None
+    try:
+        _Answers.model_validate(answers)
+    except ValidationError as exc:
+        raise ValueError(f"its answers are not what a cell keeps: {explain(exc, None).message}") from None
+    return answers
 
 
 class CellResult:
@@ -223,7 +239,10 @@ class CellResult:
         """The answers the cell keeps (so later judges can re-score them); a one-line error if it has none."""
         if "answers" not in self.data:
             raise UserError(f"cell {self.cell_id} keeps no answers (made before cells kept them)")
-        return unpack_answers(self.data["answers"])
+        try:
+            return unpack_answers(self.data["answers"])
+        except ValueError as exc:
+            raise UserError(f"cell {self.cell_id}: {exc}") from None
 
 
 def over_seeds(cells: Sequence[CellResult], metric: str, *, run_interval: bool = True
@@ -312,21 +331,42 @@ def group_name(folder: str | Path) -> str:
 def load_cells(folders: Iterable[str | Path]) -> tuple[list[CellResult], dict[str, dict]]:
     """Cell results and forecasts (``TASK--forecast.json``) from the given folders; each cell's ``group``
     is its folder's :func:`group_name`."""
-    folders = list(folders)
+    from ..io import same_place
+
+    folders = [Path(f) for f in folders]
     cells, forecasts = [], {}
-    for folder in folders:
-        folder = Path(folder)
+    for i, folder in enumerate(folders):
         if not folder.is_dir():
             raise UserError(f"{folder}: no such folder of cell results")
+        if any(same_place(folder, earlier) for earlier in folders[:i]):
+            raise UserError(f"{folder}: this folder of cell results is given twice; its cells would count twice")
         group = group_name(folder)
+        held: dict[str, Path] = {}
         for path in sorted(folder.glob("*.json")):
             if path.name.endswith("--forecast.json"):
                 forecasts[f"{group}/{path.name[: -len('--forecast.json')]}"] = read_forecast(path)
-            else:
-                cells.append(CellResult.load(path, group))
+                continue
+            cell = CellResult.load(path, group)
+            if cell.cell_id in held:
+                raise UserError(f"{path}: holds cell {cell.cell_id}, as does {held[cell.cell_id].name} in the same "
+                                "folder; remove the copy, or its seed would count twice")
+            held[cell.cell_id] = path
+            cells.append(cell)
     if not cells:
         raise UserError(f"no cell results in {', '.join(str(f) for f in folders)}")
     return cells, forecasts
+
+
+def check_distinct_groups(folders: Iterable[str | Path]) -> None:
+    """Folders summarised apart must have distinct group names (:func:`group_name`): two folders named alike would
+    pool silently (and a cell both hold would count twice); ``--group`` pools them on purpose."""
+    seen: dict[str, Path] = {}
+    for folder in map(Path, folders):
+        name = group_name(folder)
+        if name in seen:
+            raise UserError(f"{folder}: its cells would form group '{name}', as do those of {seen[name]}; "
+                            "pass --group NAME to pool the two folders, or summarise them one at a time")
+        seen[name] = folder
 
 
 def pool_groups(cells: list[CellResult], forecasts: dict[str, dict], group: str) -> tuple[list[CellResult], dict]:

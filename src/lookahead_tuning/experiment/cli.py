@@ -21,6 +21,13 @@ def _finish(run_dir: Path, started: float) -> None:
     print(f"\nreport: {run_dir / 'report.md'}  ({time.perf_counter() - started:.0f} s)")
 
 
+def _refused(plan: dict) -> int:
+    """A dry run's exit: 0, or the one-line error of a data file that is here but that the run would refuse."""
+    if plan["input_errors"]:
+        raise UserError(f"{plan['input_errors'][0]} (the run would refuse it)")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from .config import load_experiment
     from .runner import resolve_output, run_experiment
@@ -31,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
 
         plan = dry_run(cfg)  # files not there yet (data on the cluster) are reported as unknown sizes
         print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
-        return 0
+        return _refused(plan)
 
     started = time.perf_counter()
     text = Path(args.config).read_text(encoding="utf-8")
@@ -53,8 +60,9 @@ def _demo(args: argparse.Namespace) -> int:
     if args.dry_run:
         from .dryrun import dry_run, format_plan
 
-        print(format_plan(dry_run(cfg)))
-        return 0
+        plan = dry_run(cfg)
+        print(format_plan(plan))
+        return _refused(plan)
     import yaml
 
     from .runner import run_experiment
@@ -206,25 +214,30 @@ def _seed_list(text: str) -> list[int]:
 
 
 def _study_summary(args: argparse.Namespace) -> int:
-    from ..io import atomic_write_json, atomic_write_text
+    from ..io import atomic_write_json, atomic_write_text, output_folder, refuse_overwrite
     from ..report.study import figures, markdown
-    from .cells import load_cells, pool_groups
+    from .cells import check_distinct_groups, load_cells, pool_groups
     from .summary import summarise
 
+    refuse_overwrite([("--out", args.out)], [("the cells folder", folder) for folder in args.cells])
     cells, forecasts = load_cells(args.cells)
     if args.group:
         cells, forecasts = pool_groups(cells, forecasts, args.group)
+    else:
+        check_distinct_groups(args.cells)
     if args.seeds is not None:  # the training seeds every compared method has (the seed model's cell stays)
         cells = [c for c in cells if c.method == "seed" or c.seed in args.seeds]
         if not any(c.method != "seed" for c in cells):
             raise UserError(f"no trained cell has a training seed in --seeds {','.join(map(str, args.seeds))}")
     summary = summarise(cells, forecasts)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "summary.json", summary)
+    if out.exists() and not out.is_dir():
+        raise UserError("exists and is not a folder", path=str(out))
     text = markdown(summary)
-    atomic_write_text(out / "summary.md", text)
-    names = figures(summary, out)
+    with output_folder(out):
+        atomic_write_json(out / "summary.json", summary)
+        atomic_write_text(out / "summary.md", text)
+        names = figures(summary, out)
     print(text)
     print(f"{summary['n_cells']} cells -> {out}/summary.json, summary.md, " + ", ".join(names))
     return 0

@@ -40,6 +40,15 @@ BUILTIN_KINDS = ("math", "dialogue")  # generated offline: no train or test file
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
+def folder_name(value: str, what: str) -> str:
+    """``value`` if it can name a folder inside the run's own (letters, digits, '.', '_', '-'; no leading
+    '.' or '-', so never '..', a hidden file or an option), else the ``ValueError`` saying so."""
+    if not _SAFE_NAME.fullmatch(value):
+        raise ValueError(f"{what} {value!r} must be letters, digits, '.', '_' or '-' and not start "
+                         "with '.' or '-' (it names folders)")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -47,7 +56,8 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     """The seed model: a ``--model`` value used as is, or one made by ``align`` (cached)."""
 
-    seed: str | None = Field(default=None, description="a model folder, .gguf, hub id or the embedded alias")
+    seed: str | None = Field(default=None, min_length=1,
+                             description="a model folder, .gguf, hub id or the embedded alias")
     align: dict[str, Any] | None = Field(
         default=None, description="align a base model first: {base: ..., epochs/lr/seed/... overrides}")
 
@@ -97,10 +107,7 @@ class TaskSpec(_Strict):
     def _safe_name(cls, value: str) -> str:
         # The name becomes part of folder and file names (work/<cell_id>, cells/<cell_id>.json): a
         # slash or a leading dot could put them outside the run folder.
-        if not _SAFE_NAME.fullmatch(value):
-            raise ValueError(f"task name {value!r} must be letters, digits, '.', '_' or '-' and not start "
-                             "with '.' or '-' (it names folders)")
-        return value
+        return folder_name(value, "task name")
 
     @model_validator(mode="after")
     def _defaults(self) -> TaskSpec:
@@ -236,6 +243,12 @@ class ExperimentConfig(_Strict):
     launcher: Launcher | None = None
     params: ParamCount | None = Field(default=None, description="parameter count for the dry run's cost estimate")
     assumed_tflops: Positive = Field(default=400.0, description="sustained bf16 TFLOP/s per GPU assumed by the dry run")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_experiment_name(cls, value: str) -> str:
+        # The default run folder is runs/<name>-<timestamp>: a slash or '..' would put it elsewhere.
+        return folder_name(value, "the experiment name")
 
     @field_validator("model", mode="before")
     @classmethod

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import read_json
-from .config import ExperimentConfig, TaskSpec, plan_cells, train_settings
+from .config import ExperimentConfig, TaskSpec, plan_cells
 
 
 def _tokenizer(cfg: ExperimentConfig) -> tuple[Any, str, bool]:
@@ -70,12 +70,10 @@ def _params(cfg: ExperimentConfig) -> tuple[float | None, str]:
 
 
 def _train_rows(cfg: ExperimentConfig, task: TaskSpec) -> tuple[list[dict] | None, str | None]:
-    from ..train.config import make_config
-    from ..train.methods import load_examples
+    from .runner import task_examples
 
-    values = train_settings(cfg, task, cfg.methods[0], cfg.seeds[0], {})
     try:
-        return load_examples(make_config({**values, "model": "-", "data": task.train, "out": "-"})), None
+        return task_examples(cfg, task), None
     except UserError as exc:
         return None, exc.render()
 
@@ -178,8 +176,12 @@ def dry_run(cfg: ExperimentConfig) -> dict[str, Any]:
             flops_known = False
         planned.append(entry)
     gpu_hours = total_flops / (cfg.assumed_tflops * 1e12) / 3600 if params else None
+    present = [err for task in cfg.tasks
+               for path, err in ((task.train, tasks[task.name]["train_error"]), (task.test, tasks[task.name]["test_error"]))
+               if err and path and os.path.exists(os.path.expanduser(path))]
     return {
         "name": cfg.name,
+        "input_errors": present,  # files that are here but cannot be read: the run would refuse them
         "cells": planned,
         "n_cells": len(planned),
         "tasks": tasks,

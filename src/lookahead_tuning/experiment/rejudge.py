@@ -10,13 +10,14 @@ Cells from before cells kept their answers cannot be re-judged; they are named i
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..io import read_json
-from .cells import read_cell, read_forecast
+from .cells import read_cell, read_forecast, unpack_answers
 
 
 def _load_cells(cfg, cells_dir: Path) -> tuple[list, dict[str, dict]]:
@@ -39,6 +40,11 @@ def _load_cells(cfg, cells_dir: Path) -> tuple[list, dict[str, dict]]:
         raise UserError(f"{len(lacking)} of {len(found)} cells keep no answers (made before cells kept them), "
                         "so they cannot be re-judged; rerun them (delete their files and `run` again)",
                         path=str(cells_dir / f"{lacking[0]}.json"))
+    for cid, cell in found.items():  # every cell's answers decode before anything is judged or written
+        try:
+            unpack_answers(cell["answers"])
+        except ValueError as exc:
+            raise UserError(str(exc), path=str(cells_dir / f"{cid}.json")) from None
     return cells, found
 
 
@@ -115,12 +121,10 @@ def changes_table(cells: dict[str, dict]) -> str:
 
 def rejudge(run_dir: str | Path, *, judge: str | None = None, scorer: str | None = None,
             judge_options: dict | None = None, out: str | Path | None = None, progress: bool = True) -> Path:
-    """Re-judge every finished cell of ``run_dir``; returns the folder written (``out`` or ``run_dir``)."""
-    import yaml
+    """Re-judge every finished cell of ``run_dir``; returns the folder written (``out`` or ``run_dir``).
 
-    from ..io import atomic_write_json, atomic_write_text
+    ``out`` must be new (or empty): a failure leaves no half-written record there."""
     from .config import load_experiment, make_experiment
-    from .results import write_outputs
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
@@ -135,6 +139,13 @@ def rejudge(run_dir: str | Path, *, judge: str | None = None, scorer: str | None
     values["eval"]["scorer"] = scorer or cfg.eval.scorer
     if judge_options is not None:
         values["eval"]["judge_options"] = judge_options
+    from ..io import has_content, output_folder, same_place
+
+    if out is not None and same_place(out, run_dir):
+        out = None  # --out RUN_DIR is the in-place re-judgement
+    if out is not None and (Path(out).exists() and (not Path(out).is_dir() or has_content(out))):
+        raise UserError("exists and is not empty; --out is a new folder for the re-judged record (leave it out "
+                        "to re-judge in place)", path=str(out))
     target = Path(out) if out is not None else run_dir
     if out is not None:
         values["cells_dir"] = None
@@ -150,6 +161,22 @@ def rejudge(run_dir: str | Path, *, judge: str | None = None, scorer: str | None
     for cell in cells:
         if cell.cell_id in rejudged:
             rejudged[cell.cell_id]["fingerprint"] = cell.fingerprint(new_cfg)
+    with output_folder(target) if out is not None else contextlib.nullcontext():
+        _write(run_dir, target, cfg, new_cfg, cells, cells_dir, rejudged, out is not None)
+    if progress:
+        print(f"re-judged {len(rejudged)} cells: judge {cfg.eval.judge} -> {new_cfg.eval.judge}, scorer "
+              f"{cfg.eval.scorer} -> {new_cfg.eval.scorer}; verdicts changed:\n{changes_table(rejudged)}")
+    return target
+
+
+def _write(run_dir: Path, target: Path, cfg, new_cfg, cells, cells_dir: Path, rejudged: dict[str, dict],
+           elsewhere: bool) -> None:
+    """Write the re-judged record: cells, forecasts, config.yaml, results and rejudged.md."""
+    import yaml
+
+    from ..io import atomic_write_json, atomic_write_text
+    from .results import write_outputs
+
     new_cells_dir = Path(new_cfg.cells_dir) if new_cfg.cells_dir else target / "cells"
     new_cells_dir.mkdir(parents=True, exist_ok=True)
     for cid, cell in rejudged.items():
@@ -165,16 +192,12 @@ def rejudge(run_dir: str | Path, *, judge: str | None = None, scorer: str | None
     atomic_write_text(target / "config.yaml", text)
     links = _links(run_dir, target)
     command = ["lookahead-tuning", "rejudge", str(run_dir), "--judge", new_cfg.eval.judge,
-               "--scorer", new_cfg.eval.scorer] + (["--out", str(target)] if out is not None else [])
+               "--scorer", new_cfg.eval.scorer] + (["--out", str(target)] if elsewhere else [])
     write_outputs(target, new_cfg, cells, rejudged, forecasts=forecasts, links=links, command=command,
                   config_text=text)
     table = changes_table(rejudged)
     atomic_write_text(target / "rejudged.md", f"{' '.join(command)}\n\nFrom judge {cfg.eval.judge}, scorer "
                       f"{cfg.eval.scorer}; verdicts changed:\n\n{table}\n")
-    if progress:
-        print(f"re-judged {len(rejudged)} cells: judge {cfg.eval.judge} -> {new_cfg.eval.judge}, scorer "
-              f"{cfg.eval.scorer} -> {new_cfg.eval.scorer}; verdicts changed:\n{table}")
-    return target
 
 
 def _links(run_dir: Path, target: Path) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..io import read_json
 from ..provenance import settings_fingerprint
 from .cells import CellResult, check_cell, check_one_precision, check_one_seed, pack_answers, read_forecast
-from .config import Cell, ExperimentConfig, Launcher, TaskSpec, plan_cells
+from .config import Cell, ExperimentConfig, Launcher, TaskSpec, plan_cells, train_settings
 
 CELL_VERSION = 2  # 2: cells keep their answers, every instrument's rates and their provenance
 SEED_WORK = "seed-model"  # the seed's safety evals are shared by every task's seed cell
@@ -291,6 +291,33 @@ def preflight(cfg: ExperimentConfig, run_dir: Path | None = None) -> None:
                                 "openai cannot serve; set merge_lora: true (train:) for it")
     if run_dir is not None:
         refuse_overwrite([("the run folder", run_dir), ("cells_dir", cfg.cells_dir)], inputs)
+    read_inputs(cfg)
+
+
+def task_examples(cfg: ExperimentConfig, task: TaskSpec) -> list[dict]:
+    """The training examples of ``task`` as its cells read them (the first method's settings)."""
+    from ..train.config import make_config
+    from ..train.methods import load_examples
+
+    values = train_settings(cfg, task, cfg.methods[0], cfg.seeds[0], {})
+    return load_examples(make_config({**values, "model": "-", "data": task.train, "out": "-"}))
+
+
+def read_inputs(cfg: ExperimentConfig) -> None:
+    """Read every data file the grid will read, as the cells will read it, so a bad row is its one-line
+    ``FILE:LINE`` error now, before the seed is aligned or any cell trains (not an hour into the run)."""
+    from ..analyse.utility import task_rows
+    from ..data.loaders import load_harmful_answers, load_hexphi
+
+    for task in cfg.tasks:
+        if task.train and Path(task.train).expanduser().exists():
+            task_examples(cfg, task)
+        if cfg.eval.utility and (task.test is not None or (task.kind or task.name) in ("math", "dialogue")):
+            task_rows(task.kind or task.name, task.test, task.n_test)
+    if cfg.eval.safety is not None:
+        load_hexphi(cfg.eval.safety)
+    if cfg.eval.harmful_answers is not None:
+        load_harmful_answers(cfg.eval.harmful_answers)
 
 
 def has_resumable_work(run_dir: Path) -> bool:

@@ -10,10 +10,12 @@ replaces OUTPUT only when every row succeeded. The reference script's flag spell
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..data.formats import FORMATS as DATA_FORMATS
@@ -93,9 +95,9 @@ def run_preview(
     """
     from .export import check_export_path, export_rows, write_export_config
 
-    refuse_overwrite([("OUTPUT", output_path)], [("INPUT", input_path)])
     file_format(input_path, input_format)  # fail on an unknown format before any work
-    file_format(output_path, output_format, write=True)
+    whole = file_format(output_path, output_format, write=True) == "hf"  # a dataset folder replaces OUTPUT whole
+    refuse_overwrite([("OUTPUT", output_path)], [("INPUT", input_path)], replaced=[("OUTPUT", output_path)] * whole)
     if export is not None:
         check_export_path(output_path, export)
     stats = PreviewStats()
@@ -108,14 +110,27 @@ def run_preview(
         for chunk, locations in _chunks(input_path, input_format, chunk_rows):
             out = preview_rows(chunk, config, locations=locations, stats=stats)
             bar.update(len(chunk))
-            yield from (out if export is None else export_rows(out, export, config, start=stats.rows - len(out) + 1))
+            if export is not None:
+                try:
+                    out = list(export_rows(out, export, config, start=stats.rows - len(out) + 1))
+                except UserError as exc:  # the row is INPUT's (counted after the preview)
+                    if exc.path is not None:
+                        raise
+                    raise UserError(exc.message, path=input_path) from None
+            yield from out
 
+    existed = os.path.lexists(output_path)
     try:
         write_records(output_path, rows(), output_format)
     finally:
         bar.close()
     if export is not None:
-        write_export_config(output_path, export, config.fmt)
+        try:
+            write_export_config(output_path, export, config.fmt)
+        except BaseException:
+            if not existed:  # rows nothing registers are not left behind
+                Path(output_path).unlink(missing_ok=True)
+            raise
     seconds = time.perf_counter() - start
 
     n = stats.previews
@@ -164,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
     if args.output and args.output_file and args.output != args.output_file:
         raise UserError("OUTPUT and --output_file disagree; give one of them")
     refuse_overwrite([("OUTPUT", output_path)], [("INPUT", input_path), ("--tokenizer", _local(args.tokenizer))])
+    if args.input_field is not None and args.input_field == args.output_field:
+        raise UserError(f"--input-field and --output-field are both '{args.input_field}'; the instruction and "
+                        "the answer must be two fields")
     tokenizer = _load_tokenizer(args.tokenizer or EMBEDDED_ALIAS, required=args.mode == "real")
     config = PreviewConfig(
         mode=args.mode, tokenizer=tokenizer, m=args.m, prefix=args.prefix, connector=args.connector,

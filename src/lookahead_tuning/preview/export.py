@@ -17,7 +17,6 @@ everything before the last assistant turn is the prompt, that turn is the answer
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -97,21 +96,32 @@ def check_export_path(output_path: str, target: str) -> None:
         raise UserError(f"unknown export '{target}'; expected one of {', '.join(EXPORTS)}")
     if Path(output_path).suffix.lower() not in (".json", ".jsonl"):
         raise UserError(f"--export {target} writes JSON rows; give OUTPUT a .json or .jsonl name", path=output_path)
+    register = export_config_path(output_path, target)
+    if Path(output_path).name == register.name:
+        raise UserError(f"OUTPUT would be the file that registers the export ({register.name}); give the rows "
+                        "another name", path=output_path)
+    if register.exists() and not register.is_file():
+        raise UserError(f"is where --export {target} registers OUTPUT, and it is not a file", path=str(register))
     if target == "llama-factory":
-        _read_info(Path(output_path).with_name("dataset_info.json"))
+        _read_info(register)
+
+
+def export_config_path(output_path: str, target: str) -> Path:
+    """The file that registers the export beside OUTPUT: ``dataset_info.json`` or ``<stem>.axolotl.yaml``."""
+    out = Path(output_path)
+    return out.with_name(out.stem + ".axolotl.yaml") if target == "axolotl" else out.with_name("dataset_info.json")
 
 
 def _read_info(path: Path) -> dict[str, Any]:
+    from ..io import read_json
+
     if not path.is_file():
         return {}
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"existing dataset_info.json is not valid JSON ({exc}); fix or move it",
-                        path=str(path)) from None
-    if not isinstance(info, dict):
-        raise UserError("existing dataset_info.json is not a JSON object", path=str(path))
-    return info
+        return read_json(path, "a JSON object")
+    except UserError as exc:
+        raise UserError(f"existing dataset_info.json cannot be merged: {exc.message}; fix or move it",
+                        path=str(path), line=exc.line) from None
 
 
 def llama_factory_entry(output_path: str, fmt: str) -> dict[str, Any]:
@@ -148,13 +158,11 @@ def write_export_config(output_path: str, target: str, fmt: str) -> Path:
     """Write the file that registers the export: ``dataset_info.json`` (merged) or ``<stem>.axolotl.yaml``."""
     from ..io import atomic_write_json, atomic_write_text
 
-    out = Path(output_path)
+    path = export_config_path(output_path, target)
     if target == "axolotl":
-        path = out.with_name(out.stem + ".axolotl.yaml")
         atomic_write_text(path, axolotl_config(output_path))
         return path
-    path = out.with_name("dataset_info.json")
     info = _read_info(path)
-    info[out.stem] = llama_factory_entry(output_path, fmt)
+    info[Path(output_path).stem] = llama_factory_entry(output_path, fmt)
     atomic_write_json(path, info)
     return path

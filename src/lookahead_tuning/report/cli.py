@@ -5,23 +5,105 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from ..analyse.forecast import StoredForecast
 from ..errors import UserError
 from ..io import read_json
+from ..validate import check_document
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _Row(_Open):
+    """A table row of ``results.json`` (a method's numbers over its seeds), as the report reads it."""
+
+    method: str | None = None
+    model: str | None = None
+    interval: str | None = None
+    n_seeds: int | None = None
+    seeds: list[int] | None = None
+    utility: float | None = None
+    rsr: float | None = None
+    jsr: float | None = None
+    overrefusal: float | None = None
+    ci95: dict[str, list[float] | None] | None = None
+    per_seed: dict[str, list[float | None]] | None = None
+    kl: list[float | None] | None = None
+    train_seconds: float | None = None
+    tokens_trained: float | None = None
+    answer_tokens_trained: float | None = None
+    peak_rss_mb: float | None = None
+    peak_cuda_mb: float | None = None
+    instruments: dict[str, dict[str, float | None] | None] | None = None
+    by_task: dict[str, _Row] | None = None
+
+
+class _Task(_Open):
+    name: str
+    kind: str | None = None
+
+
+class _Evaluation(_Open):
+    judge: str | None = None
+    scorer: str | None = None
+    prefill_tokens: int | None = None
+    max_new_tokens: int | None = None
+    n_safety: int | None = None
+
+
+class _Machine(_Open):
+    cpu: str | None = None
+    cpu_features: list[str] | None = None
+    torch: str | None = None
+    cpu_kernels: str | None = None
+    cuda_device: str | None = None
+
+
+class _Commands(_Open):
+    ran: str | None = None
+    rerun: str | None = None
+
+
+def _sweep_name(name: str) -> str:
+    """A sweep row is named ``METHOD@KEY=VALUE`` (an m sweep's value is a whole number)."""
+    method, at, point = name.partition("@")
+    key, eq, value = point.partition("=")
+    if not (method and at and key and eq) or (key == "m" and not value.isdigit()):
+        raise ValueError(f"a sweep row is named METHOD@KEY=VALUE (m a whole number), not {name!r}")
+    return name
+
+
+class _Results(_Open):
+    """The keys of a run's ``results.json`` the report reads, with their types."""
+
+    name: str | None = None
+    primary_task: str | None = None
+    models: dict[str, _Row]
+    tasks: list[_Task] | None = None
+    seeds: list[int] | None = None
+    sweeps: dict[Annotated[str, AfterValidator(_sweep_name)], _Row] | None = None
+    sweep_base: dict[str, dict[str, Any]] | None = None
+    forecast: dict[str, StoredForecast] | None = None
+    evaluation: _Evaluation | None = None
+    seed_model: str | None = None
+    seed_weights: str | None = None
+    machines: list[_Machine] | None = None
+    environment: dict[str, str | None] | None = None
+    commands: _Commands | None = None
+    config: str | None = None
 
 
 def check_results(results: dict, path: str) -> None:
     """The parts of a ``results.json`` the report reads, so a hand-edited or foreign file is a
     one-line error naming the key rather than a crash half-way through the figures."""
-    models = results.get("models")
-    if not isinstance(models, dict):
+    if isinstance(results, dict) and not isinstance(results.get("models"), dict):
         raise UserError("key 'models': expected an object of table rows (is it a run's results.json?)", path=path)
-    for name, row in models.items():
-        if not isinstance(row, dict):
-            raise UserError(f"key 'models.{name}': expected an object, found {type(row).__name__}", path=path)
-    for key, kind in (("tasks", list), ("sweeps", dict), ("forecast", dict), ("seeds", list)):
-        if key in results and results[key] is not None and not isinstance(results[key], kind):
-            raise UserError(f"key '{key}': expected {'an array' if kind is list else 'an object'}", path=path)
+    check_document(results, path, _Results, "a run's results")
 
 
 def _report(args: argparse.Namespace) -> int:

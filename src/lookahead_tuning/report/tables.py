@@ -214,9 +214,9 @@ def sweep_rows(results: dict, method: str, key: str) -> list[tuple[Any, dict]]:
     """``[(value, entry)]`` for the sweep figure: the table cell's value (from its ``sweep_base``)
     plus every ``method@key=value`` entry; numeric keys sorted."""
     rows: list[tuple[Any, dict]] = []
-    base = results.get("models", {}).get(method)
+    base = (results.get("models") or {}).get(method)
     base_value = (results.get("sweep_base") or {}).get(method, {}).get(key)
-    for name, e in results.get("sweeps", {}).items():
+    for name, e in (results.get("sweeps") or {}).items():
         m, _, point = name.partition("@")
         k, _, value = point.partition("=")
         if m == method and k == key:

@@ -31,11 +31,11 @@ def tokenize_examples(examples: list[dict[str, Any]], tokenizer, *, max_length: 
             dropped += 1
             continue
         rows.append(enc)
+    if not rows:
+        raise UserError(f"every example's prompt fills max_length={max_length}; raise --max-length")
     if dropped:
         warnings.warn(f"{dropped} of {len(examples)} examples have no answer token within max_length={max_length}"
                       " and were dropped", stacklevel=2)
-    if not rows:
-        raise UserError(f"every example's prompt fills max_length={max_length}; raise --max-length")
     return rows
 
 
