@@ -298,3 +298,12 @@ def test_the_experiment_name_cannot_leave_the_runs_folder(name):
 def test_an_empty_seed_model_is_refused():
     with pytest.raises(UserError, match="model.seed"):
         make_experiment(base(model={"seed": ""}))
+
+
+def test_a_sweep_of_a_method_not_in_the_grid_is_refused():
+    """sweeps.m adds cells of lookahead-real only: without that method it would add none, silently."""
+    with pytest.raises(UserError, match="sweeps.m sweeps lookahead-real"):
+        make_experiment(base(methods=["vanilla"], sweeps={"m": [3, 4]}))
+    with pytest.raises(UserError, match="sweeps.prefix sweeps lookahead-virtual"):
+        make_experiment(base(methods=["vanilla"], sweeps={"prefix": ["Sure. "]}))
+    assert make_experiment(base(methods=["lookahead-real"], sweeps={"m": [3]})).sweeps.m == [3]

@@ -294,6 +294,9 @@ class ExperimentConfig(_Strict):
             raise ValueError("task names must be unique")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be unique")
+        for key, method in (("m", "lookahead-real"), ("prefix", "lookahead-virtual")):
+            if getattr(self.sweeps, key) and method not in names:  # it would add no cell, silently
+                raise ValueError(f"sweeps.{key} sweeps {method}, which is not in methods; add it or drop the sweep")
         layers = [("train", self.train)] + [(f"methods.{m.name}", m.overrides) for m in self.methods] \
             + [(f"tasks.{t.name}.train_overrides", t.train_overrides) for t in self.tasks]
         for where, keys in layers:
