@@ -299,3 +299,26 @@ def test_an_output_name_of_255_bytes_is_written(tmp_path):
         assert write_records(target, [{"a": 1}]) == 1 and read_records(target) == [{"a": 1}]
         target.unlink()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), [1.0, float("-inf")], {"x": float("nan")}])
+def test_nan_and_infinity_are_refused_on_the_way_out_not_written_as_null(tmp_path, value):
+    """The readers refuse a JSON NaN; a NaN from a Parquet column must not turn into null (orjson) or
+    into the invalid token NaN (the standard library) in JSON output either."""
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.io import write_records
+
+    for name in ("out.jsonl", "out.json"):
+        with pytest.raises(UserError, match="NaN or infinity"):
+            write_records(tmp_path / name, [{"a": "ok"}, {"a": value}])
+    assert list(tmp_path.iterdir()) == []
+    assert write_records(tmp_path / "ok.jsonl", [{"a": None, "b": 1.5}]) == 1  # a real null is fine
+
+
+def test_bytes_are_refused_in_csv_not_written_as_their_repr(tmp_path):
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.io import write_records
+
+    with pytest.raises(UserError, match="holds bytes") as info:
+        write_records(tmp_path / "out.csv", [{"a": b"\x00\xff"}])
+    assert info.value.path == str(tmp_path / "out.csv") and list(tmp_path.iterdir()) == []

@@ -29,6 +29,7 @@ import contextlib
 import csv
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -525,16 +526,36 @@ def read_yaml(path: str | os.PathLike) -> Any:
 # --------------------------------------------------------------------------- writing
 
 
+def _nonfinite(obj: Any) -> bool:
+    if isinstance(obj, float):
+        return not math.isfinite(obj)
+    if isinstance(obj, dict):
+        return any(_nonfinite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_nonfinite(v) for v in obj)
+    return False
+
+
+NONFINITE = ("record cannot be written as JSON: it holds NaN or infinity (a Parquet or Arrow column, say), "
+             "which JSON has no value for; fill or drop them first")
+
+
 def _dumps(rec: Any) -> bytes:
     if _orjson is not None:
         try:
-            return _orjson.dumps(rec)
+            out = _orjson.dumps(rec)
         except TypeError:
             pass  # lone surrogates, huge ints, exotic types: the standard library handles them below
+        else:
+            if b"null" in out and _nonfinite(rec):  # orjson writes NaN and infinity as null, silently
+                raise UserError(NONFINITE)
+            return out
     try:
-        return json.dumps(rec, ensure_ascii=False).encode("utf-8")
+        return json.dumps(rec, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(rec, ensure_ascii=True).encode("ascii")
+        return json.dumps(rec, ensure_ascii=True, allow_nan=False).encode("ascii")
+    except ValueError:
+        raise UserError(NONFINITE) from None
     except TypeError as exc:
         raise UserError(f"record cannot be written as JSON: {exc}") from None
 
@@ -569,6 +590,8 @@ def _csv_cell(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
+    if isinstance(value, (bytes, bytearray)):  # str() would write "b'...'" as if it were text
+        raise UserError("a field holds bytes, which CSV has no text for; decode it or write Parquet")
     if isinstance(value, (list, dict)):
         return _dumps(value).decode("utf-8")  # nested columns (messages) travel as JSON text
     return str(value)
