@@ -597,6 +597,19 @@ def _csv_cell(value: Any) -> str:
     return str(value)
 
 
+def _one_schema(records: Iterable[dict], why: str) -> Iterator[dict]:
+    """``records``, refusing one with a field the first record lacks: the tabular writers take their
+    columns from the first record and would drop it silently."""
+    columns: set[str] | None = None
+    for n, rec in enumerate(records, start=1):
+        if columns is None:
+            columns = set(rec)
+        extra = [k for k in rec if k not in columns]
+        if extra:
+            raise UserError(f"record {n} has fields the first record lacks ({', '.join(extra)}); {why}")
+        yield rec
+
+
 def _write_csv(fh: IO[bytes], records: Iterable[dict]) -> int:
     import io as _io
 
@@ -604,13 +617,10 @@ def _write_csv(fh: IO[bytes], records: Iterable[dict]) -> int:
     writer = csv.writer(text, lineterminator="\n")
     header: list[str] | None = None
     n = 0
-    for rec in records:
+    for rec in _one_schema(records, "CSV needs one header"):
         if header is None:
             header = list(rec)
             writer.writerow(header)
-        extra = [k for k in rec if k not in header]
-        if extra:
-            raise UserError(f"record {n + 1} has fields the first record lacks ({', '.join(extra)}); CSV needs one header")
         writer.writerow([_csv_cell(rec.get(k)) for k in header])
         n += 1
     text.flush()
@@ -637,15 +647,8 @@ def _write_parquet(path: str, records: Iterable[dict]) -> int:
         writer.write_table(table)
         chunk.clear()
 
-    columns: set[str] | None = None
     try:
-        for rec in records:
-            if columns is None:
-                columns = set(rec)
-            extra = [k for k in rec if k not in columns]
-            if extra:  # Arrow would drop them: its columns are the first record's
-                raise UserError(f"record {n + 1} has fields the first record lacks ({', '.join(extra)}); Parquet "
-                                "needs one schema")
+        for rec in _one_schema(records, "Parquet needs one schema"):  # Arrow would drop the extra fields
             chunk.append(rec)
             n += 1
             if len(chunk) >= 8192:
