@@ -147,18 +147,40 @@ def test_committed_study_cells_match_their_config(path):
 def test_demo_cells_are_the_studys_seed0_cells():
     """The demo is the study's seed-0 run: each demo cell trains and answers exactly as the seed-0 cell
     of study/table1.yaml (same fingerprint), so the README's table is one of the study's runs; and
-    ``demo --full``'s dialogue cells are the seed-0 cells of study/table1-dialogue.yaml."""
-    def seed0(path):
+    ``demo --full``'s dialogue cells are the seed-0 cells of study/table1-dialogue.yaml. The one
+    exception is Constrained SFT, whose frozen reference the demo runs in the training precision (the
+    default since the study's cells ran it in fp32): with that one setting changed the cells coincide."""
+    def seed0(path, **train):
         study = load_experiment(path)
+        study = study.model_copy(update={"train": {**study.train, **train}})
         return {c.cell_id: c.fingerprint(study) for c in plan_cells(study) if c.seed in (None, 0)}
 
     demo = load_experiment(shipped_config("demo.yaml"))
     assert (demo.eval.judge, demo.eval.scorer, demo.eval.overrefusal) == ("keyword-reference", "reference", True)
     ours = {c.cell_id: c.fingerprint(demo) for c in plan_cells(demo)}
-    assert len(ours) == 6 and ours == seed0(ROOT / "study" / "table1.yaml")
+    table1, dialogue = ROOT / "study" / "table1.yaml", ROOT / "study" / "table1-dialogue.yaml"
+    assert len(ours) == 6 and ours == seed0(table1, reference_precision="training")
+    study = seed0(table1)
+    assert {k for k in ours if ours[k] != study[k]} == {"math--constrained-sft--seed0"}
     full = demo_config(full=True)
     both = {c.cell_id: c.fingerprint(full) for c in plan_cells(full)}
-    assert both == {**seed0(ROOT / "study" / "table1.yaml"), **seed0(ROOT / "study" / "table1-dialogue.yaml")}
+    assert both == {**seed0(table1, reference_precision="training"),
+                    **seed0(dialogue, reference_precision="training")}
+
+
+def test_reference_precision_enters_fingerprints_only_where_a_frozen_reference_runs():
+    """The key decides numbers only for the constrained loss with full fine-tuning; there the committed
+    cells' fp32 keeps their fingerprints and the new default changes them. Elsewhere it is left out."""
+    from lookahead_tuning.experiment.config import train_identity
+
+    def ident(**train):
+        return train_identity({"method": "vanilla", "seed": 0, **train})
+
+    assert ident() == ident(reference_precision="fp32") == ident(reference_precision="training")
+    assert "reference_precision" not in ident(method="constrained-sft", reference_precision="fp32")
+    assert ident(method="constrained-sft")["reference_precision"] == "training"
+    assert ident(method="lookahead-virtual", loss="constrained")["reference_precision"] == "training"
+    assert "reference_precision" not in ident(method="constrained-sft", lora=True)
 
 
 @pytest.mark.parametrize("replicate, original", [("table1-b.yaml", "table1.yaml"),

@@ -184,8 +184,39 @@ def test_alias_and_gguf_load_the_same_model():
     assert resolve_model(models.embedded_gguf_path()).kind == "gguf"
     assert gguf_tok.get_vocab() == tok.get_vocab()
     assert alias_model.config.num_hidden_layers == 30
-    # The cached safetensors copy is the de-quantized GGUF, weight for weight.
+    # The cached safetensors copy (converted under one_gguf_read) is transformers' own de-quantization
+    # of the GGUF (no patch here), bit for bit.
+    ours, theirs = alias_model.state_dict(), gguf_model.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert torch.allclose(_logits(alias_model, tok), _logits(gguf_model, tok), atol=1e-4)
+
+
+def test_one_gguf_read_shares_one_reader_per_file_and_restores_gguf(tmp_path):
+    import gguf
+
+    from lookahead_tuning.models import one_gguf_read
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("token_embd.weight", __import__("numpy").ones((4, 3), dtype="float32"))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with one_gguf_read():
+        first = gguf.GGUFReader(str(path))
+        assert gguf.GGUFReader(str(path)) is first and first.tensors[0].name == "token_embd.weight"
+        arch = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(arch, 2) is gguf.get_tensor_name_map(arch, 2)
+        assert gguf.get_tensor_name_map(arch, 2).get_name("blk.1.attn_q") == name_map(arch, 2).get_name("blk.1.attn_q")
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader_class, name_map)
+    assert gguf.GGUFReader(str(path)) is not first
+    with pytest.raises(RuntimeError), one_gguf_read():
+        raise RuntimeError("a failed conversion")
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader_class, name_map)
 
 
 def test_a_converted_model_folder_follows_the_umask(tmp_path):

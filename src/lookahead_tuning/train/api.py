@@ -330,7 +330,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state, checkpoint: Path | None, task
         model=model, args=args, train_dataset=rows, data_collator=PadCollator(tokenizer.pad_token_id),
         processing_class=tokenizer, loss=cfg.loss, beta_schedule=cfg.betas(5) if cfg.beta_schedule is None
         else cfg.beta_schedule, beta_base=cfg.beta_base, ref_model=ref_model,
-        answer_only=cfg.answer_only_logits, log_every=cfg.log_every,
+        answer_only=cfg.answer_only_logits, reference_precision=cfg.reference_precision, log_every=cfg.log_every,
         log_path=run_dir / LOG_FILE if state.is_main_process else None,
     )
     if cfg.report_to == "tensorboard":

@@ -54,6 +54,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta-first5-multiplier", type=POSITIVE, default=S, help="beta_2..5 = base x this (20)")
     g.add_argument("--beta-schedule", type=_betas, default=S,
                    help="explicit beta_1,beta_2,... (base after)")
+    g.add_argument("--reference-precision", choices=("training", "fp32"), default=S,
+                   help="Constrained SFT's frozen reference (full fine-tuning): in the training precision "
+                        "(default; bf16 autocast where training uses it) or fp32 (what earlier cells used)")
     g.add_argument("--sdft-batch-size", type=POSITIVE_INT, default=S)
     g.add_argument("--sdft-max-new-tokens", type=POSITIVE_INT, default=S)
     a = p.add_argument_group("adapter")

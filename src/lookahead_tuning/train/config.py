@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import UserError
 from ..methods import MethodName, get_method
@@ -65,6 +65,11 @@ class TrainConfig(BaseModel):
     beta_first_multiplier: Positive = 5.0
     beta_first5_multiplier: Positive = 20.0
     beta_schedule: list[Positive] | None = Field(default=None, min_length=1)
+    # The frozen reference of full fine-tuning runs in the trained model's precision (under its bf16
+    # autocast when training uses one), so the two agree exactly before the first step; `fp32` is what
+    # every cell before it used (docs/training.md). With LoRA the reference is the trained model with its
+    # adapters off, which always runs in the training precision.
+    reference_precision: Literal["training", "fp32"] = "training"
 
     # SDFT
     sdft_batch_size: PositiveInt = 16
@@ -142,6 +147,13 @@ class TrainConfig(BaseModel):
         if value not in TEMPLATES:
             raise ValueError(f"expected one of {', '.join(TEMPLATES)}")
         return value
+
+    @model_validator(mode="after")
+    def _reference_of_lora(self) -> TrainConfig:
+        if self.lora and self.reference_precision == "fp32":
+            raise ValueError("reference_precision: fp32 needs full fine-tuning: with LoRA the reference is the "
+                             "trained model with its adapters off, which runs in the training precision")
+        return self
 
     def resolved(self) -> TrainConfig:
         """A copy with every preset key filled in (what the run folder's ``config.yaml`` records)."""

@@ -29,8 +29,9 @@ class AnswerLossTrainer(Trainer):
     """Trainer whose loss is computed on answer tokens only.
 
     ``loss``: ``"cross-entropy"`` or ``"constrained"``. For the constrained loss the reference is
-    ``ref_model`` (a frozen copy, full fine-tuning) or, when ``ref_model`` is None, the trained PEFT
-    model with its adapters disabled (the seed, with no second copy in memory).
+    ``ref_model`` (a frozen copy, full fine-tuning; ``reference_precision`` ``"training"`` runs it under
+    the trained model's autocast, ``"fp32"`` without) or, when ``ref_model`` is None, the trained PEFT
+    model with its adapters disabled (the seed, with no second copy in memory, in the training precision).
     """
 
     # compute_loss returns a per-micro-batch mean; Trainer divides it by the accumulation steps.
@@ -38,7 +39,8 @@ class AnswerLossTrainer(Trainer):
 
     def __init__(self, *args: Any, loss: str = "cross-entropy", beta_schedule: list[float] | None = None,
                  beta_base: float = 0.1, ref_model: torch.nn.Module | None = None, answer_only: bool = True,
-                 log_every: int = 10, log_path: str | Path | None = None, **kwargs: Any):
+                 reference_precision: str = "training", log_every: int = 10, log_path: str | Path | None = None,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         if loss not in ("cross-entropy", "constrained"):
             raise ValueError(f"unknown loss {loss!r}")
@@ -49,6 +51,7 @@ class AnswerLossTrainer(Trainer):
         self.log_every = log_every
         self.log_path = Path(log_path) if log_path else None
         self.ref_model = ref_model
+        self.reference_precision = reference_precision
         if ref_model is not None:
             ref_model.to(self.args.device).eval().requires_grad_(False)
         self._pos_sums = [0.0] * LOGGED_POSITIONS
@@ -57,7 +60,12 @@ class AnswerLossTrainer(Trainer):
     def _reference_logprobs(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
             if self.ref_model is not None:
-                return answer_logprobs(self.ref_model, inputs, answer_only=self.answer_only).logp
+                # The trained model runs under accelerate's autocast (bf16 where training uses it); the
+                # frozen copy is not accelerate's, so it gets that autocast here ("training") or none (fp32).
+                precision = (self.accelerator.autocast() if self.reference_precision == "training"
+                             else contextlib.nullcontext())
+                with precision:
+                    return answer_logprobs(self.ref_model, inputs, answer_only=self.answer_only).logp
             inner = self.accelerator.unwrap_model(model)
             if not hasattr(inner, "disable_adapter"):
                 raise RuntimeError("the constrained loss needs a reference: a frozen copy or a PEFT model")
