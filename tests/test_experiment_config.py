@@ -195,6 +195,24 @@ def test_replicate_configs_plan_the_same_cells_in_their_own_folder(replicate, or
     assert rep.cells_dir != orig.cells_dir and rep.output != orig.output
 
 
+def test_the_csft_precision_amendment_shares_its_comparison_cells():
+    """study/table1-csft-b.yaml (findings 9.8) differs from table1-b/table1-more-b only in the frozen
+    reference's precision: its vanilla and seed cells are table1-b's (same fingerprints, copied), its
+    Constrained SFT cells are new ones, and its seed-0 Constrained SFT cell is the demo's."""
+    def prints(name):
+        cfg = load_experiment(ROOT / "study" / name)
+        return {c.cell_id: c.fingerprint(cfg) for c in plan_cells(cfg)}
+
+    new, b, more = prints("table1-csft-b.yaml"), prints("table1-b.yaml"), prints("table1-more-b.yaml")
+    demo = load_experiment(shipped_config("demo.yaml"))
+    assert {k: v for k, v in new.items() if "vanilla" in k or k == "math--seed"} == {
+        k: v for k, v in b.items() if "vanilla" in k or k == "math--seed"}
+    constrained = [k for k in new if "constrained" in k]
+    assert len(constrained) == 9 and not any(new[k] in (b.get(k), more.get(k)) for k in constrained)
+    assert new["math--constrained-sft--seed0"] == {c.cell_id: c.fingerprint(demo)
+                                                   for c in plan_cells(demo)}["math--constrained-sft--seed0"]
+
+
 def test_new_eval_keys_keep_old_fingerprints_only_at_the_old_value():
     """``scorer`` was added after cells were committed: ``numeric`` (what the runner used before) leaves
     the fingerprint as it was; ``reference`` changes it. A judge template enters by its content."""
