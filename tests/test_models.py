@@ -184,11 +184,15 @@ def test_alias_and_gguf_load_the_same_model():
     assert resolve_model(models.embedded_gguf_path()).kind == "gguf"
     assert gguf_tok.get_vocab() == tok.get_vocab()
     assert alias_model.config.num_hidden_layers == 30
-    # The cached safetensors copy (converted under one_gguf_read) is transformers' own de-quantization
-    # of the GGUF (no patch here), bit for bit.
-    ours, theirs = alias_model.state_dict(), gguf_model.state_dict()
-    assert ours.keys() == theirs.keys()
-    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    # The cached copy and the .gguf load (both under one_gguf_read) are transformers' own de-quantization
+    # of the GGUF (called directly here, unpatched), bit for bit.
+    from transformers import AutoModelForCausalLM
+
+    gguf = models.embedded_gguf_path()
+    plain = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name).state_dict()
+    for ours in (alias_model.state_dict(), gguf_model.state_dict()):
+        assert ours.keys() == plain.keys()
+        assert all(torch.equal(ours[k], plain[k]) for k in ours)
     assert torch.allclose(_logits(alias_model, tok), _logits(gguf_model, tok), atol=1e-4)
 
 
