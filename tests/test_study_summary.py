@@ -133,6 +133,7 @@ def test_a_cells_folder_goes_by_its_parents_name(tmp_path):
     ("summary-table1-dialogue", ["table1-dialogue"], None),
     ("summary-table1-lora", ["table1-lora"], None),
     ("summary-table1-more-b", ["table1-b", "table1-more-b"], "table1-b"),
+    ("summary-table1-csft-b", ["table1-csft-b"], None),
 ])
 def test_committed_summaries_are_what_the_committed_cells_give(summary, folders, group):
     """docs/findings.md quotes these files: the study's cells, summarised by today's code, give them byte
