@@ -86,9 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     def constrained(method: str) -> bool:
         return get_method(method).loss == "constrained"
 
+    def run_name(method: str, sampling: str, precision: str) -> str:
+        if len(samplings) > 1:
+            return f"{method}@{sampling}"
+        if len(precisions) > 1 and constrained(method):
+            return f"{method}@{precision}"
+        return method
+
     runs = [(m, s, p) for m in methods for s in samplings for p in (precisions if constrained(m) else precisions[:1])]
-    name = {(m, s, p): m if len(samplings) == 1 and (len(precisions) == 1 or not constrained(m))
-            else f"{m}@{s}" if len(samplings) > 1 else f"{m}@{p}" for m, s, p in runs}
+    name = {run: run_name(*run) for run in runs}
     times: dict[str, list[float]] = {name[r]: [] for r in runs}
     tokens: dict[str, dict] = {}
     rewrite: list[float] = []
