@@ -396,3 +396,23 @@ def test_a_dry_run_fails_on_a_data_file_the_run_would_refuse(tmp_path, tiny_mode
     assert main(["run", str(config), "--dry-run"]) == 2
     captured = capsys.readouterr()
     assert "train.jsonl:1:" in captured.err and "would refuse" in captured.err and "gsm8k--vanilla" in captured.out
+
+
+def test_a_run_names_each_stage_as_it_starts_and_keeps_log_dicts_off_the_terminal(tmp_path, tiny_model_dir,
+                                                                                    capfd, one_torch_thread):
+    cfg = make_experiment({**tiny_config(tiny_model_dir).model_dump(), "methods": ["vanilla"]})
+    runner_mod.run_experiment(cfg, out=tmp_path / "run", progress=True)
+    out, err = capfd.readouterr()
+    terminal = out + err
+    assert "cell 1/2: math--seed (answer the harmful prompts with and without the prefill, the math test set)" \
+        in terminal
+    assert "cell 2/2: math--vanilla--seed0 (train, answer the harmful prompts" in terminal
+    assert "train vanilla" in terminal and "loss=" in terminal
+    assert "writing results.json and report.md" in terminal
+    assert "{'loss'" not in terminal and "answer_pos_loss" not in terminal
+
+
+def test_the_expected_time_of_a_cell_is_the_mean_of_the_cells_before_it():
+    assert runner_mod.expected_time([]) == ""
+    assert runner_mod.expected_time([30.0, 50.0]) == "; about 40 s, like the 2 before it"
+    assert runner_mod.expected_time([240.0, 300.0, 360.0]) == "; about 5 min, like the 3 before it"

@@ -342,3 +342,17 @@ def test_quiet_training_prints_nothing(tiny_model_dir, data_file, tmp_path, capf
     assert "'loss'" not in out and "Writing model shards" not in err and "Loading weights" not in err
     log = (tmp_path / "run" / "train_log.jsonl").read_text(encoding="utf-8")
     assert summary["steps"] == 2 and '"loss"' in log
+
+
+def test_training_shows_one_bar_with_the_loss_not_log_dicts(tiny_model_dir, data_file, tmp_path, capfd):
+    """With progress on, the terminal gets a named bar whose postfix is the loss; the per-step
+    dictionaries the stock Trainer bar writes above itself go to train_log.jsonl only."""
+    from lookahead_tuning.train.api import train
+
+    train(_cfg(tiny_model_dir, data_file, tmp_path / "run", quiet=False, max_steps=3))
+    out, err = capfd.readouterr()
+    terminal = out + err
+    assert "train vanilla" in terminal and "loss=" in terminal
+    assert "answer_pos_loss" not in terminal and "{'loss'" not in terminal and "'grad_norm'" not in terminal
+    log = (tmp_path / "run" / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(log) == 3 and all("answer_pos_loss" in line for line in log)

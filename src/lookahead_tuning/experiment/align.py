@@ -102,6 +102,8 @@ def aligned_seed(
     if force and folder.exists():
         shutil.rmtree(folder)  # train() never overwrites a finished run
     folder.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"aligning the seed ({len(rows)} rows; once: later runs reuse {folder})", flush=True)
     data_path = folder / "align_data.jsonl"
     write_records(data_path, rows)
     started = time.time()

@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import read_json
+from ..methods import SEED_ROW
 from ..provenance import settings_fingerprint
 from .cells import CellResult, check_cell, check_one_precision, check_one_seed, pack_answers, read_forecast
 from .config import Cell, ExperimentConfig, Launcher, TaskSpec, plan_cells, train_settings
@@ -720,14 +721,47 @@ def _run_grid(cfg: ExperimentConfig, run_dir: Path, cells_dir: Path, *, progress
                       config_text=config_text if config_text is not None else resolved)
 
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="cells", unit="cell", disable=not progress)
+    timed: list[float] = []  # seconds of the trained cells this run computed, for the next one's estimate
     try:
-        for cell in todo:
+        for i, cell in enumerate(todo, start=1):
             bar.set_postfix_str(cell.cell_id)
+            if progress:
+                bar.write(f"cell {i}/{len(todo)}: {cell.cell_id} ({cell_stages(cell, cfg)}"
+                          f"{expected_time(timed) if cell.method != SEED_ROW else ''})")
+            started = time.perf_counter()
             results[cell.cell_id] = run_cell(ctx, cell, keep_weights=cell.cell_id in keep)
+            if cell.method != SEED_ROW:
+                timed.append(time.perf_counter() - started)
             bar.update(1)
             if len(todo) > 1:
                 publish({})  # a partial report to look at while a long grid runs
     finally:
         bar.close()
+    if progress:
+        print(f"writing results.json and report.md -> {run_dir}", flush=True)
     publish({t.name: f for t in cfg.tasks if (f := run_forecast(ctx, t)) is not None})
     return run_dir
+
+
+def cell_stages(cell: Cell, cfg: ExperimentConfig) -> str:
+    """What computing ``cell`` involves, in the order it happens, for the line printed before it."""
+    ev = cfg.eval
+    stages = [] if cell.method == SEED_ROW else ["train"]
+    prefilled = ev.safety is None or ev.harmful_answers is not None  # the prefill attack needs harmful answers
+    stages.append("answer the harmful prompts" + (" with and without the prefill" if prefilled else ""))
+    if ev.utility:
+        stages.append(f"the {cell.task} test set")
+    if ev.overrefusal:
+        stages.append("the benign requests")
+    if cell.method != SEED_ROW:
+        stages.append("KL against the seed")
+    return ", ".join(stages)
+
+
+def expected_time(seconds: list[float]) -> str:
+    """``"; about N min"`` from the trained cells this run has computed so far (none: no estimate)."""
+    if not seconds:
+        return ""
+    mean = sum(seconds) / len(seconds)
+    return f"; about {mean / 60:.0f} min, like the {len(seconds)} before it" if mean >= 90 else \
+        f"; about {mean:.0f} s, like the {len(seconds)} before it"

@@ -279,7 +279,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state, checkpoint: Path | None, task
     from ..io import atomic_write_json, atomic_write_text
     from ..models import load_model
     from .collator import PadCollator, count_tokens
-    from .trainer import AnswerLossTrainer, truncate_log
+    from .trainer import AnswerLossTrainer, LossBar, truncate_log
 
     summary_path = run_dir / SUMMARY_FILE
     if state.is_main_process:
@@ -339,12 +339,14 @@ def _train(cfg: TrainConfig, run_dir: Path, state, checkpoint: Path | None, task
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, TensorBoardCallback):  # one fixed folder, not checkpoints/runs/<date_host>
                 callback.logging_dir = str(run_dir / TENSORBOARD_DIR)
-    if not progress:
-        # Without bars the Trainer prints every log dict to stdout instead; quiet means quiet
-        # (the same numbers are in train_log.jsonl).
-        from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        trainer.remove_callback(PrinterCallback)
+    # The stock callbacks print every log dict (with bars: above the bar; without: to stdout); the
+    # records are in train_log.jsonl, the terminal gets one bar with the loss, or nothing when quiet.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(LossBar(f"train {cfg.method}"))
     train_started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - train_started

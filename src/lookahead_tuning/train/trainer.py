@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer
+from transformers.trainer_callback import ProgressCallback
 
 from .losses import (
     answer_logprobs,
@@ -106,6 +107,29 @@ class AnswerLossTrainer(Trainer):
             with open(self.log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
                 fh.flush()
+
+
+class LossBar(ProgressCallback):
+    """One training bar with the latest loss in its postfix.
+
+    The stock bar writes every log dictionary (``{'loss': ..., 'answer_pos_loss/1': ...}``) above itself,
+    one line a step; those records belong in ``train_log.jsonl`` (and TensorBoard when asked), not in
+    the terminal of someone watching a run.
+    """
+
+    def __init__(self, desc: str):
+        super().__init__()
+        self.desc = desc
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description(self.desc, refresh=False)
+            self.training_bar.unit = "step"
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.training_bar is not None and logs and isinstance(logs.get("loss"), (int, float)):
+            self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
 
 
 def truncate_log(path: Path, last_step: int) -> None:
