@@ -36,7 +36,7 @@ def padded_ratio(lengths: list[int], batch_size: int, sampling: str, seed: int) 
 
 def data_sets(tokenizer, math_rows: int, max_length: int) -> dict[str, list[int]]:
     from lookahead_tuning.data.builtin import alignment_set
-    from lookahead_tuning.data.loaders import load_task
+    from lookahead_tuning.data.tasks import load_task
     from lookahead_tuning.train.collator import tokenize_examples
 
     def lengths(rows: list[dict]) -> list[int]:

@@ -39,7 +39,7 @@ PRECISIONS = ("training", "fp32")
 
 def training_rows(data: str, rows: int) -> list[dict]:
     from lookahead_tuning.data.builtin import alignment_set
-    from lookahead_tuning.data.loaders import load_task
+    from lookahead_tuning.data.tasks import load_task
 
     if data == "align":
         return [{"prompt": r["prompt"], "completion": r["completion"]} for r in alignment_set()][:rows or None]

@@ -9,7 +9,7 @@ import pytest
 
 from lookahead_tuning.data import dialoguegen
 from lookahead_tuning.data.dialoguegen import check_summary, generate_dialogues, split_of
-from lookahead_tuning.data.loaders import SAMSUM_PROMPT, load_task
+from lookahead_tuning.data.tasks import SAMSUM_PROMPT, load_task
 from lookahead_tuning.errors import UserError
 
 TURN = re.compile(r"^[A-Z][a-z]+: \S")

@@ -8,14 +8,8 @@ from pathlib import Path
 import pytest
 
 from lookahead_tuning.data import builtin
-from lookahead_tuning.data.loaders import (
-    SAMSUM_PROMPT,
-    load_gsm8k,
-    load_harmful_answers,
-    load_hexphi,
-    load_samsum,
-    load_task,
-)
+from lookahead_tuning.data.loaders import load_gsm8k, load_harmful_answers, load_hexphi, load_samsum
+from lookahead_tuning.data.tasks import SAMSUM_PROMPT, load_task
 from lookahead_tuning.errors import UserError
 
 GSM = [

@@ -33,7 +33,7 @@ _API: dict[str, str] = {
     # models, data, generation
     "load_model": "models",
     "load_tokenizer": "models",
-    "load_task": "data.loaders",
+    "load_task": "data.tasks",
     # evaluation and analysis
     "evaluate_safety": "analyse.safety",
     "evaluate_overrefusal": "analyse.safety",

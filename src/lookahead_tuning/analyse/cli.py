@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..data.tasks import get_task, load_task, task_kinds
 from ..errors import UserError
 from ..generate.cli import add_backend_arguments, source_from_args
 from ..provenance import PROVENANCE_FILE
@@ -284,13 +285,7 @@ def _add_safety(sub) -> None:
 
 def _run_utility(args: argparse.Namespace) -> int:
     from ..provenance import check_resume
-    from .utility import (
-        DEFAULT_MAX_NEW_TOKENS,
-        evaluate_utility,
-        score_predictions,
-        task_rows,
-        utility_provenance,
-    )
+    from .utility import evaluate_utility, score_predictions, task_rows, utility_provenance
 
     _one_source(args, "--predictions")
     if args.predictions:
@@ -304,7 +299,7 @@ def _run_utility(args: argparse.Namespace) -> int:
         identity = _identify(args)
         rows = task_rows(args.task, args.data, args.limit)
         wanted = utility_provenance(identity, args.task, rows, data=args.data,
-                                    max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[args.task],
+                                    max_new_tokens=args.max_new_tokens or get_task(args.task).max_new_tokens,
                                     system_prompt=args.system_prompt, scorer=args.scorer,
                                     source=source_from_args(args))
         _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)], UTILITY_FILES)
@@ -316,7 +311,7 @@ def _run_utility(args: argparse.Namespace) -> int:
                                        system_prompt=args.system_prompt, progress=not args.quiet, scorer=args.scorer,
                                        model_identity=identity, overwrite=args.overwrite, backend=_backend(args))
     line = f"{args.task}: {metrics['metric']} {100 * (metrics['score'] or 0):.2f}% on {metrics['n']} examples"
-    if metrics["metric"] == "accuracy":
+    if "scorers" in metrics:
         others = [f"{name} {100 * (v['accuracy'] or 0):.2f}%" for name, v in metrics["scorers"].items()
                   if name != metrics["scorer"]]
         d = metrics["disagreement"]["reference vs numeric"]
@@ -328,13 +323,13 @@ def _run_utility(args: argparse.Namespace) -> int:
 
 
 def _add_utility(sub) -> None:
-    from .utility import DEFAULT_SCORER, SCORERS, TASKS
+    from .utility import DEFAULT_SCORER, SCORERS
 
     p = sub.add_parser("utility", help="task utility: GSM8K/math accuracy or SAMSum ROUGE-1 F1",
                        description="Answer a task's test rows and score them; with --predictions FILE, score "
                                    "predictions made elsewhere (no model is loaded).")
     _model_args(p, required=False)
-    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--task", choices=task_kinds(), required=True)
     p.add_argument("--data", default=None, help="test file (needed for gsm8k and samsum)")
     p.add_argument("--predictions", default=None, metavar="FILE",
                    help="score these instead of generating: JSONL with id, completion, ground_truth (or the "
@@ -451,7 +446,6 @@ def _add_kl(sub) -> None:
 
 
 def _run_forecast(args: argparse.Namespace) -> int:
-    from ..data.loaders import load_task
     from .forecast import forecast_loss, forecast_markdown, method_settings, write_forecast
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -11,25 +11,20 @@ which is the paper's definition; the last number in the completion is reported a
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..data.answers import MARKER, final_number, gold_number, last_number
+from ..data.tasks import BUILTIN_TEST_N, get_task, load_task
 from ..errors import UserError
 from .stats import wilson_interval
 
-TASKS = ("gsm8k", "math", "samsum", "dialogue")
-# Tasks scored by ROUGE-1 F1 (summaries); the others by accuracy after ####.
-ROUGE_TASKS = ("samsum", "dialogue")
 # The GSM8K/math scorers. "reference": the official evaluation script's rule, quirks included;
 # "numeric": the project's own (data/answers.py). docs/evaluation.md lists and measures the differences.
 SCORERS = ("reference", "numeric")
 DEFAULT_SCORER = "reference"
-# Generous budgets: a truncated chain of thought loses its "#### N" line.
-# Built-in math test problems evaluated when no --limit is given (a few minutes on 2 CPU cores).
-MATH_EVAL_N = 200
-DEFAULT_MAX_NEW_TOKENS = {"gsm8k": 256, "math": 160, "samsum": 128, "dialogue": 64}
 
 
 def bare_answer(reference: str) -> str:
@@ -133,11 +128,9 @@ def rouge1_scores(predictions: Sequence[str], references: Sequence[str]) -> dict
 
 def task_rows(task: str, data: str | None, limit: int | None) -> list[dict]:
     """Test rows ``{"id", "prompt", "reference"}``, with the same prompt wording training uses
-    (``data.loaders.load_task``): a model fine-tuned on a task is evaluated in its own format."""
-    from ..data.loaders import load_task
-
-    if task in ("math", "dialogue"):  # built-in generators: --data may name a math level (math:hard)
-        rows = load_task(data or task, n=limit or MATH_EVAL_N, split="test")
+    (``data.tasks.load_task``): a model fine-tuned on a task is evaluated in its own format."""
+    if get_task(task).builtin:  # generated: --data may name an option of the generator (math:hard)
+        rows = load_task(data or task, n=limit or BUILTIN_TEST_N, split="test")
     elif data is None:
         raise UserError(f"--task {task} needs --data FILE (e.g. the {task} test split)")
     else:
@@ -151,34 +144,67 @@ UTILITY_LOG = "generations.jsonl"
 UTILITY_OUTPUTS = ("predictions.jsonl", "verdicts.jsonl", "metrics.json")
 
 
+Scored = tuple[dict[str, Any], list[dict], list[str]]
+
+
+def _accuracy_rows(rows: Sequence[dict], scorer: str) -> Scored:
+    completions = [r["completion"] for r in rows]
+    references = [r["reference"] for r in rows]
+    metrics = gsm8k_scores(completions, references, scorer)
+    per_example = metrics.pop("per_example")
+    truths = [bare_answer(ref) for ref in references]
+    verdicts = [{"id": r["id"], "correct": per_example[scorer][i],
+                 "prediction": reference_prediction(r["completion"]) if scorer == "reference"
+                 else final_number(r["completion"]),
+                 "ground_truth": truths[i], "correct_by": {name: per_example[name][i] for name in SCORERS}}
+                for i, r in enumerate(rows)]
+    return metrics, verdicts, truths
+
+
+def _rouge1_rows(rows: Sequence[dict], scorer: str) -> Scored:
+    references = [r["reference"] for r in rows]
+    metrics = rouge1_scores([r["completion"] for r in rows], references)
+    values = metrics.pop("per_example")
+    verdicts = [{"id": r["id"], "rouge1_f1": v} for r, v in zip(rows, values, strict=True)]
+    return metrics, verdicts, [ref.strip() for ref in references]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a task's utility is scored; a task (``data.tasks.Task.metric``) names one."""
+
+    name: str  # what metrics.json, cells and results.json call it
+    about: str  # the report's words for it ("{scorer}": the run's scorer)
+    score: Callable[[Sequence[dict], str], Scored]  # (rows, scorer) -> (metrics, verdicts, ground truths)
+    reference: Callable[[str], str]  # what a cell keeps of a reference: all any of its scorers reads
+    scorers: tuple[str, ...] = ()  # instruments it is scored by, each recorded (re-judged by name)
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("accuracy", "accuracy of the answer after `####` (math, GSM8K; scorer: {scorer})", _accuracy_rows,
+           bare_answer, SCORERS),
+    Metric("rouge1_f1", "ROUGE-1 F1 (SAMSum)", _rouge1_rows, str),
+)}
+
+
+def task_metric(task: str) -> Metric:
+    """The metric the registered task ``task`` is scored by."""
+    return METRICS[get_task(task).metric]
+
+
 def score_rows(task: str, rows: Sequence[dict], scorer: str = DEFAULT_SCORER) -> tuple[dict, list[dict], dict]:
-    """Score ``rows`` (``{"id", "completion", "reference"}``) for ``task``.
+    """Score ``rows`` (``{"id", "completion", "reference"}``) for ``task`` by its metric.
 
     Returns ``(metrics, verdicts, reference_file)``: the metrics, one verdict per row
     (``{"id", "correct", "prediction", "ground_truth", "correct_by": {scorer: bool}}`` for GSM8K/math,
     ``{"id", "rouge1_f1"}`` for SAMSum) and the predictions in the reference scripts' shape
     (``{"results": [{"ground_truth": <bare answer or summary>, "completion"}]}``).
     """
-    if task not in TASKS:
-        raise UserError(f"unknown task '{task}'; expected one of {', '.join(TASKS)}")
+    metric = task_metric(task)
     if scorer not in SCORERS:
         raise UserError(f"unknown scorer '{scorer}'; expected one of {', '.join(SCORERS)}")
+    metrics, verdicts, truths = metric.score(rows, scorer)
     completions = [r["completion"] for r in rows]
-    references = [r["reference"] for r in rows]
-    if task in ROUGE_TASKS:
-        metrics = rouge1_scores(completions, references)
-        values = metrics.pop("per_example")
-        verdicts = [{"id": r["id"], "rouge1_f1": v} for r, v in zip(rows, values, strict=True)]
-        truths = [ref.strip() for ref in references]
-    else:
-        metrics = gsm8k_scores(completions, references, scorer)
-        per_example = metrics.pop("per_example")
-        truths = [bare_answer(ref) for ref in references]
-        verdicts = [{"id": r["id"], "correct": per_example[scorer][i],
-                     "prediction": reference_prediction(r["completion"]) if scorer == "reference"
-                     else final_number(r["completion"]),
-                     "ground_truth": truths[i], "correct_by": {name: per_example[name][i] for name in SCORERS}}
-                    for i, r in enumerate(rows)]
     reference_file = {"results": [{"ground_truth": t, "completion": c} for t, c in zip(truths, completions, strict=True)]}
     return metrics, verdicts, reference_file
 
@@ -240,14 +266,13 @@ def evaluate_utility(
     from .. import provenance
     from ..generate.engine import answer_source, generate, generation_settings
 
-    if task not in TASKS:
-        raise UserError(f"unknown task '{task}'; expected one of {', '.join(TASKS)}")
+    spec = get_task(task)
     if scorer not in SCORERS:
         raise UserError(f"unknown scorer '{scorer}'; expected one of {', '.join(SCORERS)}")
     rows = task_rows(task, data, limit)
     if not rows:
         raise UserError("no test rows to evaluate", path=data)
-    max_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]
+    max_new = max_new_tokens or spec.max_new_tokens
     prov = utility_provenance(model_identity or provenance.weights_identity(model), task, rows, data=data,
                               max_new_tokens=max_new, system_prompt=system_prompt, scorer=scorer,
                               source=answer_source(backend, model))

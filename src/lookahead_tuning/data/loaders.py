@@ -1,4 +1,4 @@
-"""Loaders for the real data formats, by path, and :func:`load_task` for training/eval rows.
+"""Loaders for the real data formats, by path (the tasks built on them: :mod:`.tasks`).
 
 Formats (see docs/data.md):
 
@@ -17,21 +17,14 @@ Every problem with a file is a :class:`UserError` naming the file and the line o
 from __future__ import annotations
 
 import os
-import random
 import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..io import iter_located_records
-from . import dialoguegen, mathgen
 from .splits import SPLITS
 from .splits import hash_split as split_of_text
-
-TASKS = ("math", "dialogue", "gsm8k", "samsum")
-SAMSUM_PROMPT = "Summarize this dialogue:\n"
-# Default number of generated math problems when ``n`` is not given.
-MATH_DEFAULT_N = 1000
 
 _CALC = re.compile(r"<<[^<>]*>>")
 
@@ -178,80 +171,3 @@ def load_samsum(path: str | os.PathLike, *, split: str = "test") -> list[dict]:
         raise UserError("no dialogues in file", path=str(p))
     _check_unique_ids(rows, str(p))
     return rows
-
-
-def _sample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
-    """``n`` rows drawn with ``seed`` (kept in file order), or all rows."""
-    if n is None or n >= len(rows):
-        return rows
-    if n < 0:
-        raise UserError(f"number of rows must be >= 0, got {n}")
-    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
-    return [rows[i] for i in keep]
-
-
-def _gsm8k_rows(path: str, split: str) -> list[dict]:
-    return [{"id": r["id"], "prompt": r["question"], "completion": r["answer"],
-             "ground_truth": gsm8k_final(r["answer"])} for r in load_gsm8k(path, split=split)]
-
-
-def _samsum_rows(path: str, split: str) -> list[dict]:
-    return [{"id": r["id"], "prompt": SAMSUM_PROMPT + r["dialogue"], "completion": r["summary"],
-             "ground_truth": r["summary"]} for r in load_samsum(path, split=split)]
-
-
-def _detect_file_task(path: Path) -> str:
-    """``gsm8k`` or ``samsum`` from the fields of a file's (or folder's) first record."""
-    probe = path
-    if path.is_dir():
-        files = sorted(path.glob("*.jsonl")) + sorted(path.glob("*.json"))
-        if not files:
-            raise UserError("folder has no .json/.jsonl data files", path=str(path))
-        probe = files[0]
-    first = next(iter(iter_located_records(probe)), None)
-    if first is None:
-        raise UserError("file has no records", path=str(probe))
-    keys = set(first[1])
-    if {"question", "answer"} <= keys:
-        return "gsm8k"
-    if {"dialogue", "summary"} <= keys:
-        return "samsum"
-    raise UserError("cannot tell the task from the fields; expected question/answer (gsm8k) or dialogue/"
-                    f"summary (samsum), found {', '.join(sorted(keys))}; write TASK:PATH", path=str(probe))
-
-
-def load_task(name_or_path: str | os.PathLike, *, n: int | None = None, seed: int = 0,
-              split: str = "train") -> list[dict]:
-    """Rows ``{"id", "prompt", "completion", "ground_truth"}`` of a fine-tuning task.
-
-    ``name_or_path`` is ``math`` or ``math:LEVEL`` (the built-in generator; ``n`` problems, default
-    :data:`MATH_DEFAULT_N`), ``dialogue`` (the built-in SAMSum-style chats, ``n`` likewise), ``gsm8k:PATH`` or ``samsum:PATH`` (a file or a folder with split files),
-    or a bare PATH whose task is told from its fields. ``n`` rows are drawn with ``seed``; all rows
-    when ``n`` is None. Train and test rows never overlap (math: :func:`mathgen.split_of`, dialogue:
-    :func:`dialoguegen.split_of`).
-    """
-    if split not in SPLITS:
-        raise UserError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
-    spec = str(name_or_path)
-    task, _, arg = spec.partition(":")
-    if task == "math":
-        level = arg or "default"
-        problems = mathgen.generate_problems(MATH_DEFAULT_N if n is None else n, seed=seed, level=level, split=split)
-        return [{"id": f"math-{split}-{i}", "prompt": p["question"], "completion": p["answer"],
-                 "ground_truth": gsm8k_final(p["answer"])} for i, p in enumerate(problems)]
-    if task == "dialogue":
-        if arg:
-            raise UserError(f"task 'dialogue' is the built-in generator and takes no argument, got '{spec}'")
-        chats = dialoguegen.generate_dialogues(MATH_DEFAULT_N if n is None else n, seed=seed, split=split)
-        return [{"id": f"dialogue-{split}-{i}", "prompt": SAMSUM_PROMPT + c["dialogue"], "completion": c["summary"],
-                 "ground_truth": c["summary"]} for i, c in enumerate(chats)]
-    if task in ("gsm8k", "samsum") and not arg:
-        raise UserError(f"task '{task}' needs its data: write {task}:PATH (a file or a folder with split files)")
-    if task not in ("gsm8k", "samsum"):
-        arg, task = spec, ""
-    path = Path(arg)
-    if not path.exists():
-        raise UserError("no such file or folder (tasks: math, math:LEVEL, gsm8k:PATH, samsum:PATH)", path=arg)
-    task = task or _detect_file_task(path)
-    rows = _gsm8k_rows(arg, split) if task == "gsm8k" else _samsum_rows(arg, split)
-    return _sample(rows, n, seed)

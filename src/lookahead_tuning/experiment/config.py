@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..data.tasks import TASKS, get_task
 from ..errors import UserError
 from ..methods import MethodName, get_method
 from ..models import EMBEDDED_ALIAS
@@ -35,8 +36,6 @@ RUNNER_KEYS = {
     "resume": "the runner always resumes", "quiet": "use run --quiet",
 }
 
-UTILITY_TASKS = ("math", "dialogue", "gsm8k", "samsum")
-BUILTIN_KINDS = ("math", "dialogue")  # generated offline: no train or test file needed
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
@@ -89,9 +88,9 @@ class ModelSpec(_Strict):
 class TaskSpec(_Strict):
     """A fine-tuning task: training data and the held-out test rows its utility is measured on."""
 
-    name: str = Field(description="label in the tables; also the utility metric when it is math|gsm8k|samsum")
-    kind: Literal["math", "dialogue", "gsm8k", "samsum"] | None = Field(
-        default=None, description="utility metric (accuracy after #### for math/gsm8k, ROUGE-1 for dialogue/samsum); default: name")
+    name: str = Field(description="label in the tables; also the task's kind when it names one")
+    kind: str | None = Field(
+        default=None, description="a task of data/tasks.py (how rows are read, the utility metric); default: name")
     train: str | None = Field(default=None, description="training data: a file or a built-in task name")
     test: str | None = Field(default=None, description="test file for utility (not needed for math)")
     n_train: PositiveInt | None = Field(default=None, description="use the first N training rows")
@@ -109,17 +108,25 @@ class TaskSpec(_Strict):
         # slash or a leading dot could put them outside the run folder.
         return folder_name(value, "task name")
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str | None) -> str | None:
+        if value is not None and value not in TASKS:
+            raise ValueError(f"unknown task kind '{value}'; expected one of {', '.join(TASKS)}")
+        return value
+
     @model_validator(mode="after")
     def _defaults(self) -> TaskSpec:
         if self.kind is None:
-            if self.name not in UTILITY_TASKS:
-                raise ValueError(f"task '{self.name}': set 'kind' to one of {', '.join(UTILITY_TASKS)}")
-            self.kind = self.name  # type: ignore[assignment]
+            if self.name not in TASKS:
+                raise ValueError(f"task '{self.name}': set 'kind' to one of {', '.join(TASKS)}")
+            self.kind = self.name
+        builtin = get_task(self.kind).builtin
         if self.train is None:
-            if self.kind not in BUILTIN_KINDS:
+            if not builtin:
                 raise ValueError(f"task '{self.name}': 'train' (a data file) is required")
             self.train = self.kind
-        if self.kind not in BUILTIN_KINDS and self.test is None:
+        if not builtin and self.test is None:
             raise ValueError(f"task '{self.name}': 'test' (a data file) is required for {self.kind}")
         return self
 

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..data.tasks import BUILTIN_TEST_N, get_task, load_task
 from ..errors import UserError
 from ..io import read_json
 from .config import ExperimentConfig, TaskSpec, plan_cells
@@ -79,12 +80,10 @@ def _train_rows(cfg: ExperimentConfig, task: TaskSpec) -> tuple[list[dict] | Non
 
 
 def _test_size(task: TaskSpec) -> tuple[int | None, str | None]:
-    from ..data import loaders
-
     try:
-        if task.kind in ("math", "dialogue"):
-            return task.n_test or 200, None
-        rows = loaders.load_gsm8k(task.test) if task.kind == "gsm8k" else loaders.load_samsum(task.test)
+        if get_task(task.kind).builtin:
+            return task.n_test or BUILTIN_TEST_N, None
+        rows = load_task(f"{task.kind}:{task.test}", split="test")
         return min(len(rows), task.n_test or len(rows)), None
     except UserError as exc:
         return None, exc.render()

@@ -51,7 +51,7 @@ def _load_cells(cfg, cells_dir: Path) -> tuple[list, dict[str, dict]]:
 def rejudge_cell(cell: dict, cfg, *, llm=None, progress: bool = False) -> dict:
     """The cell judged again under ``cfg.eval``'s judge and scorer (a new dict; the input is untouched)."""
     from ..analyse.safety import judge_records, safety_metrics
-    from ..analyse.utility import ROUGE_TASKS, score_rows
+    from ..analyse.utility import score_rows, task_metric
     from .cells import CellResult, pack_answers
     from .runner import _rate, instrument_rates, utility_block, utility_instruments
 
@@ -74,7 +74,7 @@ def rejudge_cell(cell: dict, cfg, *, llm=None, progress: bool = False) -> dict:
         out[f"{mode}_verdicts"] = new
     if answers.get("utility") is not None:
         metrics, verdicts, _ = score_rows(cell["task_kind"], answers["utility"], ev.scorer)
-        if cell["task_kind"] not in ROUGE_TASKS:
+        if task_metric(cell["task_kind"]).scorers:
             old_scorer = cell.get("scorer", "numeric")
             changed["utility"] = _changes({v["id"]: v["correct_by"][old_scorer] for v in verdicts},
                                           {v["id"]: v["correct"] for v in verdicts}, "correct", "wrong")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..analyse.stats import mean_present
+from ..data.tasks import get_task
 from ..report.tables import METRICS, OVERREFUSAL, _name_key
 from .cells import CellResult, over_seeds
 
@@ -142,7 +143,7 @@ def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "primary_task": primary,
         "tasks": [{"name": t.name, "kind": t.kind,
-                   "metric": "rouge1_f1" if t.kind == "samsum" else "accuracy",
+                   "metric": get_task(t.kind).metric,
                    "n_train": t.n_train, "n_test": t.n_test} for t in cfg.tasks],
         "seeds": list(cfg.seeds),
         "planned_cells": len(cells),

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.tasks import get_task
 from ..errors import UserError
 from ..io import read_json
 from ..methods import SEED_ROW
@@ -313,8 +314,8 @@ def read_inputs(cfg: ExperimentConfig) -> None:
     for task in cfg.tasks:
         if task.train and Path(task.train).expanduser().exists():
             task_examples(cfg, task)
-        if cfg.eval.utility and (task.test is not None or (task.kind or task.name) in ("math", "dialogue")):
-            task_rows(task.kind or task.name, task.test, task.n_test)
+        if cfg.eval.utility and (task.test is not None or get_task(task.kind).builtin):
+            task_rows(task.kind, task.test, task.n_test)
     if cfg.eval.safety is not None:
         load_hexphi(cfg.eval.safety)
     if cfg.eval.harmful_answers is not None:
@@ -379,12 +380,12 @@ def safety_answers(eval_dir: Path) -> list[dict]:
 def utility_answers(eval_dir: Path, kind: str) -> list[dict]:
     """What a cell keeps of a utility evaluation: each completion and its reference (GSM8K/math: the bare
     answer, all any scorer reads; SAMSum: the reference summary)."""
-    from ..analyse.utility import ROUGE_TASKS, bare_answer
+    from ..analyse.utility import task_metric
     from ..io import iter_records
 
+    keep = task_metric(kind).reference
     rows = iter_records(eval_dir / "generations.jsonl", "jsonl")
-    return [{"id": r["id"], "completion": r["completion"],
-             "reference": r["reference"] if kind in ROUGE_TASKS else bare_answer(r["reference"])} for r in rows]
+    return [{"id": r["id"], "completion": r["completion"], "reference": keep(r["reference"])} for r in rows]
 
 
 def instrument_rates(safety_metrics: dict | None) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ figures show what the method did at that scale, not what a 135M model should rea
 
 from __future__ import annotations
 
+from ..data.tasks import TASKS
 from ..methods import METHODS
 
 PAPER_MODEL = "Llama-2-7B-Chat"
@@ -26,20 +27,24 @@ PAPER_TABLE1: dict[str, dict[str, tuple[float, float, float]]] = {
 PAPER_OVERHEAD = "2-3% per epoch over vanilla"
 PAPER_M = 6
 
-# Which of the paper's tasks a project task stands in for (the built-in tasks are offline analogues).
-PAPER_TASK = {"math": "gsm8k", "gsm8k": "gsm8k", "dialogue": "samsum", "samsum": "samsum"}
+
+
+def paper_task(task_kind: str) -> str | None:
+    """The paper's task a project task stands in for (the built-in tasks are offline analogues)."""
+    task = TASKS.get(task_kind)
+    return task.paper_task if task else None
 
 
 def paper_row(method: str, task_kind: str) -> tuple[float, float, float] | None:
     """The paper's (RSR, JSR, utility) for a method on the paper task a project task stands for."""
-    paper_task = PAPER_TASK.get(task_kind)
-    return PAPER_TABLE1.get(method, {}).get(paper_task) if paper_task else None
+    task = paper_task(task_kind)
+    return PAPER_TABLE1.get(method, {}).get(task) if task else None
 
 
 def paper_table(task_kinds: list[str]) -> str:
     """The paper's Table 1 for the paper tasks behind ``task_kinds``, in the run's layout (Utility / RSR /
     JSR / Avg per task, an overall Avg with several tasks), labelled as the paper's; "" when none applies."""
-    tasks = [t for t in dict.fromkeys(PAPER_TASK.get(k) for k in task_kinds) if t]
+    tasks = [t for t in dict.fromkeys(paper_task(k) for k in task_kinds) if t]
     if not tasks:
         return ""
     columns = [f"{t} {c}" for t in tasks for c in ("Utility", "RSR", "JSR", "Avg")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..analyse.utility import METRICS
 from .paper import PAPER_M, PAPER_MODEL, PAPER_OVERHEAD, PAPER_SOURCE, paper_table
 from .tables import (
     cost_table,
@@ -16,6 +17,11 @@ from .tables import (
     statements,
     sweep_table,
 )
+
+
+def utility_words(scorer: str) -> str:
+    """What the utility column measures: each registered metric in the report's words."""
+    return " or ".join(m.about.format(scorer=scorer) for m in METRICS.values())
 
 
 def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
@@ -32,8 +38,8 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
               "90% of the harmful prompts, vanilla fine-tuning loses at least 15 points, a safety-preserving "
               "method stays within 5 points of the seed and within 2 points of vanilla's utility).", ""]
     parts += ["## Table 1: utility and safety", "",
-              "Percentages with two decimals. Utility: accuracy of the answer after `####` (math, GSM8K; scorer: "
-              f"{ev.get('scorer', 'numeric')}) or ROUGE-1 F1 (SAMSum). RSR: share of harmful prompts answered safely. "
+              f"Percentages with two decimals. Utility: {utility_words(ev.get('scorer', 'numeric'))}. "
+              "RSR: share of harmful prompts answered safely. "
               "JSR: the same under a "
               f"prefilling attack of {ev.get('prefill_tokens', '?')} harmful-answer tokens. Avg: mean of the three. "
               f"Safety on {n_safety if n_safety is not None else '?'} prompts ({ev.get('safety_set', '?')}), judge: "

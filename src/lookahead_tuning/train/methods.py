@@ -24,10 +24,10 @@ def load_examples(config: TrainConfig) -> list[Example]:
 
     A record file in any format ``data.formats`` reads (prompt-completion, conversational, messages,
     Alpaca, named fields) is split as is; GSM8K and SAMSum files and folders, and the task names
-    (``math``, ``math:LEVEL``, ``gsm8k:PATH``, ``samsum:PATH``) go through ``data.loaders.load_task``,
+    (``math``, ``math:LEVEL``, ``gsm8k:PATH``, ``samsum:PATH``) go through ``data.tasks.load_task``,
     which also strips GSM8K calculator annotations and adds the SAMSum instruction.
     """
-    from ..data.loaders import load_task
+    from ..data.tasks import load_task, task_of_record
 
     path = Path(config.data).expanduser()
     field_names = config.input_field or config.output_field
@@ -35,7 +35,7 @@ def load_examples(config: TrainConfig) -> list[Example]:
         from ..io import read_records
 
         records = read_records(str(path))
-        if records and not field_names and _is_task_file(records[0]):
+        if records and not field_names and task_of_record(records[0]) is not None:
             records = load_task(str(path), split="train")
         if config.limit is not None:
             records = records[: config.limit]
@@ -49,11 +49,6 @@ def load_examples(config: TrainConfig) -> list[Example]:
 
 
 _HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
-
-
-def _is_task_file(record: dict[str, Any]) -> bool:
-    keys = set(record)
-    return {"question", "answer"} <= keys or {"dialogue", "summary"} <= keys
 
 
 def _split(record: dict[str, Any], config: TrainConfig, path: str, row: int) -> Example:
