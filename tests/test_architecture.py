@@ -117,7 +117,7 @@ def test_verbs_live_in_their_stages_cli_module():
 # computed. The package root only holds the lazy public API and the version (provenance records it).
 LAYERS = [
     {"__init__"},
-    {"redact"}, {"errors"}, {"validate", "chat", "methods", "endpoint"}, {"io"}, {"models"}, {"provenance"},
+    {"redact", "markup"}, {"errors"}, {"validate", "chat", "methods", "endpoint"}, {"io"}, {"models"}, {"provenance"},
     {"data"}, {"preview"}, {"generate"}, {"judge"}, {"train"}, {"analyse"}, {"report"}, {"experiment"},
     {"cli", "__main__"},
 ]

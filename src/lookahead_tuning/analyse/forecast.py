@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from .. import markup
 from ..errors import UserError
 from .kl import answer_logits, encode_pairs
 from .stats import mean_present
@@ -170,8 +171,8 @@ def forecast_markdown(result: dict[str, Any]) -> str:
 
     for name, res in result["methods"].items():
         cells = " | ".join(fmt(v) for v in res["per_position"])
-        lines.append(f"| {name} | {cells} | {fmt(res['mean_first_3'])} | {fmt(res['mean_first_k'])} |")
-    lines += ["", f"Lowest early loss first: {', '.join(result['ranking'])}.", "", GUIDE]
+        lines.append(f"| {markup.text(name)} | {cells} | {fmt(res['mean_first_3'])} | {fmt(res['mean_first_k'])} |")
+    lines += ["", f"Lowest early loss first: {', '.join(markup.text(n) for n in result['ranking'])}.", "", GUIDE]
     return "\n".join(lines)
 
 

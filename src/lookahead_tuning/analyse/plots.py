@@ -6,6 +6,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+# Series names are user text (method and sweep names): never mathtext.
+from ..markup import figure_text
+
 
 def pyplot():
     """matplotlib's pyplot on the headless Agg backend (no display on servers and in CI)."""
@@ -48,7 +51,7 @@ def grouped_bars(series: dict[str, Sequence[float]], path: str | Path, *, xlabel
     for j, (name, color) in enumerate(zip(names, series_colors(len(names)), strict=True)):
         xs = [i + 1 + (j - (len(names) - 1) / 2) * width for i in range(len(series[name]))]
         ys = [0.0 if v is None or math.isnan(v) else v for v in series[name]]
-        ax.bar(xs, ys, width=width, label=name, color=color)
+        ax.bar(xs, ys, width=width, label=figure_text(name), color=color)
     ax.set_xticks(range(1, k + 1))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -69,7 +72,7 @@ def position_lines(series: dict[str, Sequence[float]], path: str | Path, *, xlab
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
     for name, values in series.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=figure_text(name))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:

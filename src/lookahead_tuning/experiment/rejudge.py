@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import markup
 from ..errors import UserError
 from ..io import read_json
 from .cells import read_cell, read_forecast, unpack_answers
@@ -114,7 +115,7 @@ def changes_table(cells: dict[str, dict]) -> str:
                 continue
             total[mode] = [total[mode][0] + c[a], total[mode][1] + c[b], total[mode][2] + c["n"]]
             row.append(f"{c[a]} / {c[b]} ({c['n']})")
-        lines.append(f"| {cid} | " + " | ".join(row) + " |")
+        lines.append(f"| {markup.text(cid)} | " + " | ".join(row) + " |")
     lines.append("| **all cells** | " + " | ".join(f"{t[0]} / {t[1]} ({t[2]})" for t in total.values()) + " |")
     return "\n".join(lines)
 
@@ -196,8 +197,8 @@ def _write(run_dir: Path, target: Path, cfg, new_cfg, cells, cells_dir: Path, re
     write_outputs(target, new_cfg, cells, rejudged, forecasts=forecasts, links=links, command=command,
                   config_text=text)
     table = changes_table(rejudged)
-    atomic_write_text(target / "rejudged.md", f"{' '.join(command)}\n\nFrom judge {cfg.eval.judge}, scorer "
-                      f"{cfg.eval.scorer}; verdicts changed:\n\n{table}\n")
+    atomic_write_text(target / "rejudged.md", f"{markup.text(' '.join(command))}\n\nFrom judge "
+                      f"{markup.text(cfg.eval.judge)}, scorer {markup.text(cfg.eval.scorer)}; verdicts changed:\n\n{table}\n")
 
 
 def _links(run_dir: Path, target: Path) -> dict[str, Any]:

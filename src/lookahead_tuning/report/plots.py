@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import markup
+
 # One figure backend and one atomic PNG writer for the whole package (Agg, temp file + rename).
 from ..analyse.plots import pyplot, save_figure
 from .tables import _name_key, row_label, sweep_rows
@@ -86,7 +88,7 @@ def prefix_sweep_figure(results: dict, path: str | Path) -> bool:
         xs = [i + (j - 1) * width for i in range(len(rows))]
         ax.bar(xs, ys, width=width, yerr=err, capsize=3, label=label)
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([_short(str(v)) for v, _ in rows], fontsize=7)
+    ax.set_xticklabels([markup.figure_text(_short(str(v))) for v, _ in rows], fontsize=7)
     ax.set_ylabel("percent")
     ax.set_ylim(0, 100)
     ax.set_title("Virtual-answer preview: safety and utility per prefix", fontsize=10)

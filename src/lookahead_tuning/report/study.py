@@ -17,6 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .. import markup
+
 
 def m_sweep_lines(summary: dict[str, Any]) -> dict[tuple[str, str], list[dict]]:
     """The real-preview rows of each (folder, task) that covers at least two preview lengths, by m.
@@ -52,7 +54,7 @@ def markdown(summary: dict) -> str:
     for s in summary["seed_models"]:
         cells = [f"{100 * v:.2f}" if v is not None else "–" for v in (s["rsr"], s["jsr"], s["utility"],
                                                                        s["overrefusal"])]
-        lines.append(f"| {s['group']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {markup.text(s['group'])} | " + " | ".join(cells) + " |")
     # Over-refusal and cost columns appear only where some row has them (older studies: unchanged tables).
     over = any("overrefusal" in r for r in summary["groups"])
     cost = any("cost_vs_vanilla" in r for r in summary["groups"])
@@ -66,7 +68,7 @@ def markdown(summary: dict) -> str:
             f" [{kl['ci95'][0]:.3f}, {kl['ci95'][1]:.3f}]" if kl.get("ci95") else "")
         vs = r.get("vs_vanilla") or {}
         ratio = r.get("cost_vs_vanilla") or {}
-        cells = [r["group"], r["name"], str(len(r["seeds"])), _pct(r["rsr"]), _pct(r["jsr"]), _pct(r["utility"])]
+        cells = [markup.text(r["group"]), markup.text(r["name"]), str(len(r["seeds"])), _pct(r["rsr"]), _pct(r["jsr"]), _pct(r["utility"])]
         cells += [_pct(r.get("overrefusal"))] if over else []
         cells += [_pct(r.get("rsr_drop")), _pct(r.get("jsr_drop")), kl_text, _p(vs.get("rsr")), _p(vs.get("jsr"))]
         cells += [f"{ratio['time']:.3f}x" if ratio else "–", f"{ratio['tokens']:.3f}x" if ratio else "–"] if cost else []
@@ -99,7 +101,7 @@ def figures(summary: dict, out: Path) -> list[str]:
                                                                   [100 * r["utility"]["ci95"][1] - x]]
                 yerr = None if not r[key].get("ci95") else [[y - 100 * r[key]["ci95"][0]], [100 * r[key]["ci95"][1] - y]]
                 ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=colour,
-                            label=f"{r['name']} ({r['group']})")
+                            label=markup.figure_text(f"{r['name']} ({r['group']})"))
             for s in summary["seed_models"]:
                 if s[key] is not None and s["utility"] is not None:
                     ax.scatter(100 * s["utility"], 100 * s[key], marker="*", s=150, color="black")
@@ -117,9 +119,9 @@ def figures(summary: dict, out: Path) -> list[str]:
             tag = f" ({group}{'/' + task if len({t for _, t in lines}) > 1 else ''})" if several else ""
             for key, style in (("rsr", "o-"), ("jsr", "x--")):
                 ax.plot([r["m"] for r in rows], [100 * r[key]["mean"] if r[key] else float("nan") for r in rows],
-                        style, color=f"C{i % 10}", label=key.upper() + tag)
+                        style, color=f"C{i % 10}", label=markup.figure_text(key.upper() + tag))
         if not several:
-            ax.set_title(f"real preview, {'/'.join(next(iter(lines)))} (mean over seeds)", fontsize=9)
+            ax.set_title(markup.figure_text(f"real preview, {'/'.join(next(iter(lines)))} (mean over seeds)"), fontsize=9)
         ax.set_xlabel("preview length m")
         ax.set_ylabel("safe rate (%)")
         ax.legend(fontsize=7 if several else None)
@@ -131,7 +133,8 @@ def figures(summary: dict, out: Path) -> list[str]:
         for ax, key in zip(axes, ("rsr_drop", "jsr_drop"), strict=True):
             for name, colour in zip(names, series_colors(len(names)), strict=True):
                 pts = [p for p in summary["kl_points"] if p["name"] == name]
-                ax.scatter([p["kl1"] for p in pts], [100 * p[key] for p in pts], label=name, color=colour)
+                ax.scatter([p["kl1"] for p in pts], [100 * p[key] for p in pts], label=markup.figure_text(name),
+                           color=colour)
             ax.set_xlabel("KL(seed || model) at answer position 1 (nats)")
             ax.set_ylabel(f"{key.split('_')[0].upper()} drop vs seed (points)")
             ax.axhline(0, color="grey", lw=0.8)
@@ -164,10 +167,10 @@ def figures(summary: dict, out: Path) -> list[str]:
             if several_groups:
                 near = sum(1 for x, y in placed if abs(x - loss) < 0.05 * x_span and abs(y - rsr_drop) < 2.0)
                 placed.append((loss, rsr_drop))
-                ax.annotate(group, (loss, rsr_drop), xytext=(4, -7 * near), textcoords="offset points",
+                ax.annotate(markup.figure_text(group), (loss, rsr_drop), xytext=(4, -7 * near), textcoords="offset points",
                             fontsize=6, va="center")
         for name in methods:
-            ax.scatter([], [], marker="s", color=colours[name], label=name)
+            ax.scatter([], [], marker="s", color=colours[name], label=markup.figure_text(name))
         ax.legend(fontsize=7)
         ax.set_xlabel("forecast: seed's mean loss at answer positions 1-3 (nats)")
         ax.set_ylabel("measured drop vs seed (points; o RSR, x JSR)")

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from .. import markup
 from ..analyse.stats import mean_present
 from ..methods import METHODS, row_rank
 
@@ -100,7 +101,7 @@ def main_table(results: dict) -> str:
     primary = results.get("primary_task", tasks[0] if tasks else "")
     models = results.get("models", {})
     over = {t: _measured(models, t, primary, OVERREFUSAL) for t in tasks}
-    columns = [f"{t} {col}" for t in tasks for col in ("Utility", "RSR", "JSR", "Avg", "Over-refusal")
+    columns = [f"{markup.text(t)} {col}" for t in tasks for col in ("Utility", "RSR", "JSR", "Avg", "Over-refusal")
                if col != "Over-refusal" or over[t]]
     overall = len(tasks) > 1
     if overall:
@@ -122,7 +123,7 @@ def main_table(results: dict) -> str:
                 cells.append(pct_ci(e.get(OVERREFUSAL), ci.get(OVERREFUSAL), show))
         if overall:
             cells.append(pct(None if None in avgs else sum(avgs) / len(avgs)))
-        lines.append(f"| {row_label(name)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {markup.text(row_label(name))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -139,11 +140,11 @@ def instruments_table(results: dict) -> str:
     if all(sum(m == metric for m, _ in columns) < 2 for metric in METRICS):
         return ""
     label = {"utility": "Utility", "rsr": "RSR", "jsr": "JSR"}
-    lines = ["| Method | " + " | ".join(f"{label[m]} ({n})" for m, n in columns) + " |",
+    lines = ["| Method | " + " | ".join(f"{label[m]} ({markup.text(n)})" for m, n in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for name in sorted(models, key=_name_key):
         inst = models[name].get("instruments") or {}
-        lines.append(f"| {row_label(name)} | "
+        lines.append(f"| {markup.text(row_label(name))} | "
                      + " | ".join(pct((inst.get(m) or {}).get(n)) for m, n in columns) + " |")
     return "\n".join(lines)
 
@@ -170,7 +171,7 @@ def cost_table(results: dict) -> str:
         trained = e.get("method", name) != "seed"
         time_ratio = _ratio(e.get("train_seconds"), vanilla.get("train_seconds")) if trained else "–"
         token_ratio = _ratio(e.get("tokens_trained"), vanilla.get("tokens_trained")) if trained else "–"
-        row = (f"| {row_label(name)} | {num(e.get('train_seconds'), '{:.1f}')} | {time_ratio} | "
+        row = (f"| {markup.text(row_label(name))} | {num(e.get('train_seconds'), '{:.1f}')} | {time_ratio} | "
                f"{num(e.get('tokens_trained'))} | {token_ratio} | {num(e.get('answer_tokens_trained'))} | "
                f"{num(e.get('peak_rss_mb'))} |")
         if cuda:
@@ -188,7 +189,7 @@ def kl_table(results: dict) -> str:
              "|---|" + "---:|" * width]
     for name in sorted(models, key=_name_key):
         vals = models[name]["kl"]
-        lines.append(f"| {row_label(name)} | "
+        lines.append(f"| {markup.text(row_label(name))} | "
                      + " | ".join("–" if i >= len(vals) or vals[i] is None else f"{vals[i]:.3g}"
                                   for i in range(width)) + " |")
     return "\n".join(lines)
@@ -204,7 +205,7 @@ def sweep_table(results: dict, method: str, key: str) -> str:
         show = (e.get("n_seeds") or 1) > 1
         ci = e.get("ci95") or {}
         kl = mean_present((e.get("kl") or [])[:3])
-        label = repr(value) if key == "prefix" else str(value)
+        label = markup.text(repr(value) if key == "prefix" else value)
         lines.append(f"| {label} | " + " | ".join(pct_ci(e.get(m), ci.get(m), show) for m in METRICS)
                      + f" | {'–' if kl is None else f'{kl:.3f}'} | {e.get('n_seeds', 1)} |")
     return "\n".join(lines)
@@ -247,7 +248,7 @@ def forecast_table(results: dict) -> str:
                 s, v = seed.get(m), e.get(m)
                 drops.append("–" if s is None or v is None else points(s - v))
             loss = f.get("mean_first_3")
-            lines.append(f"| {task} | {row_label(method)} | {'–' if loss is None else f'{loss:.3f}'} | "
+            lines.append(f"| {markup.text(task)} | {markup.text(row_label(method))} | {'–' if loss is None else f'{loss:.3f}'} | "
                          f"{drops[0]} | {drops[1]} |")
     return "\n".join(lines)
 
@@ -270,7 +271,7 @@ def statements(results: dict) -> list[str]:
     primary = results.get("primary_task", tasks[0] if tasks else "")
     models = results.get("models", {})
     for task in tasks:
-        prefix = f"[{task}] " if len(tasks) > 1 else ""
+        prefix = f"[{markup.text(task)}] " if len(tasks) > 1 else ""
         get = {n: _task_entry(e, task, primary) or {} for n, e in models.items()}
         seed = get.get("seed", {})
         vanilla = get.get("vanilla", {})
@@ -298,7 +299,7 @@ def statements(results: dict) -> list[str]:
             if name in ("seed", "vanilla"):
                 continue
             e = get[name]
-            label = row_label(name)
+            label = markup.text(row_label(name))
             for m in ("rsr", "jsr"):
                 if seed.get(m) is None or e.get(m) is None:
                     continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import markup
 from ..analyse.utility import METRICS
 from .paper import PAPER_M, PAPER_MODEL, PAPER_OVERHEAD, PAPER_SOURCE, paper_table
 from .tables import (
@@ -27,11 +28,13 @@ def utility_words(scorer: str) -> str:
 def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
     """``report.md`` from a ``results.json`` document and the figure files drawn for it."""
     figures = figures or {}
-    ev = results.get("evaluation") or {}
+    # Every value read from results.json below is user text (a name, a path, a hand-edited field):
+    # markup.text keeps it one line of plain characters in the Markdown.
+    ev = {k: None if v is None else markup.text(v) for k, v in (results.get("evaluation") or {}).items()}
     n_safety = ev.get("n_safety")
-    parts = [f"# {results.get('name', 'experiment')}: LookAhead Tuning experiment report", ""]
-    parts += [f"Created {results.get('created', '?')}; {results.get('finished_cells', '?')} of "
-              f"{results.get('planned_cells', '?')} cells finished. Seeds: {results.get('seeds')}.", ""]
+    parts = [f"# {markup.text(results.get('name', 'experiment'))}: LookAhead Tuning experiment report", ""]
+    parts += [f"Created {markup.text(results.get('created', '?'))}; {markup.text(results.get('finished_cells', '?'))} "
+              f"of {markup.text(results.get('planned_cells', '?'))} cells finished. Seeds: {results.get('seeds')}.", ""]
     parts += ["## What this run shows", ""]
     parts += [f"- {s}" for s in statements(results)] or ["- (no finished cells yet)"]
     parts += ["", "These sentences are computed from the numbers below by fixed rules (the seed refuses at least "
@@ -96,21 +99,22 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
     commands = results.get("commands") or {}
     parts += ["## Reproduce", ""]
     if commands.get("ran"):
-        parts += ["Command that produced this run:", "", "```", commands["ran"], "```", ""]
-    parts += ["Rerun (resumes; finished cells are skipped):", "", "```", commands.get("rerun", ""), "```", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in env.items()), ""]
+        parts += ["Command that produced this run:", "", *markup.code_block(commands["ran"]), ""]
+    parts += ["Rerun (resumes; finished cells are skipped):", "", *markup.code_block(commands.get("rerun", "")), "",
+              "Versions: " + ", ".join(f"{markup.text(k)} {markup.text(v)}" for k, v in env.items()), ""]
     if results.get("seed_model"):
-        parts += [f"Seed model: `{results['seed_model']}` (an aligned seed's name hashes its base model, "
+        parts += [f"Seed model: {markup.code(results['seed_model'])} (an aligned seed's name hashes its base model, "
                   "alignment settings and data).", ""]
     if results.get("seed_weights"):
-        parts += [f"Its weights hash to `{results['seed_weights'][:12]}`. Training and greedy decoding repeat bit "
+        parts += [f"Its weights hash to {markup.code(results['seed_weights'][:12])}. Training and greedy decoding repeat bit "
                   "for bit from these weights on the same kind of machine; aligning the same recipe on another "
                   "CPU kind gives other weights, and some answers and figures differ (a rerun into this folder "
                   "from other seed weights is refused).", ""]
     if results.get("machines"):
-        parts += ["Computed on: " + "; ".join(_machine(m) for m in results["machines"]) + ".", ""]
+        parts += ["Computed on: " + "; ".join(markup.text(_machine(m)) for m in results["machines"]) + ".", ""]
     if results.get("config"):
-        parts += ["Config as run (`config.yaml` in this folder):", "", "```yaml", results["config"].rstrip(), "```", ""]
+        parts += ["Config as run (`config.yaml` in this folder):", "", *markup.code_block(results["config"].rstrip(), "yaml"),
+                  ""]
     return "\n".join(parts)
 
 
