@@ -39,15 +39,20 @@ def _gen_args(p: argparse.ArgumentParser, max_new_tokens: int | None) -> None:
 
 
 def add_judge_arguments(p: argparse.ArgumentParser, *, default_text: str | None = None) -> None:
-    """The ``--judge`` option and the LLM judge's settings (``eval safety``, ``rejudge``); ``--judge`` is
+    """The ``--judge`` option and the model judges' settings (``eval safety``, ``rejudge``); ``--judge`` is
     ``None`` when not given (the command applies its default)."""
-    from ..judge import DEFAULT_JUDGE, JUDGES
+    from ..judge import DEFAULT_JUDGE, get, judge_names
 
-    p.add_argument("--judge", choices=JUDGES, default=None,
-                   help=f"primary judge (default {default_text or DEFAULT_JUDGE}; every keyword judge is recorded too): "
-                        "keyword-reference = the official evaluator, keyword = the project's, llm = an LLM judge")
+    listing = "; ".join(f"{name} = {get(name).summary}" for name in judge_names())
+    p.add_argument("--judge", choices=judge_names(), default=None,
+                   help=f"primary judge (default {default_text or DEFAULT_JUDGE}; every keyword judge is recorded "
+                        f"too): {listing}")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
-    p.add_argument("--judge-model", default=None, help="model name served at --judge-url")
+    p.add_argument("--judge-model", default=None,
+                   help="with --judge-url: the model name served there; without (guard judges): a local model "
+                        "folder, .gguf or hub id, loaded like every --model")
+    p.add_argument("--judge-served-model", default=None, help="the model name served at --judge-url (the same "
+                   "as --judge-model given with --judge-url)")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     p.add_argument("--judge-concurrency", type=POSITIVE_INT, default=4, help="requests in flight at once")
     p.add_argument("--judge-cache", default=None, help="cache file of judged pairs (default in the project cache)")
@@ -62,17 +67,33 @@ def add_judge_arguments(p: argparse.ArgumentParser, *, default_text: str | None 
 
 
 def judge_options_from_args(args: argparse.Namespace) -> dict | None:
-    """The LLM judge's options from :func:`add_judge_arguments`' flags (``None`` for the keyword judges).
+    """A model judge's options from :func:`add_judge_arguments`' flags (``None`` for the keyword judges).
     Fails at once on a missing URL or model, a bad template or score line: before any model loads."""
-    if args.judge not in ("llm", "both"):
+    from ..judge import get
+    from ..judge.registry import missing_options
+
+    entry = get(args.judge)
+    if entry.offline:
         return None
-    if not (args.judge_url and args.judge_model):
-        raise UserError(f"--judge {args.judge} needs --judge-url and --judge-model")
-    options = {"url": args.judge_url, "model": args.judge_model, "api_key_env": args.judge_key_env,
-               "concurrency": args.judge_concurrency, "score_line": args.judge_score_line,
-               "unsafe_threshold": args.judge_unsafe_threshold}
+    served = args.judge_served_model or (args.judge_model if args.judge_url else None)
+    options: dict = {"url": args.judge_url, "model": served}
+    if entry.needs == "endpoint or model" and not args.judge_url:
+        options = {"model_path": args.judge_model}
+    missing = missing_options(args.judge, options)
+    if missing:
+        raise UserError(f"--judge {args.judge} needs --judge-url and --judge-model"
+                        + (" (or --judge-model PATH, a local model)" if entry.needs == "endpoint or model" else ""))
+    if entry.needs == "nothing":
+        return {}
+    options = {k: v for k, v in options.items() if v is not None}
+    if options.get("url"):
+        options.update(api_key_env=args.judge_key_env, concurrency=args.judge_concurrency)
+    if entry.needs != "endpoint or model":
+        options.update(score_line=args.judge_score_line, unsafe_threshold=args.judge_unsafe_threshold)
     if args.judge_cache:
         options["cache_path"] = args.judge_cache
+    if entry.needs == "endpoint or model":
+        return options
     if args.judge_template:
         from ..judge.llm import load_template
 

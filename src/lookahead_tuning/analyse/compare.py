@@ -121,13 +121,10 @@ def paired_test(baseline: dict[str, bool], candidate: dict[str, bool]) -> dict[s
 
 def _judge(m: dict) -> tuple[str, Any]:
     """A run's judge: its name and what of its settings decides verdicts."""
+    from ..judge.registry import decisive_settings
+
     name = m.get("judge")
-    settings = m.get("judge_settings") or {}
-    if name in ("llm", "both"):
-        llm = settings.get("llm") or {}
-        return name, {k: llm.get(k) for k in ("model", "rubric_version", "template_sha256", "score_line",
-                                              "unsafe_threshold")}
-    return name, (settings.get(name) or {}).get("markers_sha256")
+    return name, decisive_settings(name, m.get("judge_settings") or {})
 
 
 def _prefill(m: dict) -> tuple[Any, Any, Any]:

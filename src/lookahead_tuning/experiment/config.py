@@ -179,8 +179,9 @@ class EvalSpec(_Strict):
     harmful_answers: str | None = Field(default=None, description="chat lists for the prefill attack")
     prefill_tokens: PositiveInt = Field(default=3, description="K: harmful-answer tokens prefilled for JSR")
     max_new_tokens: PositiveInt = 64
-    judge: Literal["keyword-reference", "keyword", "llm", "both"] = Field(
-        default="keyword-reference", description="primary safety judge (every offline judge is recorded too)")
+    judge: str = Field(default="keyword-reference",
+                       description="primary safety judge, a name of judge/registry.py (every offline judge is "
+                                   "recorded too)")
     scorer: Literal["reference", "numeric"] = Field(
         default="reference", description="GSM8K/math scorer of the utility column (both are recorded)")
     judge_options: dict[str, Any] = Field(default_factory=dict)
@@ -195,6 +196,15 @@ class EvalSpec(_Strict):
     forecast: bool = True
     forecast_limit: PositiveInt | None = Field(default=64, description="task rows used for the forecast")
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
+
+    @field_validator("judge")
+    @classmethod
+    def _known_judge(cls, judge: str) -> str:
+        from ..judge.registry import judge_names
+
+        if judge not in judge_names():
+            raise ValueError(f"unknown judge '{judge}'; expected one of {', '.join(judge_names())}")
+        return judge
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide the evaluations' numbers, as fingerprints hash them.
@@ -379,10 +389,11 @@ def _check_judge_options(options: dict[str, Any], judge: str) -> None:
         from ..judge.llm import score_parser
 
         score_parser(checked.score_line)
-    if judge in ("llm", "both"):
-        missing = [k for k in ("url", "model") if not getattr(checked, k)]
-        if missing:
-            raise ValueError(f"eval.judge {judge} needs eval.judge_options.{missing[0]}")
+    from ..judge.registry import missing_options
+
+    missing = missing_options(judge, checked.model_dump(exclude_none=True))
+    if missing:
+        raise ValueError(f"eval.judge {judge} needs eval.judge_options.{missing}")
 
 
 ALIGN_DATA_KEYS = {"base", "benign_repeat", "template_matched", "harm_adjacent"}

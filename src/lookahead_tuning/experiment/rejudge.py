@@ -152,11 +152,9 @@ def rejudge(run_dir: str | Path, *, judge: str | None = None, scorer: str | None
         values["cells_dir"] = None
         values["output"] = str(target)
     new_cfg = make_experiment(values, source=str(config_path))
-    llm = None
-    if new_cfg.eval.judge in ("llm", "both"):
-        from ..analyse.safety import make_llm_judge
+    from ..analyse.safety import make_judge
 
-        llm = make_llm_judge(new_cfg.eval.judge_options)
+    llm = make_judge(new_cfg.eval.judge, new_cfg.eval.judge_options)
 
     rejudged = {cid: rejudge_cell(c, new_cfg, llm=llm, progress=progress) for cid, c in found.items()}
     for cell in cells:

@@ -281,11 +281,9 @@ def preflight(cfg: ExperimentConfig, run_dir: Path | None = None) -> None:
         if source.kind != "hub":
             load_tokenizer(cfg.model.seed)  # a folder without tokenizer files fails here, not in cell 1
             inputs.append(("the seed model", source.path))
-    if cfg.eval.judge in ("llm", "both"):
-        env = cfg.eval.judge_options.get("api_key_env") or "OPENAI_API_KEY"
-        if not os.environ.get(env):
-            raise UserError(f"eval.judge {cfg.eval.judge}: the LLM judge reads its API key from the environment "
-                            f"variable {env}, which is not set")
+    from ..judge.registry import check_key
+
+    check_key(cfg.eval.judge, cfg.eval.judge_options, "eval.judge")
     if cfg.eval.generation.backend == "openai":
         for cell in plan_cells(cfg):  # a server is started on each cell's weights: an adapter will not do
             if cell.train.get("lora") and not cell.train.get("merge_lora"):

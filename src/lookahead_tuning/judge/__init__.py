@@ -1,4 +1,4 @@
-"""Judges of harmful-prompt responses, by name.
+"""Judges of harmful-prompt responses, by name; :mod:`.registry` is the table of them.
 
 - ``keyword-reference``: the official evaluation scripts' keyword evaluator, exactly (the default).
 - ``keyword``: the project's keyword judge (longer list, apostrophes normalised, empty = safe).
@@ -8,8 +8,6 @@
 The offline judges are free, so every safety evaluation records both of their verdicts whatever the
 primary judge is. See docs/evaluation.md for how each decides, where each fails and how far they differ.
 """
-
-from collections.abc import Callable
 
 from .keyword import (
     REFERENCE_MARKERS,
@@ -21,21 +19,22 @@ from .keyword import (
     reference_markers,
 )
 from .llm import RUBRIC_VERSION, LLMJudge, parse_score
+from .registry import (
+    Judge,
+    ModelJudge,
+    get,
+    judge_names,
+    offline_judges,
+    recorded_names,
+    register,
+    stored_fields,
+    unregister,
+    verdict_key,
+)
 
-# name -> verdict function (True = safe); the order is the order of report columns.
-OFFLINE_JUDGES: dict[str, Callable[[str | None], bool]] = {
-    "keyword-reference": keyword_reference_safe,
-    "keyword": keyword_safe,
-}
-JUDGES = ("keyword-reference", "keyword", "llm", "both")
 DEFAULT_JUDGE = "keyword-reference"
 
-
-def verdict_key(judge: str) -> str:
-    """The record field holding a judge's verdict: ``keyword_reference_safe``, ``keyword_safe``, ``llm_safe``."""
-    return ("llm" if judge == "both" else judge).replace("-", "_") + "_safe"
-
-
-__all__ = ["DEFAULT_JUDGE", "JUDGES", "OFFLINE_JUDGES", "REFERENCE_MARKERS", "REFUSAL_MARKERS", "RUBRIC_VERSION",
-           "LLMJudge", "is_refusal", "keyword_reference_safe", "keyword_safe", "matched_markers", "parse_score",
-           "reference_markers", "verdict_key"]
+__all__ = ["DEFAULT_JUDGE", "REFERENCE_MARKERS", "REFUSAL_MARKERS", "RUBRIC_VERSION", "Judge", "LLMJudge",
+           "ModelJudge", "get", "is_refusal", "judge_names", "keyword_reference_safe", "keyword_safe",
+           "matched_markers", "offline_judges", "parse_score", "recorded_names", "reference_markers", "register",
+           "stored_fields", "unregister", "verdict_key"]
