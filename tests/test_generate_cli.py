@@ -145,3 +145,54 @@ def test_cli_errors_are_one_line_exit_2(tiny_model_dir, prompt_files, tmp_path, 
                  "--out", str(tmp_path / "o.jsonl")]) == 2
     assert "unknown model 'nope-model'" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+TOOL_CHAT = [{"role": "system", "content": "You can call tools."},
+             {"role": "user", "content": "What is the weather in Paris?"},
+             {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
+             {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 20}'}]
+
+
+def test_openai_tool_call_prompts_are_answered(tiny_model_dir, tmp_path, capsys):
+    """Issue 30, class 10: an OpenAI tool-use conversation (an assistant turn with ``tool_calls`` and
+    content null, a ``tool`` turn) is a valid prompt, as ``prompt`` or as a chat request's ``messages``,
+    ending at the tool result or at a later user turn. The calls are the text training renders (so the
+    model is asked what it was trained on); ``generate`` used to refuse every such row."""
+    from lookahead_tuning.data.formats import split_example
+
+    follow_up = [*TOOL_CHAT, {"role": "assistant", "content": "It is 20 C."}, {"role": "user", "content": "And tomorrow?"}]
+    prompts = tmp_path / "tools.jsonl"
+    prompts.write_text("".join(json.dumps(row) + "\n" for row in (
+        {"id": "after-result", "prompt": TOOL_CHAT},
+        {"id": "request", "messages": follow_up, "tools": [{"type": "function", "function": {"name": "get_weather"}}]},
+        {"id": "function-role", "prompt": [TOOL_CHAT[1], {"role": "assistant", "content": None,
+                                                          "function_call": TOOL_CALL["function"]},
+                                           {"role": "function", "name": "get_weather", "content": "20"}]},
+    )))
+    rows = read_prompts(prompts)
+    trained, _ = split_example({"messages": [*TOOL_CHAT, {"role": "assistant", "content": "It is 20 C."}]})
+    assert rows[0]["prompt"] == trained  # the same text as the training view of that conversation
+    assert rows[0]["prompt"][2] == {"role": "assistant", "content":
+                                    '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'}
+    assert [m["role"] for m in rows[1]["prompt"]] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert "messages" not in rows[1] and rows[1]["tools"]  # the prompt is not copied twice; other fields kept
+    assert [m["role"] for m in rows[2]["prompt"]] == ["user", "assistant", "tool"]
+    out = tmp_path / "out.jsonl"
+    assert main(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--out", str(out),
+                 "--max-new-tokens", "2", "--quiet"]) == 0, capsys.readouterr().err
+    assert sorted(r["id"] for r in _lines(out)) == ["after-result", "function-role", "request"]
+
+    # Still refused, one line each: a conversation that ends where nobody asked anything, a bad call.
+    for row, needle in (({"prompt": TOOL_CHAT[:3]}, "must end with a user message or a tool result"),
+                        ({"messages": [*TOOL_CHAT, {"role": "assistant", "content": "done"}]}, "not a 'assistant' turn"),
+                        ({"prompt": [TOOL_CHAT[1], {"role": "assistant", "content": None, "tool_calls": "x"},
+                                     TOOL_CHAT[3]]}, "'tool_calls' must be a list"),
+                        ({"prompt": [{"role": "user", "content": 5}]}, "content must be a string")):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(json.dumps(row) + "\n")
+        assert main(["generate", "--model", str(tiny_model_dir), "--prompts", str(bad), "--out",
+                     str(tmp_path / "bad-out.jsonl"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "bad.jsonl:1: row 1:" in err and needle in err, err
+        assert not (tmp_path / "bad-out.jsonl").exists()

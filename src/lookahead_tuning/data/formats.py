@@ -308,6 +308,23 @@ def _chat_text(messages: list, where: str) -> Messages:
 CHAT_ROLES = ("system", "user", "assistant", *TOOL_ROLES)
 
 
+def prompt_chat(messages: Any, where: str = "prompt") -> Messages:
+    """A conversation to answer (a prompt file's ``prompt`` or ``messages``) in the shape the chat
+    renderers take: tool calls and tool results become text exactly as in training (the model is asked
+    what it was trained on), and the last turn is where the model answers, a user message or a tool
+    result. Roles are not restricted here: a tokenizer's own template may know more than training does."""
+    if not isinstance(messages, list) or not messages:
+        raise ExampleError(f"'{where}' must be a non-empty list of messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+            raise ExampleError(f"'{where}' turn {i + 1} must be an object with a string 'role'")
+    chat = _chat_text(messages, where)
+    if chat[-1]["role"] not in ("user", "tool"):
+        raise ExampleError(f"'{where}' messages must end with a user message or a tool result (the model answers "
+                           f"after it), not a '{chat[-1]['role']}' turn")
+    return chat
+
+
 def _check_training_chat(raw: Sequence[Mapping[str, Any]], chat: Messages, last: int) -> None:
     """A chat to train on: every role is one a chat template knows, and the answer follows a user turn
     (or a tool result), as every renderer of the prompt requires."""

@@ -65,22 +65,23 @@ def load_generator(args: argparse.Namespace):
     return load_model_from_args(args)
 
 
-def _prompt_of(loc, rec: dict):
-    """The prompt of one row: HEx-PHI ``instruction`` or TRL prompt-only ``prompt`` (text or messages)."""
-    for key in ("instruction", "prompt"):
+def _prompt_of(loc, rec: dict) -> tuple[str, str | list[dict[str, str]]]:
+    """The prompt of one row and the key it came from: HEx-PHI ``instruction``, TRL prompt-only
+    ``prompt`` (text or messages) or an OpenAI-style ``messages`` request (tool calls and results
+    included, as :func:`~lookahead_tuning.data.formats.prompt_chat` renders them)."""
+    from ..data.formats import ExampleError, prompt_chat
+
+    for key in ("instruction", "prompt", "messages"):
         value = rec.get(key)
-        if isinstance(value, str) and value.strip():
-            return value
-        if key == "prompt" and isinstance(value, list) and value:
-            ok = all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                     and isinstance(m.get("content"), str) for m in value)
-            if not ok:
-                raise loc.error("'prompt' messages must be objects with string 'role' and 'content'")
-            if value[-1]["role"] != "user":
-                raise loc.error("'prompt' messages must end with a user message")
-            return [{"role": m["role"], "content": m["content"]} for m in value]
+        if key != "messages" and isinstance(value, str) and value.strip():
+            return key, value
+        if key != "instruction" and isinstance(value, list) and value:
+            try:
+                return key, prompt_chat(value, key)
+            except ExampleError as exc:
+                raise loc.error(exc.message) from None
     found = ", ".join(sorted(rec)) or "none"
-    raise loc.error(f"expected a non-empty 'instruction' or 'prompt' (keys found: {found})")
+    raise loc.error(f"expected a non-empty 'instruction' or 'prompt', or chat 'messages' (keys found: {found})")
 
 
 def read_prompts(path: str | os.PathLike) -> list[dict]:
@@ -103,8 +104,8 @@ def read_prompts(path: str | os.PathLike) -> list[dict]:
     else:
         rows = []
         for loc, rec in iter_located_records(p):
-            prompt = _prompt_of(loc, rec)
-            extra = {k: v for k, v in rec.items() if k not in ("id", "prompt", "instruction", "completion")}
+            source, prompt = _prompt_of(loc, rec)
+            extra = {k: v for k, v in rec.items() if k not in ("id", "prompt", "instruction", "completion", source)}
             rows.append({**extra, "id": str(rec.get("id", loc.row - 1)), "prompt": prompt})
     if not rows:
         raise UserError("no prompts in file", path=p)
