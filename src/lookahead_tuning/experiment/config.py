@@ -353,10 +353,11 @@ def _check_training_keys(where: str, keys: dict[str, Any], taken_keys: dict[str,
 
 
 class _JudgeOptions(_Strict):
-    """What ``eval.judge_options`` may hold: the LLM judge's settings (judge/llm.py)."""
+    """What ``eval.judge_options`` may hold: the model judges' settings (judge/llm.py, judge/guard.py)."""
 
     url: str | None = None
     model: str | None = None
+    model_path: str | None = Field(default=None, description="a guard judge's local model (folder, .gguf, hub id)")
     api_key_env: str | None = None
     concurrency: PositiveInt | None = None
     cache_path: str | None = None
