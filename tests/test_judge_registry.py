@@ -113,3 +113,52 @@ def test_a_run_config_names_any_registered_judge_and_refuses_others(length_judge
         make_experiment({**base, "eval": {"judge": "nope"}})
     with pytest.raises(UserError, match="eval.judge llm-reference needs eval.judge_options.url"):
         make_experiment({**base, "eval": {"judge": "llm-reference"}})
+
+
+def test_two_judges_that_order_two_methods_differently_are_flagged(length_judge, tmp_path):
+    """A constructed run: the keyword judges put lookahead-real above vanilla, the length judge below."""
+    import yaml
+
+    from lookahead_tuning.analyse.stats import cohen_kappa
+    from lookahead_tuning.experiment.cells import pack_answers
+    from lookahead_tuning.experiment.config import make_experiment, plan_cells
+    from test_rejudge import UTILITY, _cell
+
+    def rows(texts):
+        return [{"id": str(i), "instruction": f"q{i}", "category": "c", "prefill": None, "completion": t}
+                for i, t in enumerate(texts)]
+
+    # keyword-reference: lookahead-real 75% safe, vanilla 25%; length (<= 12 characters): 25% vs 75%
+    answers = {"lookahead-real": rows(["I'm sorry, but no way at all."] * 3 + ["ok"]),
+               "vanilla": rows(["ok", "ok", "Sorry", "Sure, here is how to do it."]),
+               "seed": rows(["Sorry"] * 4)}  # safe under every judge: it orders the same against both
+    cfg = make_experiment({"name": "t", "model": "some-org/seed", "tasks": [{"name": "math"}],
+                           "methods": ["vanilla", "lookahead-real"], "eval": {"judge": "keyword"}})
+    run = tmp_path / "run"
+    (run / "cells").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    for cell in plan_cells(cfg):
+        data = _cell(cfg, cell)
+        data["answers"] = pack_answers({"rsr": answers[cell.method], "jsr": None, "utility": UTILITY,
+                                        "system_prompt": None})
+        (run / "cells" / f"{cell.cell_id}.json").write_text(json.dumps(data))
+    assert main(["rejudge", str(run), "--judge", "length", "--quiet"]) == 0
+
+    results = json.loads((run / "results.json").read_text())
+    rsr = results["models"]["vanilla"]["agreement"]["rsr"]
+    assert rsr["judges"]["keyword-reference"]["rate"] == 0.25 and rsr["judges"]["length"]["rate"] == 0.75
+    assert rsr["judges"]["length"]["ci95"] == pytest.approx([0.3006, 0.9544], abs=1e-4)  # Wilson, 3 of 4
+    pair = rsr["pairs"]["keyword-reference vs length"]
+    # vanilla: "ok" x2 unsafe/safe, "Sorry" safe/safe, the long answer unsafe/unsafe
+    assert (pair["only_keyword-reference_safe"], pair["only_length_safe"], pair["both_safe"], pair["both_unsafe"]) \
+        == (0, 2, 1, 1)
+    assert pair["kappa"] == pytest.approx(cohen_kappa({"both": 1, "only_first": 0, "only_second": 2, "neither": 1}))
+    flips = results["judge_order_flips"]
+    assert {(f["metric"], tuple(f["judges"])) for f in flips} == \
+        {("rsr", ("keyword-reference", "length")), ("rsr", ("keyword", "length"))}
+    report = (run / "report.md").read_text()
+    assert "## Judge agreement" in report
+    warning = next(line for line in report.splitlines() if line.startswith("**Warning: the judges disagree"))
+    assert "keyword-reference gives" in warning and "length gives" in warning and "LookAhead real" in warning
+    assert "| Vanilla SFT | RSR | keyword-reference vs length | 4 | 0 | 2 |" in report or \
+        "| vanilla | RSR | keyword-reference vs length | 4 | 0 | 2 |" in report.replace("Vanilla", "vanilla")

@@ -74,3 +74,14 @@ def test_mean_ci():
     assert r["mean"] == 2.0 and r["std"] == pytest.approx(1.0)
     assert r["ci95"][1] - 2.0 == pytest.approx(4.3027 / math.sqrt(3), abs=1e-3)
     assert mean_ci([0.5])["ci95"] is None
+
+
+def test_cohen_kappa():
+    from lookahead_tuning.analyse.stats import cohen_kappa
+
+    # observed 0.7, chance 0.5*0.6 + 0.5*0.4 = 0.5 -> (0.7 - 0.5) / 0.5
+    assert cohen_kappa({"both": 20, "only_first": 5, "only_second": 10, "neither": 15}) == pytest.approx(0.4)
+    assert cohen_kappa({"both": 3, "only_first": 0, "only_second": 0, "neither": 2}) == pytest.approx(1.0)
+    assert cohen_kappa({"both": 0, "only_first": 2, "only_second": 2, "neither": 0}) == pytest.approx(-1.0)
+    assert cohen_kappa({"both": 4, "only_first": 0, "only_second": 0, "neither": 0}) is None  # all one verdict
+    assert cohen_kappa({"both": 0, "only_first": 0, "only_second": 0, "neither": 0}) is None

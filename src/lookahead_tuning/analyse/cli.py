@@ -187,8 +187,9 @@ def _show_safety(metrics: dict, out: str, what: str) -> None:
         print("  same answers, other judges: " + ", ".join(others))
     for pair, d in metrics.get("disagreement", {}).items():
         a, b = pair.split(" vs ")
+        kappa = d.get("kappa")
         print(f"  {pair}: differ on {d['differ']} of {d['n']} ({d[f'only_{a}_safe']} safe only by {a}, "
-              f"{d[f'only_{b}_safe']} only by {b})")
+              f"{d[f'only_{b}_safe']} only by {b}; Cohen's kappa {'n/a' if kappa is None else f'{kappa:.3f}'})")
     at = metrics.get("safe_rate_at_threshold")
     if at:
         print("  LLM scores " + " ".join(f"{k}:{v}" for k, v in metrics["score_distribution"].items())

@@ -139,18 +139,22 @@ def safety_metrics(records: list[dict], judge: str, *, llm=None) -> dict[str, An
     return metrics
 
 
-def disagreement(records: list[dict], names: list[str]) -> dict[str, dict[str, int]]:
-    """For each pair of judges, on how many answers their verdicts differ and which way
-    (``{"A vs B": {"differ", "only_A_safe", "only_B_safe"}}``; unparseable LLM verdicts left out)."""
-    out: dict[str, dict[str, int]] = {}
+def disagreement(records: list[dict], names: list[str]) -> dict[str, dict[str, Any]]:
+    """For each pair of judges, on how many answers their verdicts differ and which way, and their
+    agreement (``{"A vs B": {"differ", "only_A_safe", "only_B_safe", "n", "both_safe", "both_unsafe",
+    "kappa"}}``: Cohen's kappa; answers a judge could not parse are left out)."""
+    from .stats import cohen_kappa, paired_counts
+
+    out: dict[str, dict[str, Any]] = {}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            pairs = [(r[verdict_key(a)], r[verdict_key(b)]) for r in records
+            pairs = [(bool(r[verdict_key(a)]), bool(r[verdict_key(b)])) for r in records
                      if r.get(verdict_key(a)) is not None and r.get(verdict_key(b)) is not None]
-            only_a = sum(x and not y for x, y in pairs)
-            only_b = sum(y and not x for x, y in pairs)
-            out[f"{a} vs {b}"] = {"differ": only_a + only_b, f"only_{a}_safe": only_a, f"only_{b}_safe": only_b,
-                                  "n": len(pairs)}
+            table = paired_counts([x for x, _ in pairs], [y for _, y in pairs])
+            out[f"{a} vs {b}"] = {"differ": table["only_first"] + table["only_second"],
+                                  f"only_{a}_safe": table["only_first"], f"only_{b}_safe": table["only_second"],
+                                  "n": len(pairs), "both_safe": table["both"], "both_unsafe": table["neither"],
+                                  "kappa": cohen_kappa(table)}
     return out
 
 

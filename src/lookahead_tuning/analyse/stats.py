@@ -74,6 +74,20 @@ def paired_counts(first: Sequence[bool], second: Sequence[bool]) -> dict:
     return table
 
 
+def cohen_kappa(table: dict) -> float | None:
+    """Cohen's kappa of two judges from their 2x2 table (:func:`paired_counts`' keys): agreement beyond
+    what their own safe shares would give by chance. ``None`` when chance agreement is already total
+    (both judges gave one and the same verdict to every answer: nothing to measure)."""
+    n = sum(table.values())
+    if not n:
+        return None
+    observed = (table["both"] + table["neither"]) / n
+    first = (table["both"] + table["only_first"]) / n
+    second = (table["both"] + table["only_second"]) / n
+    chance = first * second + (1 - first) * (1 - second)
+    return None if chance >= 1 else (observed - chance) / (1 - chance)
+
+
 # --- mean with a Student-t interval (multi-seed aggregates) ----------------------------------
 
 

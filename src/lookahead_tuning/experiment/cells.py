@@ -232,6 +232,15 @@ class CellResult:
         block = ((self.data.get("instruments") or {}).get(metric) or {}).get(name) or {}
         return block.get(VALUE_KEY[metric])
 
+    def agreement(self, metric: str) -> dict[str, dict[str, Any]]:
+        """Each pair of judges' verdict table on the metric's answers (``A vs B``: flips, kappa); empty for
+        cells made before cells recorded it."""
+        return (self.data.get("agreement") or {}).get(metric) or {}
+
+    def instrument_block(self, metric: str, name: str) -> dict[str, Any]:
+        """The metric's whole record under one judge (``rate``, ``k``, ``n``, ``ci95``)."""
+        return ((self.data.get("instruments") or {}).get(metric) or {}).get(name) or {}
+
     def instrument_names(self, metric: str) -> list[str]:
         return list((self.data.get("instruments") or {}).get(metric) or {})
 

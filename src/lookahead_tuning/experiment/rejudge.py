@@ -70,6 +70,7 @@ def rejudge_cell(cell: dict, cfg, *, llm=None, progress: bool = False) -> dict:
         out[mode] = _rate(metrics)
         out.setdefault("instruments", {})
         out["instruments"] = {**out["instruments"], mode: instrument_rates(metrics)}
+        out["agreement"] = {**(out.get("agreement") or {}), mode: metrics["disagreement"]}
         new = {str(r["id"]): bool(r["safe"]) for r in records if r["safe"] is not None}
         changed[mode] = _changes(cell.get(f"{mode}_verdicts") or {}, new, "safe", "unsafe")
         out[f"{mode}_verdicts"] = new

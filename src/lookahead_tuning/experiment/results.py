@@ -55,7 +55,69 @@ def aggregate_entry(cells: list[CellResult]) -> dict[str, Any]:
     entry["peak_cuda_mb"] = max((c["peak_cuda_mb"] for c in costs if c.get("peak_cuda_mb")), default=None)
     entry["utility_metric"] = next((c.block("utility").get("metric") for c in cells if c.block("utility")), None)
     entry["instruments"] = instrument_means(cells)
+    if any(c.agreement(m) for c in cells for m in SAFETY_METRICS):
+        entry["agreement"] = judge_agreement(cells)
     return entry
+
+
+SAFETY_METRICS = ("rsr", "jsr")
+
+
+def judge_agreement(cells: list[CellResult]) -> dict[str, dict[str, Any]]:
+    """``{metric: {"judges": {judge: {rate, k, n, ci95}}, "pairs": {"A vs B": {...}}}}`` over the cells
+    (the training seeds): each judge's safe rate with its Wilson interval on the answers of every seed
+    pooled, and each pair's pooled verdict table, flip counts and Cohen's kappa."""
+    from ..analyse.stats import cohen_kappa, rate_with_ci
+
+    out: dict[str, dict[str, Any]] = {}
+    for metric in SAFETY_METRICS:
+        names = [n for n in dict.fromkeys(n for c in cells for n in c.instrument_names(metric))]
+        pairs: dict[str, dict[str, Any]] = {}
+        for c in cells:
+            for pair, row in c.agreement(metric).items():
+                into = pairs.setdefault(pair, {})
+                for k, v in row.items():
+                    if k != "kappa" and isinstance(v, int):
+                        into[k] = into.get(k, 0) + v
+        if not pairs:
+            continue
+        for pair, row in pairs.items():
+            a, b = pair.split(" vs ")
+            row["kappa"] = cohen_kappa({"both": row.get("both_safe", 0), "neither": row.get("both_unsafe", 0),
+                                        "only_first": row.get(f"only_{a}_safe", 0),
+                                        "only_second": row.get(f"only_{b}_safe", 0)})
+        judges = {}
+        for name in names:
+            blocks = [c.instrument_block(metric, name) for c in cells]
+            k = sum(b.get("k") or 0 for b in blocks)
+            n = sum(b.get("n") or 0 for b in blocks)
+            judges[name] = rate_with_ci(k, n)
+        out[metric] = {"judges": judges, "pairs": pairs}
+    return out
+
+
+def judge_order_flips(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every case of two judges ordering two table rows differently on RSR or JSR (one rate higher under
+    one judge, lower under the other; ties are not flips): conclusions that depend on the judge."""
+    flips = []
+    names = sorted(models, key=_name_key)
+    for metric in SAFETY_METRICS:
+        rates = {m: {j: v["rate"] for j, v in ((models[m].get("agreement") or {}).get(metric) or {})
+                     .get("judges", {}).items() if v.get("rate") is not None} for m in names}
+        judges = list(dict.fromkeys(j for m in names for j in rates[m]))
+        for i, first in enumerate(names):
+            for second in names[i + 1:]:
+                for x, a in enumerate(judges):
+                    for b in judges[x + 1:]:
+                        if not all(j in rates[m] for j in (a, b) for m in (first, second)):
+                            continue
+                        da = rates[first][a] - rates[second][a]
+                        db = rates[first][b] - rates[second][b]
+                        if da * db < 0:
+                            flips.append({"metric": metric, "methods": [first, second], "judges": [a, b],
+                                          "rates": {a: [rates[first][a], rates[second][a]],
+                                                    b: [rates[first][b], rates[second][b]]}})
+    return flips
 
 
 def instrument_means(cells: list[CellResult]) -> dict[str, dict[str, float | None]]:
@@ -138,6 +200,8 @@ def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts:
             sweep_base[method] = {key: {**cfg.train, **spec.overrides}.get(key, TrainConfig.model_fields[key].default)}
     ev = cfg.eval
     rerun = ["lookahead-tuning", "run", "config.yaml"] + (["--out", str(run_dir)] if run_dir else [])
+    agreement = {} if not any("agreement" in e for e in grouped["models"].values()) else \
+        {"judge_order_flips": judge_order_flips(grouped["models"])}
     return {
         "name": cfg.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -150,6 +214,7 @@ def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts:
         "finished_cells": len(done),
         "models": grouped["models"],
         "sweeps": grouped["sweeps"],
+        **agreement,
         "sweep_base": sweep_base,
         "forecast": forecasts or {},
         "evaluation": {"safety_set": ev.safety or "built-in held-out harmful set", "judge": ev.judge,

@@ -521,6 +521,7 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
         "utility": utility_block(utility),
         "instruments": {"rsr": instrument_rates(rsr), "jsr": instrument_rates(jsr),
                         "utility": utility_instruments(utility)},
+        "agreement": {"rsr": rsr.get("disagreement"), "jsr": None if jsr is None else jsr.get("disagreement")},
         "overrefusal": _rate(over, "refusal_rate"),
         "kl": kl,
         "rsr_verdicts": _verdicts(safety_work / "rsr"),

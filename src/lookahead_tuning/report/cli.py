@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ..analyse.forecast import StoredForecast
 from ..errors import UserError
@@ -17,6 +17,36 @@ from ..validate import check_document
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _JudgeRate(_Open):
+    rate: float | None = None
+    ci95: list[float] | None = None
+
+
+class _PairRow(_Open):
+    n: int | None = None
+    kappa: float | None = None
+
+
+class _Agreement(_Open):
+    """One metric's judge agreement in a row: each judge's rate, each pair's flips and kappa."""
+
+    judges: dict[str, _JudgeRate] = {}
+    pairs: dict[str, dict[str, int | float | None]] = {}
+
+
+class _Flip(_Open):
+    metric: str
+    methods: Annotated[list[str], Field(min_length=2, max_length=2)]
+    judges: Annotated[list[str], Field(min_length=2, max_length=2)]
+    rates: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]]
+
+    @model_validator(mode="after")
+    def _both_judges(self) -> _Flip:
+        if set(self.judges) - set(self.rates):
+            raise ValueError("a judge order flip needs the rates of both judges")
+        return self
 
 
 class _Row(_Open):
@@ -40,6 +70,7 @@ class _Row(_Open):
     peak_rss_mb: float | None = None
     peak_cuda_mb: float | None = None
     instruments: dict[str, dict[str, float | None] | None] | None = None
+    agreement: dict[str, _Agreement] | None = None
     by_task: dict[str, _Row] | None = None
 
 
@@ -88,6 +119,7 @@ class _Results(_Open):
     seeds: list[int] | None = None
     sweeps: dict[Annotated[str, AfterValidator(_sweep_name)], _Row] | None = None
     sweep_base: dict[str, dict[str, Any]] | None = None
+    judge_order_flips: list[_Flip] | None = None
     forecast: dict[str, StoredForecast] | None = None
     evaluation: _Evaluation | None = None
     seed_model: str | None = None

@@ -149,6 +149,52 @@ def instruments_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def agreement_tables(results: dict) -> str:
+    """Where more than one judge ran: each judge's RSR/JSR with its interval per method, then each pair's
+    flips and Cohen's kappa ("" when no row recorded judge agreement)."""
+    models = results.get("models", {})
+    names = [n for n in sorted(models, key=_name_key) if models[n].get("agreement")]
+    if not names:
+        return ""
+    label = {"rsr": "RSR", "jsr": "JSR"}
+    rates = ["| Method | Metric | safe rate [95% CI] by judge |", "|---|---|---|"]
+    pairs = ["| Method | Metric | judges A vs B | answers | only A safe | only B safe | Cohen's kappa |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for name in names:
+        for metric, block in models[name]["agreement"].items():
+            shown = "; ".join(f"{markup.text(j)} {pct_ci(v.get('rate'), v.get('ci95'), True)}"
+                              for j, v in (block.get("judges") or {}).items())
+            rates.append(f"| {markup.text(row_label(name))} | {label.get(metric, markup.text(metric))} | {shown} |")
+            for pair, row in (block.get("pairs") or {}).items():
+                a, _, b = pair.partition(" vs ")
+                kappa = row.get("kappa")
+                pairs.append(f"| {markup.text(row_label(name))} | {label.get(metric, markup.text(metric))} | "
+                             f"{markup.text(a)} vs {markup.text(b)} | {row.get('n', '–')} | "
+                             f"{row.get(f'only_{a}_safe', '–')} | {row.get(f'only_{b}_safe', '–')} | "
+                             f"{'–' if kappa is None else f'{kappa:.3f}'} |")
+    return "\n".join(rates) + "\n\n" + "\n".join(pairs)
+
+
+def _order(first: str, second: str, rates: list[float]) -> str:
+    return (f"{markup.text(row_label(first))} {pct(rates[0])}% {'>' if rates[0] > rates[1] else '<'} "
+            f"{markup.text(row_label(second))} {pct(rates[1])}%")
+
+
+def order_flip_warnings(results: dict) -> list[str]:
+    """One warning line per pair of methods two judges order differently (``judge_order_flips``)."""
+    label = {"rsr": "RSR", "jsr": "JSR"}
+    lines = []
+    for flip in results.get("judge_order_flips") or []:
+        (first, second), (a, b) = flip["methods"], flip["judges"]
+        ra, rb = flip["rates"][a], flip["rates"][b]
+
+        lines.append(f"**Warning: the judges disagree on the order.** {label.get(flip['metric'], flip['metric'])}: "
+                     f"{markup.text(a)} gives {_order(first, second, ra)}, {markup.text(b)} gives "
+                     f"{_order(first, second, rb)}; the conclusion "
+                     "between these two methods depends on the judge.")
+    return lines
+
+
 def _ratio(value: float | None, base: float | None) -> str:
     return "–" if value is None or not base else f"{value / base:.3f}"
 

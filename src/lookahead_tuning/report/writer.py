@@ -10,11 +10,13 @@ from .. import markup
 from ..analyse.utility import METRICS
 from .paper import PAPER_M, PAPER_MODEL, PAPER_OVERHEAD, PAPER_SOURCE, paper_table
 from .tables import (
+    agreement_tables,
     cost_table,
     forecast_table,
     instruments_table,
     kl_table,
     main_table,
+    order_flip_warnings,
     statements,
     sweep_table,
 )
@@ -63,6 +65,15 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
                   "`keyword-reference` and `reference` are the official evaluation scripts' keyword judge and GSM8K "
                   "rule; `keyword` and `numeric` are the project's own (docs/evaluation.md lists the differences). "
                   "Same answers, judged each way; primary task; means over seeds.", "", instruments, ""]
+    agreement = agreement_tables(results)
+    if agreement:
+        parts += ["## Judge agreement", "",
+                  "The same answers under every judge that ran: each judge's safe rate with its 95% Wilson interval "
+                  "(answers of every seed pooled; an answer a judge could not parse is left out), then for each pair "
+                  "of judges the answers only one of them called safe and Cohen's kappa (1 = always agree, 0 = no "
+                  "better than chance; primary task).", ""]
+        parts += [f"{line}\n" for line in order_flip_warnings(results)]
+        parts += [agreement, ""]
     if any((e.get("n_seeds") or 1) > 1 for e in results.get("models", {}).values()):
         parts += ["Brackets: 95% t-interval over training seeds.", ""]
     parts += ["## Cost", "", "Training only (evaluation excluded); means over seeds. `time / vanilla` and "
