@@ -118,11 +118,11 @@ def test_a_run_config_names_any_registered_judge_and_refuses_others(length_judge
 def test_two_judges_that_order_two_methods_differently_are_flagged(length_judge, tmp_path):
     """A constructed run: the keyword judges put lookahead-real above vanilla, the length judge below."""
     import yaml
+    from test_rejudge import UTILITY, _cell
 
     from lookahead_tuning.analyse.stats import cohen_kappa
     from lookahead_tuning.experiment.cells import pack_answers
     from lookahead_tuning.experiment.config import make_experiment, plan_cells
-    from test_rejudge import UTILITY, _cell
 
     def rows(texts):
         return [{"id": str(i), "instruction": f"q{i}", "category": "c", "prefill": None, "completion": t}
