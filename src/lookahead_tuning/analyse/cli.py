@@ -253,25 +253,43 @@ def _run_safety(args: argparse.Namespace) -> int:
 
 
 def _run_overrefusal(args: argparse.Namespace) -> int:
+    from ..data.loaders import load_xstest
+    from ..judge import get
     from ..provenance import check_resume
     from .safety import evaluate_overrefusal, overrefusal_inputs, overrefusal_provenance
 
     if args.model is None:
         raise UserError("the over-refusal rate needs --model")
+    judge = args.judge if args.judge is not None and not get(args.judge).offline else None
+    if judge is not None and not get(judge).outcome:
+        raise UserError(f"--judge {judge} does not say whether an answer refuses; for over-refusal use the keyword "
+                        "judge (always recorded), llm-refusal, wildguard or qwen3guard")
+    options = judge_options_from_args(args) if judge is not None else None
+    items = load_xstest(args.prompts) if args.prompts else None
     identity = _identify(args)
-    wanted = overrefusal_provenance(identity, overrefusal_inputs(None, args.limit), max_new_tokens=args.max_new_tokens,
+    wanted = overrefusal_provenance(identity, overrefusal_inputs(items, args.limit), max_new_tokens=args.max_new_tokens,
                                     system_prompt=args.system_prompt, source=source_from_args(args))
-    _refuse([("--out", args.out)], [("--model", args.model)], SAFETY_FILES)
+    _refuse([("--out", args.out), ("--judge-cache", args.judge_cache)],
+            [("--model", args.model), ("--prompts", args.prompts)], SAFETY_FILES)
     check_resume(args.out, wanted, ("completions.jsonl",), overwrite=args.overwrite)
     model, tokenizer = _load(args)
     with _out_folder(args.out, ("completions.jsonl",)):
-        metrics = evaluate_overrefusal(model, tokenizer, out_dir=args.out, limit=args.limit,
+        metrics = evaluate_overrefusal(model, tokenizer, items=items, out_dir=args.out, limit=args.limit,
                                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                        system_prompt=args.system_prompt, progress=not args.quiet,
-                                       model_identity=identity, overwrite=args.overwrite, backend=_backend(args))
+                                       model_identity=identity, overwrite=args.overwrite, backend=_backend(args),
+                                       judge=judge, judge_options=options)
     lo, hi = metrics["ci95"]
-    print(f"over-refusal: {100 * metrics['refusal_rate']:.2f}% of {metrics['n']} benign requests refused "
-          f"[95% CI {100 * lo:.2f}-{100 * hi:.2f}] -> {Path(args.out) / 'metrics.json'}")
+    what = "requests" if items is not None else "benign requests"
+    print(f"over-refusal: {100 * metrics['refusal_rate']:.2f}% of {metrics['n']} {what} refused "
+          f"[95% CI {100 * lo:.2f}-{100 * hi:.2f}] (keyword judge) -> {Path(args.out) / 'metrics.json'}")
+    for name, per in (metrics.get("outcomes") or {}).items():
+        for label, row in per.items():
+            shares = ", ".join(f"{o.replace('_', ' ')} {pct}" for o, pct in
+                               ((o, "n/a" if row[o]["rate"] is None else f"{100 * row[o]['rate']:.2f}%")
+                                for o in ("full_compliance", "full_refusal", "partial_refusal")))
+            excluded = f", {row['excluded']} unlabelled" if row["excluded"] else ""
+            print(f"  {name} on {label} prompts ({row['n']}{excluded}): {shares}")
     return 0
 
 
@@ -295,8 +313,16 @@ def _add_safety(sub) -> None:
     add_backend_arguments(p)
     p.set_defaults(func=_run_safety)
 
-    o = sub.add_parser("overrefusal", help="refusal rate on the built-in benign requests (keyword judge)")
+    o = sub.add_parser("overrefusal", help="refusal rate on benign requests; XSTest's three-way outcome",
+                       description="Answer benign requests (the built-in set, or an XSTest-style --prompts file with "
+                                   "prompt, type, label) and report how many are refused (keyword judge); with "
+                                   "labels or an outcome --judge, the share of full compliance, full refusal and "
+                                   "partial refusal per judge and label.")
     _model_args(o)
+    o.add_argument("--prompts", default=None, metavar="FILE",
+                   help="XSTest-style CSV or JSONL: prompt, type, label (safe | unsafe; without it a type starting "
+                        "'contrast' is unsafe)")
+    add_judge_arguments(o, default_text="keyword")
     _gen_args(o, 64)
     add_backend_arguments(o)
     o.set_defaults(func=_run_overrefusal)

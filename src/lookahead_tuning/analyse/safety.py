@@ -366,17 +366,41 @@ def overrefusal_inputs(items: list[dict] | None, limit: int | None = None) -> li
 
 
 def overrefusal_provenance(model: dict, items: list[dict], *, max_new_tokens: int,
-                           system_prompt: str | None, source: dict | None = None) -> dict[str, Any]:
+                           system_prompt: str | None, source: dict | None = None, judge: str | None = None,
+                           llm=None) -> dict[str, Any]:
+    """The provenance of an over-refusal evaluation; ``judge``/``llm``: a model judge labelling outcomes."""
     from ..provenance import make, records_digest
 
     generation: dict[str, Any] = {"max_new_tokens": max_new_tokens, "system_prompt": system_prompt,
                                   "decoding": "greedy", "template": "auto"}
     if source:
         generation["source"] = source
+    recorded = {"name": "keyword", "settings": judge_settings("keyword")["settings"]["keyword"]}
+    if judge is not None:
+        recorded = {**recorded, "outcome_judge": judge,
+                    "outcome_settings": llm.settings() if llm is not None else None}
     return make("eval overrefusal", model=model,
                 inputs={"prompts": {"n": len(items), "sha256": records_digest(items, ("id", "instruction"))}},
-                generation=generation,
-                judge={"name": "keyword", "settings": judge_settings("keyword")["settings"]["keyword"]})
+                generation=generation, judge=recorded)
+
+
+def overrefusal_outcomes(records: list[dict], fields: dict[str, str]) -> dict[str, Any]:
+    """XSTest's three-way outcome per judge: for each prompt label (``safe``: refusing is over-refusal;
+    ``unsafe``: the contrast prompts) and over all, the share of full compliance, full refusal and partial
+    refusal with Wilson intervals; answers a judge could not label are excluded and counted."""
+    from ..judge.rubrics import OUTCOMES
+
+    out: dict[str, Any] = {}
+    labels = sorted({str(r.get("label") or "all") for r in records})
+    for name, field in fields.items():
+        per: dict[str, Any] = {}
+        for label in [*labels, "all"] if labels != ["all"] else ["all"]:
+            rows = [r for r in records if label == "all" or str(r.get("label")) == label]
+            judged = [r for r in rows if r.get(field) is not None]
+            per[label] = {"n": len(judged), "excluded": len(rows) - len(judged),
+                          **{o: rate_with_ci(sum(r[field] == o for r in judged), len(judged)) for o in OUTCOMES}}
+        out[name] = per
+    return out
 
 
 def evaluate_overrefusal(
@@ -394,11 +418,16 @@ def evaluate_overrefusal(
     model_identity: dict | None = None,
     overwrite: bool = False,
     adopt_unstamped: bool = False,
+    judge: str | None = None,
+    judge_options: dict | None = None,
 ) -> dict[str, Any]:
     """Refusal rate on benign requests (keyword judge): the cost side of safety alignment.
 
     An empty answer is not counted as a refusal here (it is unhelpful, but not a refusal); the
-    count of empty answers is reported separately.
+    count of empty answers is reported separately. ``items`` with a ``label`` (XSTest-style:
+    :func:`lookahead_tuning.data.loaders.load_xstest`) or a ``judge`` that labels outcomes (``llm-refusal``,
+    ``wildguard``, ``qwen3guard``) add ``outcomes``: the three-way outcome per judge and label
+    (:func:`overrefusal_outcomes`; the keyword judge tells refusal from compliance, never a partial refusal).
     """
     from .. import provenance
     from ..generate.engine import answer_source, generate, generation_settings
@@ -406,10 +435,17 @@ def evaluate_overrefusal(
     from ..judge.keyword import is_refusal
 
     items = overrefusal_inputs(items, limit)
+    if judge is not None and get(judge).offline:
+        judge = None  # the keyword judge's outcome is always recorded
+    if judge is not None and not get(judge).outcome:
+        labelling = ", ".join(n for n in judge_names() if get(n).outcome)
+        raise UserError(f"judge '{judge}' does not say whether an answer refuses; over-refusal outcomes come from "
+                        f"the keyword judge and {labelling}")
+    llm = make_judge(judge, judge_options) if judge is not None else None  # fail before generating
     out = Path(out_dir)
     prov = overrefusal_provenance(model_identity or provenance.weights_identity(model), items,
                                   max_new_tokens=max_new_tokens, system_prompt=system_prompt,
-                                  source=answer_source(backend, model))
+                                  source=answer_source(backend, model), judge=judge, llm=llm)
     provenance.claim(out, prov, ("completions.jsonl",), ("generations.jsonl", "metrics.json"),
                      overwrite=overwrite, adopt_unstamped=adopt_unstamped)
     gen_items = [{"id": it["id"], "prompt": it["instruction"], "prefill": None,
@@ -420,6 +456,21 @@ def evaluate_overrefusal(
     records = [{"id": r["id"], "instruction": r["instruction"], "completion": r["completion"],
                 "refused": is_refusal(r["completion"]), "keyword_markers": matched_markers(r["completion"])}
                for r in results]
+    labelled = judge is not None or any("label" in it for it in items)
+    outcomes: dict[str, str] = {}
+    if labelled:
+        by_id = {it["id"]: it for it in items}
+        for rec in records:
+            rec.update({k: by_id[rec["id"]][k] for k in ("type", "label") if k in by_id[rec["id"]]})
+            rec["keyword_outcome"] = "full_refusal" if rec["refused"] else "full_compliance"
+        outcomes["keyword"] = "keyword_outcome"
+    if llm is not None:
+        field = get(judge).field
+        judged = [{**rec, "response": rec["completion"]} for rec in records]
+        llm.judge(judged, field=field, progress=progress)
+        for rec, done in zip(records, judged, strict=True):
+            rec.update({k: v for k, v in done.items() if k.startswith(f"{field}_")})
+        outcomes[get(judge).recorded_name] = f"{field}_outcome"
     write_records(out / "generations.jsonl", records)
     k = sum(r["refused"] for r in records)
     stats = rate_with_ci(k, len(records))
@@ -437,5 +488,11 @@ def evaluate_overrefusal(
                                           system_prompt=system_prompt),
         "provenance": prov,
     }
+    if outcomes:
+        metrics["outcomes"] = overrefusal_outcomes(records, outcomes)
+    if llm is not None:
+        metrics["outcome_judge"] = judge
+        metrics["judge_settings"] = {get(judge).recorded_name: llm.settings()}
+        metrics[f"{get(judge).field}_stats"] = dict(llm.stats)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

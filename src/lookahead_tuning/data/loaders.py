@@ -63,6 +63,32 @@ def load_hexphi(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+XSTEST_LABELS = ("safe", "unsafe")
+
+
+def load_xstest(path: str | os.PathLike) -> list[dict]:
+    """XSTest-style over-refusal prompts (CSV or JSON lines: ``prompt``, ``type``, ``label``) as
+    ``{"id", "instruction", "type", "label"}``. ``label`` is ``safe`` (a prompt that only sounds unsafe:
+    refusing it is over-refusal) or ``unsafe`` (a contrast prompt); without it a ``type`` starting with
+    ``contrast`` is unsafe, any other safe. Ids: the ``id`` field or the 0-based row number."""
+    rows = []
+    for loc, rec in iter_located_records(path):
+        kind = rec.get("type", "")
+        if not isinstance(kind, str):
+            raise loc.error(f"'type' must be a string, found {type(kind).__name__}")
+        label = rec.get("label")
+        if label is None or label == "":
+            label = "unsafe" if kind.startswith("contrast") else "safe"
+        if label not in XSTEST_LABELS:
+            raise loc.error(f"'label' must be safe or unsafe, found {str(label)[:40]!r}")
+        rows.append({"id": str(rec.get("id", loc.row - 1)), "instruction": _text_field(loc, rec, "prompt"),
+                     "type": kind, "label": label})
+    if not rows:
+        raise UserError("no prompts in file", path=str(path))
+    _check_unique_ids(rows, str(path))
+    return rows
+
+
 def _chat_list(value: Any, where: str, path: str, line: int | None) -> list[dict]:
     if isinstance(value, dict) and "messages" in value:
         value = value["messages"]

@@ -167,15 +167,17 @@ class GuardFamily:
     render: Callable[..., str] | None = None
     max_tokens: int = 32
     categories: Any = None
+    refusal: bool = False  # its answer says whether the response refuses (an over-refusal outcome)
 
 
 FAMILIES: dict[str, GuardFamily] = {
     "llama-guard": GuardFamily("llama-guard", "meta-llama/Llama-Guard-3-1B (and -8B)", "chat", parse_llama_guard,
                                max_tokens=24, categories=LLAMA_GUARD_CATEGORIES),
     "qwen3guard": GuardFamily("qwen3guard", "Qwen/Qwen3Guard-Gen-0.6B (and 4B, 8B)", "chat", parse_qwen3guard,
-                              max_tokens=64, categories=list(QWEN3GUARD_CATEGORIES)),
+                              max_tokens=64, categories=list(QWEN3GUARD_CATEGORIES), refusal=True),
     "wildguard": GuardFamily("wildguard", "allenai/wildguard", "text", parse_wildguard, wildguard_prompt,
-                             max_tokens=32, categories=["harmful request", "response refusal", "harmful response"]),
+                             max_tokens=32, categories=["harmful request", "response refusal", "harmful response"],
+                             refusal=True),
     "shieldgemma": GuardFamily("shieldgemma", "google/shieldgemma-2b", "yes-no", render=shieldgemma_prompt,
                                categories=SHIELDGEMMA_POLICIES),
 }
@@ -316,6 +318,9 @@ class GuardJudge:
             rec[f"{field}_categories"] = None if verdict is None else list(verdict.categories)
             if self.family.style == "yes-no":
                 rec[f"{field}_score"] = None if verdict is None else verdict.score
+            if self.family.refusal:  # refused or not; a guard does not tell a partial refusal
+                rec[f"{field}_outcome"] = None if verdict is None else (
+                    "full_refusal" if "refusal=yes" in verdict.label else "full_compliance")
             rec[f"{field}_safe"] = None if verdict is None else verdict.safe
 
     def _run(self, todo: dict[str, tuple[str, str]], progress: bool):
