@@ -299,3 +299,41 @@ def test_rejudge_adds_a_guard_judge_to_a_finished_run(tmp_path, key):
     results = json.loads((tmp_path / "lg" / "results.json").read_text())
     assert results["models"]["vanilla"]["instruments"]["rsr"]["llama-guard"] == pytest.approx(0.75)
     assert "RSR (llama-guard)" in (tmp_path / "lg" / "report.md").read_text()
+
+
+def test_a_run_config_takes_a_guard_judge_and_checks_it_before_work(tiny_model_dir, tmp_path, monkeypatch):
+    from lookahead_tuning.experiment.config import make_experiment
+    from lookahead_tuning.judge.registry import check_ready
+
+    base = {"name": "t", "model": "m", "tasks": [{"name": "math"}], "methods": ["vanilla"]}
+    cfg = make_experiment({**base, "eval": {"judge": "llama-guard", "judge_options": {"model_path": str(tiny_model_dir)}}})
+    check_ready(cfg.eval.judge, cfg.eval.judge_options, "eval.judge")  # the files are there: nothing loaded
+    with pytest.raises(UserError, match="eval.judge llama-guard needs eval.judge_options.model_path"):
+        make_experiment({**base, "eval": {"judge": "llama-guard"}})
+    with pytest.raises(UserError, match="eval.judge qwen3guard needs eval.judge_options.model"):
+        make_experiment({**base, "eval": {"judge": "qwen3guard", "judge_options": {"url": "http://127.0.0.1:9/v1"}}})
+    with pytest.raises(UserError):
+        check_ready("llama-guard", {"model_path": str(tmp_path / "missing")}, "eval.judge")
+    monkeypatch.delenv("NO_SUCH_GUARD_KEY", raising=False)
+    with pytest.raises(UserError, match="NO_SUCH_GUARD_KEY"):
+        check_ready("wildguard", {"url": "http://127.0.0.1:9/v1", "model": "w", "api_key_env": "NO_SUCH_GUARD_KEY"},
+                    "eval.judge")
+
+
+def test_evaluate_safety_from_python_with_a_served_guard(tiny_model_dir, tmp_path, key, one_torch_thread):
+    from lookahead_tuning.analyse.safety import evaluate_safety
+    from lookahead_tuning.models import load_model
+
+    model, tokenizer = load_model(str(tiny_model_dir))
+    stub = JudgeStub(lambda body: "safe")
+    try:
+        metrics = evaluate_safety(model, tokenizer, judge="qwen3guard", limit=3, max_new_tokens=4, progress=False,
+                                  out_dir=tmp_path / "rsr", judge_options={"url": stub.url, "model": "qg",
+                                                                           "api_key_env": key,
+                                                                           "cache_path": str(tmp_path / "c.jsonl")})
+    finally:
+        stub.close()
+    # "safe" is not Qwen3Guard's grammar: every answer is unparseable, none guessed
+    assert metrics["judge"] == "qwen3guard" and metrics["n"] == 0 and metrics["excluded"] == 3
+    assert metrics["provenance"]["judge"]["settings"]["qwen3guard"]["family"] == "qwen3guard"
+    assert metrics["qwen3guard_stats"]["unparseable"] == 3

@@ -281,9 +281,9 @@ def preflight(cfg: ExperimentConfig, run_dir: Path | None = None) -> None:
         if source.kind != "hub":
             load_tokenizer(cfg.model.seed)  # a folder without tokenizer files fails here, not in cell 1
             inputs.append(("the seed model", source.path))
-    from ..judge.registry import check_key
+    from ..judge.registry import check_ready
 
-    check_key(cfg.eval.judge, cfg.eval.judge_options, "eval.judge")
+    check_ready(cfg.eval.judge, cfg.eval.judge_options, "eval.judge")
     if cfg.eval.generation.backend == "openai":
         for cell in plan_cells(cfg):  # a server is started on each cell's weights: an adapter will not do
             if cell.train.get("lora") and not cell.train.get("merge_lora"):

@@ -150,10 +150,17 @@ def decisive_settings(name: str | None, settings: dict[str, Any]) -> Any:
     return {k: own.get(k) for k in judge.decides}
 
 
-def check_key(name: str, options: dict[str, Any], where: str) -> None:
-    """An endpoint judge's API key is in the environment (checked before hours of work)."""
+def check_ready(name: str, options: dict[str, Any], where: str) -> None:
+    """What a judge needs is there before hours of work: an endpoint judge's API key in the environment,
+    a local judge model's files (nothing is loaded)."""
     judge = get(name)
-    if judge.needs == "nothing" or (judge.needs == "endpoint or model" and not options.get("url")):
+    if judge.needs == "endpoint or model" and not options.get("url"):
+        if options.get("model_path"):
+            from ..models import check_model
+
+            check_model(options["model_path"])
+        return
+    if judge.needs == "nothing":
         return
     env = options.get("api_key_env") or "OPENAI_API_KEY"
     if not os.environ.get(env):
