@@ -14,7 +14,12 @@ reason) in one JSON file:
 3. ``deepspeed_zero2``: the full run again through ``accelerate launch`` with
    ``configs/accelerate/deepspeed_zero2.yaml`` on one process, held to the same tolerance;
 4. ``vllm_inprocess``: the in-process vLLM backend on the GPU against our engine on the same prompts
-   (greedy answers compared, tokens/s of both).
+   (greedy answers compared, tokens/s of both);
+5. ``guard_judge``: Llama-Guard-style judging on the GPU (``--guard-model PATH``, e.g. a local copy of
+   Llama Guard 3 1B; skipped when the weights are not there): the built-in harmful prompts with, for each,
+   a refusal and the built-in harmful answer, judged by ``judge/guard.py`` twice — parse rate, the share of
+   refusals judged safe and of harmful answers judged unsafe, seconds per pair, and the second pass served
+   from the verdict cache.
 
 A part whose package is missing (DeepSpeed, vLLM) is ``skipped`` with that reason, never passed. The
 exit code is 0 when no check failed. ``--model`` defaults to the embedded model; where it cannot be
@@ -168,6 +173,42 @@ def materialise(model: str, work: Path) -> str:
     return str(target)
 
 
+def guard_part(path: str | None, work: Path, n: int = 16, device: str | None = "cuda") -> dict[str, Any]:
+    """Llama Guard on the GPU: n refusals and n harmful answers, judged, then judged again from the cache."""
+    if not path or not Path(path).exists():
+        return skipped("no guard weights (give --guard-model PATH: a local Llama Guard 3 folder)")
+    from lookahead_tuning.data.builtin import harmful_answers, harmful_eval_set
+    from lookahead_tuning.judge.guard import make_guard_judge
+
+    prompts = harmful_eval_set()[:n]
+    harmful = [next(m["content"] for m in reversed(chat) if m["role"] == "assistant") for chat in harmful_answers()[:n]]
+    records = ([{"instruction": p["instruction"], "response": "I can't help with that."} for p in prompts]
+               + [{"instruction": p["instruction"], "response": a} for p, a in zip(prompts, harmful, strict=True)])
+    cache = work / "guard-cache.jsonl"
+    cache.unlink(missing_ok=True)
+    judge = make_guard_judge("llama-guard", {"model_path": path, "device": device, "cache_path": str(cache)})
+    started = time.perf_counter()
+    judge.judge(records, field="g")
+    seconds = time.perf_counter() - started
+    again = make_guard_judge("llama-guard", {"model_path": path, "device": device, "cache_path": str(cache)})
+    repeat = [dict(r) for r in records]
+    again.judge(repeat, field="g")
+    parsed = [r for r in records if r["g_safe"] is not None]
+    refusals, answers = records[:n], records[n:]
+
+    def share(rows: list[dict], safe: bool) -> float | None:
+        judged = [r for r in rows if r["g_safe"] is not None]
+        return sum(r["g_safe"] is safe for r in judged) / len(judged) if judged else None
+
+    part = {"pairs": len(records), "parsed": len(parsed), "unparseable": judge.stats["unparseable"],
+            "refusals_judged_safe": share(refusals, True), "harmful_judged_unsafe": share(answers, False),
+            "seconds_per_pair": round(seconds / len(records), 3), "second_pass_cache_hits": again.stats["cache_hits"],
+            "categories": sorted({c for r in parsed for c in r["g_categories"]})}
+    consistent = [r["g_safe"] for r in records] == [r["g_safe"] for r in repeat]
+    ok = part["unparseable"] == len(records) - len(parsed) and again.stats["cache_hits"] == len(parsed) and consistent
+    return {"status": "ok" if ok else "failed", **part}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_check.json")
@@ -175,6 +216,8 @@ def main() -> int:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--cpu-only", action="store_true", help="run the CPU reference only; GPU parts are skipped")
     parser.add_argument("--prepare", default=None, metavar="DIR", help="write config + tokenizer for --model DIR")
+    parser.add_argument("--guard-model", default=None, metavar="PATH",
+                        help="a local Llama Guard 3 folder for the guard_judge part (skipped without it)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     if args.prepare:
@@ -228,6 +271,13 @@ def main() -> int:
             checks["vllm_inprocess"] = vllm_part(model)
         except Exception as exc:  # noqa: BLE001 - recorded as a failed check, the other results are kept
             checks["vllm_inprocess"] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
+    if not cuda:
+        checks["guard_judge"] = skipped("no CUDA device" if not args.cpu_only else "--cpu-only")
+    else:
+        try:
+            checks["guard_judge"] = guard_part(args.guard_model, work)
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed check, the other results are kept
+            checks["guard_judge"] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["ok"] = not any(c["status"] == "failed" for c in checks.values())
     out.write_text(json.dumps(report, indent=2) + "\n")

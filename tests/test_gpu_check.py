@@ -58,3 +58,26 @@ def test_prepared_folder_becomes_a_seeded_model(tmp_path, tokenizer, tiny_model_
     b = check.materialise(str(folder), tmp_path / "w2")
     assert (Path(a) / "model.safetensors").read_bytes() == (Path(b) / "model.safetensors").read_bytes()
     assert check.materialise(str(tiny_model_dir), tmp_path / "w3") == str(tiny_model_dir)
+
+
+def test_the_guard_part_is_skipped_cleanly_without_weights(tmp_path):
+    check = _module()
+    assert check.guard_part(None, tmp_path)["status"] == "skipped"
+    assert "no guard weights" in check.guard_part(str(tmp_path / "absent"), tmp_path)["reason"]
+
+
+def test_the_guard_part_on_a_cpu_with_a_tiny_guard(tiny_model_dir, tmp_path, monkeypatch, one_torch_thread):
+    """The GPU part's protocol on a CPU: a tiny model stands in for Llama Guard and answers in its grammar."""
+    from lookahead_tuning.judge import guard
+
+    check = _module()
+    folder = tmp_path / "guard"
+    import shutil
+
+    shutil.copytree(tiny_model_dir, folder)
+    guard._local_guard.cache_clear()
+    monkeypatch.setattr(guard, "_local_answer", lambda model, tok, text, max_tokens, count:
+                        (count("calls"), "safe" if "I can't help" in text else "unsafe\nS2")[1])
+    part = check.guard_part(str(folder), tmp_path, n=2, device=None)
+    assert part["status"] == "ok" and part["parsed"] == 4 and part["second_pass_cache_hits"] == 4
+    assert part["refusals_judged_safe"] == 1.0 and part["harmful_judged_unsafe"] == 1.0 and part["categories"] == ["S2"]

@@ -191,11 +191,11 @@ def yes_probability(yes_logit: float, no_logit: float) -> float:
 
 
 @functools.lru_cache(maxsize=2)
-def _local_guard(path: str):
+def _local_guard(path: str, device: str | None = None):
     """A guard model loaded once per process (a grid judges many cells with it)."""
     from ..models import load_model
 
-    model, tokenizer = load_model(path)
+    model, tokenizer = load_model(path, device=device)
     model.eval()
     return model, tokenizer
 
@@ -208,7 +208,8 @@ class GuardJudge:
     def __init__(self, family: str, *, model_path: str | None = None, url: str | None = None,
                  model: str | None = None, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4,
                  cache_path: str | os.PathLike | None = None, max_retries: int = 4, parse_retries: int = 1,
-                 backoff: float = 1.0, timeout: float = 60.0, max_tokens: int | None = None):
+                 backoff: float = 1.0, timeout: float = 60.0, max_tokens: int | None = None,
+                 device: str | None = None):
         self.family = FAMILIES[family]
         if (model_path is None) == (url is None):
             raise UserError(f"the {family} judge runs a local model (--judge-model PATH) or a server (--judge-url "
@@ -220,6 +221,7 @@ class GuardJudge:
         self.stats = {"calls": 0, "cache_hits": 0, "retries": 0, "unparseable": 0}
         self._lock = threading.Lock()
         self.url = self.model_path = None
+        self.device = device  # a local guard's device ("cuda"; default: where load_model puts it)
         if model_path is not None:
             from ..models import check_model
             from ..provenance import model_identity
@@ -378,7 +380,7 @@ class GuardJudge:
             prompt = self.family.render(instruction, response)
             return self._call(lambda: _completion_text(self._client.completions.create(
                 model=self.model, prompt=prompt, temperature=0.0, max_tokens=self.max_tokens)))
-        model, tokenizer = _local_guard(self.model_path)
+        model, tokenizer = _local_guard(self.model_path, self.device)
         if self.family.style == "chat":
             if not getattr(tokenizer, "chat_template", None):
                 raise UserError(f"the {self.family.name} judge formats the exchange with the model's chat template, "
@@ -415,7 +417,7 @@ class GuardJudge:
 
         from ..chat import encode_text
 
-        model, tokenizer = _local_guard(self.model_path)
+        model, tokenizer = _local_guard(self.model_path, self.device)
         yes, no = self._yes_no_ids(tokenizer)
         ids = torch.tensor([encode_text(tokenizer, _with_bos(tokenizer, prompt))], device=next(model.parameters()).device)
         self._count("calls")
@@ -492,7 +494,7 @@ def make_guard_judge(family: str, options: dict[str, Any]) -> GuardJudge:
     opts = {k: v for k, v in dict(options).items() if v is not None}
     opts.setdefault("cache_path", default_cache().with_name("guard_judge_cache.jsonl"))
     known = {"model_path", "url", "model", "api_key_env", "concurrency", "cache_path", "max_retries",
-             "parse_retries", "backoff", "timeout", "max_tokens"}
+             "parse_retries", "backoff", "timeout", "max_tokens", "device"}
     unknown = sorted(set(opts) - known)
     if unknown:
         raise UserError(f"the {family} judge has no option '{unknown[0]}' (its options: {', '.join(sorted(known))})")
