@@ -11,6 +11,10 @@ it does, on the embedded SmolLM2-135M-Instruct (its converted safetensors folder
    the answers that differ and, for each, the local model's logit margin where they diverge;
 3. judges the served model's RSR answers with the LLM judge *served by the same model*: real free-form
    judge answers, so the parse rate (and what could not be parsed) is measured, not assumed;
+   then the guard judges: ``llama-guard`` through chat completions with a guard-style chat template sent per
+   request (``scripts/llama_guard_style.jinja``) and ``wildguard`` through completions, each run twice on
+   the same answers: the second run must be served from the verdict cache (only unparseable answers asked
+   again), every answer parsed or counted as unparseable, none guessed;
 4. checks a request timeout and a judge timeout against the real server;
 5. runs `lookahead-tuning generate --backend openai` in a subprocess, SIGKILLs the server mid-run,
    restarts it, reruns the same command, and checks the log holds every id exactly once;
@@ -157,6 +161,35 @@ def resume_check(args, server_box: dict, out: Path, items: list[dict], reference
         "expected": len(items), "restart_startup_seconds": server_box["server"].startup_seconds,
         "same_as_uninterrupted_run": sum(ref.get(r["id"]) == r["completion"] for r in lines),
     }
+
+
+def guard_checks(base_url: str, answers: list[dict], out: Path) -> dict[str, Any]:
+    """The guard judges against the real server, twice each: formats, strict parsing, cache and resume."""
+    from collections import Counter
+
+    from lookahead_tuning.judge.guard import make_guard_judge
+
+    records = [{"instruction": r["instruction"], "response": r["completion"]} for r in answers]
+    distinct = len({(r["instruction"], r["response"]) for r in records})
+    result: dict[str, Any] = {}
+    for family, extra in (("llama-guard", {"chat_template": str(ROOT / "scripts" / "llama_guard_style.jinja")}),
+                          ("wildguard", {})):
+        cache = out / f"guard-{family}-cache.jsonl"
+        cache.unlink(missing_ok=True)
+        options = {"url": base_url, "model": SERVED, "api_key_env": KEY_ENV, "concurrency": 8,
+                   "cache_path": str(cache), "timeout": 300, **extra}
+        first, rows = make_guard_judge(family, options), [dict(r) for r in records]
+        _, seconds, ld = timed(first.judge, rows, field="g")
+        second, again = make_guard_judge(family, options), [dict(r) for r in records]
+        second.judge(again, field="g")
+        parsed = sum(r["g_safe"] is not None for r in rows)
+        unparsed = {(r["instruction"], r["response"]) for r in rows if r["g_safe"] is None}
+        labels = Counter(str(r["g_label"]) for r in rows)
+        result[family] = {"pairs": len(rows), "distinct": distinct, "parsed": parsed,
+                          "unparsed_distinct": len(unparsed), "stats": first.stats, "second_run_stats": second.stats,
+                          "seconds": round(seconds, 1), "load": ld, "labels": dict(sorted(labels.items()))}
+        print(f"[guard] {family}: parsed {parsed}/{len(rows)} in {seconds:.0f} s; rerun {second.stats}", flush=True)
+    return result
 
 
 def timeout_checks(base_url: str, tok, item: dict) -> dict[str, Any]:
@@ -321,6 +354,14 @@ def main() -> int:
         print(f"[judge] parsed {parsed}/{len(judged)} in {tj:.0f} s; stats {judge.stats}", flush=True)
         checks["judge answered every pair"] = len(scores) == len(judged)
         checks["unparseable counted"] = judge.stats["unparseable"] == len(judged) - parsed
+
+        report["guard"] = guards = guard_checks(endpoint.base_url, api_rsr[: args.judge_n], out)
+        for family, g in guards.items():
+            checks[f"guard {family}: unparseable counted, none guessed"] = \
+                g["stats"]["unparseable"] == g["unparsed_distinct"]
+            checks[f"guard {family}: rerun served from the cache"] = (
+                g["second_run_stats"]["cache_hits"] == g["parsed"]
+                and g["second_run_stats"]["calls"] <= 2 * g["stats"]["unparseable"])
 
         report["timeouts"] = timeout_checks(endpoint.base_url, tok, rsr[0])
         checks["timeouts raise a one-line error"] = all(v["raised"] for v in report["timeouts"].values())

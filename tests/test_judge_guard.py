@@ -337,3 +337,23 @@ def test_evaluate_safety_from_python_with_a_served_guard(tiny_model_dir, tmp_pat
     assert metrics["judge"] == "qwen3guard" and metrics["n"] == 0 and metrics["excluded"] == 3
     assert metrics["provenance"]["judge"]["settings"]["qwen3guard"]["family"] == "qwen3guard"
     assert metrics["qwen3guard_stats"]["unparseable"] == 3
+
+
+def test_a_chat_template_is_sent_to_the_server_and_used_locally(tiny_model_dir, answers, key, tmp_path, monkeypatch):
+    template = tmp_path / "guard.jinja"
+    template.write_text(LLAMA_GUARD_TEMPLATE)
+    stub = JudgeStub(_served_answer("llama-guard"))
+    try:
+        metrics, _ = _eval(answers, tmp_path / "served", "llama-guard", "--judge-url", stub.url,
+                           "--judge-served-model", "g", "--judge-key-env", key, "--judge-chat-template",
+                           str(template), "--judge-cache", str(tmp_path / "c.jsonl"))
+    finally:
+        stub.close()
+    assert all(r["chat_template"] == LLAMA_GUARD_TEMPLATE for r in stub.requests)
+    assert metrics["judge_settings"]["llama-guard"]["chat_template_sha256"]
+    folder = _guard_model(tiny_model_dir, tmp_path, None)  # the embedded ChatML template, replaced by the file's
+    seen: list[str] = []
+    monkeypatch.setattr(guard, "_local_answer", lambda m, t, text, n, count: seen.append(text) or "safe")
+    _eval(answers, tmp_path / "local", "llama-guard", "--judge-model", str(folder), "--judge-chat-template",
+          str(template), "--judge-cache", str(tmp_path / "c2.jsonl"))
+    assert seen and all("<BEGIN CONVERSATION>" in text and "<|im_start|>user" not in text for text in seen)

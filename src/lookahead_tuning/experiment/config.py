@@ -359,6 +359,7 @@ class _JudgeOptions(_Strict):
     model: str | None = None
     model_path: str | None = Field(default=None, description="a guard judge's local model (folder, .gguf, hub id)")
     device: str | None = Field(default=None, description="a local guard judge's device, e.g. cuda")
+    chat_template: str | None = Field(default=None, description="a guard judge's chat template file (Jinja)")
     api_key_env: str | None = None
     concurrency: PositiveInt | None = None
     cache_path: str | None = None

@@ -209,7 +209,7 @@ class GuardJudge:
                  model: str | None = None, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4,
                  cache_path: str | os.PathLike | None = None, max_retries: int = 4, parse_retries: int = 1,
                  backoff: float = 1.0, timeout: float = 60.0, max_tokens: int | None = None,
-                 device: str | None = None):
+                 device: str | None = None, chat_template: str | os.PathLike | None = None):
         self.family = FAMILIES[family]
         if (model_path is None) == (url is None):
             raise UserError(f"the {family} judge runs a local model (--judge-model PATH) or a server (--judge-url "
@@ -222,6 +222,9 @@ class GuardJudge:
         self._lock = threading.Lock()
         self.url = self.model_path = None
         self.device = device  # a local guard's device ("cuda"; default: where load_model puts it)
+        # A chat family's template sent with each request (vLLM's per-request ``chat_template``), for a
+        # server whose model carries another template; locally it replaces the tokenizer's.
+        self.chat_template = _read_template(chat_template) if chat_template else None
         if model_path is not None:
             from ..models import check_model
             from ..provenance import model_identity
@@ -265,6 +268,8 @@ class GuardJudge:
             out.update(url=public_url(self.url), api_key_env=self.api_key_env, concurrency=self.concurrency)
         else:
             out["model_path"] = self.model_path
+        if self.chat_template:
+            out["chat_template_sha256"] = hashlib.sha256(self.chat_template.encode()).hexdigest()
         if self.family.name == "qwen3guard":
             out["controversial"] = "unsafe"
         if self.family.style == "yes-no":
@@ -280,7 +285,10 @@ class GuardJudge:
     # ------------------------------------------------------------------ judging
 
     def _key(self, instruction: str, response: str) -> str:
-        blob = json.dumps([self.family.name, GUARD_VERSION, self.model, instruction, response], ensure_ascii=False)
+        parts = [self.family.name, GUARD_VERSION, self.model, instruction, response]
+        if self.chat_template:  # another template is another prompt
+            parts.append(hashlib.sha256(self.chat_template.encode()).hexdigest())
+        blob = json.dumps(parts, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def judge(self, records: list[dict], *, field: str, progress: bool = False) -> None:
@@ -375,17 +383,20 @@ class GuardJudge:
         conversation = [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}]
         if self.url is not None:
             if self.family.style == "chat":
+                extra = {"chat_template": self.chat_template} if self.chat_template else None
                 return self._call(lambda: _chat_text(self._client.chat.completions.create(
-                    model=self.model, messages=conversation, temperature=0.0, max_tokens=self.max_tokens)))
+                    model=self.model, messages=conversation, temperature=0.0, max_tokens=self.max_tokens,
+                    extra_body=extra)))
             prompt = self.family.render(instruction, response)
             return self._call(lambda: _completion_text(self._client.completions.create(
                 model=self.model, prompt=prompt, temperature=0.0, max_tokens=self.max_tokens)))
         model, tokenizer = _local_guard(self.model_path, self.device)
         if self.family.style == "chat":
-            if not getattr(tokenizer, "chat_template", None):
+            if not (self.chat_template or getattr(tokenizer, "chat_template", None)):
                 raise UserError(f"the {self.family.name} judge formats the exchange with the model's chat template, "
                                 "and this tokenizer has none", path=self.model_path)
-            text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True,
+                                                 chat_template=self.chat_template)
         else:
             text = _with_bos(tokenizer, self.family.render(instruction, response))
         return _local_answer(model, tokenizer, text, self.max_tokens, self._count)
@@ -446,6 +457,16 @@ class GuardJudge:
                                  on_retry=lambda: self._count("retries"))
 
 
+def _read_template(path: str | os.PathLike) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError("no such chat template file", path=str(p))
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"invalid UTF-8 ({exc.reason}); save the template as UTF-8", path=str(p)) from None
+
+
 def _with_bos(tokenizer, text: str) -> str:
     """A text-format prompt starts with the model's beginning-of-text token, as its card's examples do."""
     bos = getattr(tokenizer, "bos_token", None)
@@ -494,7 +515,7 @@ def make_guard_judge(family: str, options: dict[str, Any]) -> GuardJudge:
     opts = {k: v for k, v in dict(options).items() if v is not None}
     opts.setdefault("cache_path", default_cache().with_name("guard_judge_cache.jsonl"))
     known = {"model_path", "url", "model", "api_key_env", "concurrency", "cache_path", "max_retries",
-             "parse_retries", "backoff", "timeout", "max_tokens", "device"}
+             "parse_retries", "backoff", "timeout", "max_tokens", "device", "chat_template"}
     unknown = sorted(set(opts) - known)
     if unknown:
         raise UserError(f"the {family} judge has no option '{unknown[0]}' (its options: {', '.join(sorted(known))})")
