@@ -10,14 +10,20 @@ Training (``train/``), the forecast, the dry run, the CLI choices, the config sc
 tables all read this registry; adding a method is one entry here plus its test. A config may still set
 any part by hand (``method: lookahead-real`` with ``loss: constrained``): keys set explicitly win over
 the method's.
+
+A method may also own *sweep axes* (:class:`SweepAxis`): training keys a config's ``sweeps`` varies for
+it (Figure 4: ``m`` for lookahead-real, ``prefix`` for lookahead-virtual). The planner, ``results.json``,
+the report and its figures read the axes from here, so a new axis (a poisoning ratio, a prefill depth)
+is one entry on its method plus the training key it sets.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from .errors import UserError
+from .validate import NonNegativeInt, Text
 
 # PTST's safety system prompt, in the project's own words (docs/method.md, section 3: PTST).
 SAFETY_SYSTEM_PROMPT = (
@@ -28,18 +34,59 @@ SAFETY_SYSTEM_PROMPT = (
 )
 
 
+# The parts' allowed values, listed once (the training config, its flags and the trainer read them).
+Preview = Literal["none", "real", "virtual"]
+Loss = Literal["cross-entropy", "constrained"]
+Rewrite = Literal["none", "sdft"]
+PREVIEWS: tuple[str, ...] = get_args(Preview)
+LOSSES: tuple[str, ...] = get_args(Loss)
+REWRITES: tuple[str, ...] = get_args(Rewrite)
+
+
+@dataclass(frozen=True)
+class SweepAxis:
+    """A training key a method's sweep varies: ``sweeps.<key>`` in a config adds one cell per value (a
+    value equal to the table cell's is that cell); results name the points ``<method>@<key>=<value>``."""
+
+    key: str  # the training key (a TrainConfig field) and the config's ``sweeps`` key
+    values: Any  # the type of one value, as the config schema checks it
+    numeric: bool  # numbers: sorted, plotted as a line; otherwise listed as given, plotted as bars
+    title: str  # the report's section
+    figure: str  # the figure's file name under figures/ (without .png)
+    axis_label: str  # what the figure's x axis (or its groups) shows
+    caption: str  # the figure's title
+    log2: bool = False  # a numeric axis of doublings (m = 1, 2, 4, ...)
+
+    def tag(self, value: Any, slug: Any) -> str:
+        """The part of a cell id that names this point (``m12``; a string through ``slug``)."""
+        return f"{self.key}{value}" if self.numeric else f"{self.key}-{slug(str(value))}"
+
+    def parse(self, text: str) -> Any:
+        """A point's value back from its row name (``lookahead-real@m=12`` -> 12)."""
+        if not self.numeric:
+            return text
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+M_AXIS = SweepAxis("m", NonNegativeInt, True, "Figure 4a: preview length m", "m_sweep",
+                   "m (previewed answer tokens)", "Real-answer preview: safety and utility against m", log2=True)
+PREFIX_AXIS = SweepAxis("prefix", Text, False, "Figure 4b: prefix string", "prefix_sweep", "prefix",
+                        "Virtual-answer preview: safety and utility per prefix")
+
+
 @dataclass(frozen=True)
 class Method:
-    """One named method: the five parts above, and what the report calls it."""
+    """One named method: the five parts above, what the report calls it, and the axes it is swept along."""
 
     name: str
     label: str
     about: str
-    preview: str = "none"
-    loss: str = "cross-entropy"
-    rewrite: str = "none"
+    preview: Preview = "none"
+    loss: Loss = "cross-entropy"
+    rewrite: Rewrite = "none"
     safety_share: float = 0.0
     eval_system_prompt: str | None = None
+    axes: tuple[SweepAxis, ...] = ()
 
     def parts(self) -> dict[str, object]:
         """The training keys this method stands for (filled in where a config leaves them unset)."""
@@ -58,9 +105,9 @@ MIX_SHARE = 0.05  # Bianchi et al. 2024 mix a few percent; the built-in default
 _REGISTRY = (
     Method("vanilla", "vanilla", "cross-entropy on the task answers"),
     Method("lookahead-real", "LookAhead real", "the first m answer tokens previewed in the training prompt",
-           preview="real"),
+           preview="real", axes=(M_AXIS,)),
     Method("lookahead-virtual", "LookAhead virtual", "a fixed prefix in the training prompt and answer",
-           preview="virtual"),
+           preview="virtual", axes=(PREFIX_AXIS,)),
     Method("constrained-sft", "Constrained SFT", "answer tokens held near the seed, strongly the first ones",
            loss="constrained"),
     Method("sdft", "SDFT", "the seed rewrites the gold answers in its own words first", rewrite="sdft"),
@@ -83,6 +130,11 @@ METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 # The untuned seed model is a row of every table too; it is not a method one trains with.
 SEED_ROW = "seed"
+# Plain fine-tuning: the row the other methods' utility, safety drop and cost are compared with.
+BASELINE = "vanilla"
+# The paper's forecast rows: plain fine-tuning and the two previews, described by m and prefix alone
+# (forecasts stored before the other methods existed hold exactly these).
+PAPER_FORECAST = (BASELINE, "lookahead-real", "lookahead-virtual")
 
 
 def get_method(name: str) -> Method:
@@ -97,3 +149,21 @@ def row_rank(name: str) -> int:
     """Position of a table row (the seed first, then the registry's order; unknown names last)."""
     order = (SEED_ROW, *METHOD_NAMES)
     return order.index(name) if name in order else len(order)
+
+
+def sweep_axes() -> dict[str, tuple[str, SweepAxis]]:
+    """``{key: (method, axis)}`` for every axis of the registry, in its order (read at call time)."""
+    return {axis.key: (method.name, axis) for method in METHODS.values() for axis in method.axes}
+
+
+def sweep_axis(key: str) -> SweepAxis | None:
+    """The registered axis ``key`` (``None`` for a key no method sweeps)."""
+    found = sweep_axes().get(key)
+    return found[1] if found else None
+
+
+def point_name(method: str, sweep: dict[str, Any]) -> str:
+    """A row's name: the method for a table cell, ``method@key=value`` for a sweep point."""
+    for key, value in sweep.items():
+        return f"{method}@{key}={value}"
+    return method

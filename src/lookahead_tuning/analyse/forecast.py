@@ -28,11 +28,12 @@ from pydantic import BaseModel, ConfigDict
 
 from .. import markup
 from ..errors import UserError
+from ..methods import PAPER_FORECAST
 from .kl import answer_logits, encode_pairs
 from .stats import mean_present
 
 # The methods `forecast` measures when none are named: the three the paper compares in its figures.
-DEFAULT_METHODS = ("vanilla", "lookahead-real", "lookahead-virtual")
+DEFAULT_METHODS = PAPER_FORECAST
 
 
 class MethodForecast(BaseModel):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_json, write_records
+from ..methods import BASELINE
 from ..models import EMBEDDED_ALIAS, cache_dir
 
 # Recipe (seed D): one epoch of full fine-tuning at lr 1.2e-4 on every row once, the benign requests in
@@ -109,7 +110,7 @@ def aligned_seed(
     started = time.time()
     summary = train({
         "model": str(base), "data": str(data_path), "out": str(folder / "model"),
-        "method": "vanilla", "quiet": quiet, "sampling": SAMPLING, **settings,
+        "method": BASELINE, "quiet": quiet, "sampling": SAMPLING, **settings,
     })
     from ..provenance import machine, model_identity
 

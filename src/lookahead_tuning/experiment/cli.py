@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_json
+from ..methods import SEED_ROW
 
 
 def _finish(run_dir: Path, started: float) -> None:
@@ -226,8 +227,8 @@ def _study_summary(args: argparse.Namespace) -> int:
     else:
         check_distinct_groups(args.cells)
     if args.seeds is not None:  # the training seeds every compared method has (the seed model's cell stays)
-        cells = [c for c in cells if c.method == "seed" or c.seed in args.seeds]
-        if not any(c.method != "seed" for c in cells):
+        cells = [c for c in cells if c.method == SEED_ROW or c.seed in args.seeds]
+        if not any(c.method != SEED_ROW for c in cells):
             raise UserError(f"no trained cell has a training seed in --seeds {','.join(map(str, args.seeds))}")
     summary = summarise(cells, forecasts)
     out = Path(args.out)

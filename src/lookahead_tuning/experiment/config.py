@@ -16,14 +16,23 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from ..data.tasks import TASKS, get_task
 from ..errors import UserError
-from ..methods import MethodName, get_method
+from ..methods import SEED_ROW, MethodName, get_method, point_name, sweep_axes, sweep_axis
 from ..models import EMBEDDED_ALIAS
 from ..provenance import settings_fingerprint
-from ..validate import NonNegativeInt, Positive, PositiveInt, Seed, Text, explain, floats
+from ..validate import NonNegativeInt, Positive, PositiveInt, Seed, explain, floats
 
 ParamCount = floats(0.0, 1e15, lo_open=True).field()
 JudgeTemperature = floats(0.0, 2.0).field()
@@ -138,11 +147,28 @@ class MethodSpec(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
-class Sweeps(_Strict):
-    """Figure 4 analogs: extra cells for other preview lengths / prefix strings."""
+class _SweepsBase(BaseModel):
+    # An axis registered after this schema was built (a plugin, a test) arrives as an extra key and is
+    # checked against its own declared type here; any other key is refused.
+    model_config = ConfigDict(extra="allow")
 
-    m: list[NonNegativeInt] = Field(default_factory=list, description="preview lengths for lookahead-real")
-    prefix: list[Text] = Field(default_factory=list, description="prefix strings for lookahead-virtual")
+    @model_validator(mode="after")
+    def _registered(self) -> _SweepsBase:
+        axes = sweep_axes()
+        for key, values in (self.model_extra or {}).items():
+            if key not in axes:
+                raise ValueError(f"unknown sweep '{key}'; expected one of {', '.join(axes)}")
+            try:
+                setattr(self, key, TypeAdapter(list[axes[key][1].values]).validate_python(values))
+            except ValidationError as exc:
+                raise ValueError(f"sweeps.{key}: {explain(exc, None).message}") from None
+        return self
+
+
+# Figure 4 analogs: extra cells along the methods' sweep axes (methods.py), one list of values per axis.
+Sweeps = create_model("Sweeps", __base__=_SweepsBase, **{
+    key: (list[axis.values], Field(default_factory=list, description=f"values of {key} for {method}"))
+    for key, (method, axis) in sweep_axes().items()})
 
 
 class GenerationSpec(_Strict):
@@ -311,8 +337,8 @@ class ExperimentConfig(_Strict):
             raise ValueError("task names must be unique")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be unique")
-        for key, method in (("m", "lookahead-real"), ("prefix", "lookahead-virtual")):
-            if getattr(self.sweeps, key) and method not in names:  # it would add no cell, silently
+        for key, (method, _) in sweep_axes().items():
+            if getattr(self.sweeps, key, None) and method not in names:  # it would add no cell, silently
                 raise ValueError(f"sweeps.{key} sweeps {method}, which is not in methods; add it or drop the sweep")
         layers = [("train", self.train)] + [(f"methods.{m.name}", m.overrides) for m in self.methods] \
             + [(f"tasks.{t.name}.train_overrides", t.train_overrides) for t in self.tasks]
@@ -457,40 +483,37 @@ def _slug(text: str) -> str:
 
 
 class Cell(BaseModel):
-    """One unit of work: train (unless ``method == 'seed'``) then evaluate."""
+    """One unit of work: train (unless it is the seed's row, :data:`methods.SEED_ROW`) then evaluate."""
 
     model_config = ConfigDict(frozen=True)
 
     task: str
-    method: str  # "seed" or a registered method (lookahead_tuning.methods)
+    method: str  # SEED_ROW or a registered method (lookahead_tuning.methods)
     seed: int
-    sweep: dict[str, Any] = Field(default_factory=dict)  # {"m": 12} or {"prefix": "..."}; {} = the table cell
+    sweep: dict[str, Any] = Field(default_factory=dict)  # one axis' point ({"m": 12}); {} = the table cell
     train: dict[str, Any] = Field(default_factory=dict)  # the TrainConfig keys for this cell (no paths)
+
+    @property
+    def trained(self) -> bool:
+        return self.method != SEED_ROW
 
     @property
     def cell_id(self) -> str:
         parts = [self.task, self.method]
-        if "m" in self.sweep:
-            parts.append(f"m{self.sweep['m']}")
-        if "prefix" in self.sweep:
-            parts.append(f"prefix-{_slug(self.sweep['prefix'])}")
-        if self.method != "seed":
+        parts += [sweep_axis(key).tag(value, _slug) for key, value in self.sweep.items()]
+        if self.trained:
             parts.append(f"seed{self.seed}")
         return "--".join(parts)
 
     @property
     def row_name(self) -> str:
         """The results.json name: a table NAME, or ``NAME@m=12`` / ``NAME@prefix=...`` for sweeps."""
-        if "m" in self.sweep:
-            return f"{self.method}@m={self.sweep['m']}"
-        if "prefix" in self.sweep:
-            return f"{self.method}@prefix={self.sweep['prefix']}"
-        return self.method
+        return point_name(self.method, self.sweep)
 
     def eval_system_prompt(self, cfg: ExperimentConfig) -> str | None:
         """The system prompt this cell is evaluated with: its method's own (PTST's safety prompt) or
         the run's ``eval.system_prompt``."""
-        own = get_method(self.method).eval_system_prompt if self.method != "seed" else None
+        own = get_method(self.method).eval_system_prompt if self.trained else None
         return own if own is not None else cfg.eval.system_prompt
 
     def fingerprint(self, cfg: ExperimentConfig) -> str:
@@ -505,11 +528,11 @@ class Cell(BaseModel):
             "task": task.model_dump(), "method": self.method,
             # The seed model's cell does not depend on the training seeds (a grid run with seeds
             # [1, 2] reuses the one computed by a run with [0]).
-            "seed": self.seed if self.method != "seed" else None,
-            "train": train_identity(self.train) if self.method != "seed" else {},
+            "seed": self.seed if self.trained else None,
+            "train": train_identity(self.train) if self.trained else {},
             "eval": cfg.eval.identity(),
         }
-        if self.method != "seed" and get_method(self.method).eval_system_prompt is not None:
+        if self.trained and get_method(self.method).eval_system_prompt is not None:
             blob["eval_system_prompt"] = self.eval_system_prompt(cfg)  # PTST's prompt text decides its numbers
 
         return settings_fingerprint(blob)
@@ -568,8 +591,8 @@ def train_settings(cfg: ExperimentConfig, task: TaskSpec, method: MethodSpec, se
 def plan_cells(cfg: ExperimentConfig) -> list[Cell]:
     """Every cell of the grid, the table rows first (so a short run fills the main table early).
 
-    The table cell of lookahead-real uses its configured ``m`` (default 6); a sweep point equal to it
-    is the same cell, not a second one. The same holds for lookahead-virtual's ``prefix``.
+    A method's table cell trains with its configured value of each of its sweep axes (lookahead-real's
+    ``m``, default 6); a sweep point equal to it is the same cell, not a second one.
     """
     from ..train.config import TrainConfig
 
@@ -577,18 +600,15 @@ def plan_cells(cfg: ExperimentConfig) -> list[Cell]:
     table: list[Cell] = []
     sweeps: list[Cell] = []
     for task in cfg.tasks:
-        table.append(Cell(task=task.name, method="seed", seed=cfg.seeds[0]))
+        table.append(Cell(task=task.name, method=SEED_ROW, seed=cfg.seeds[0]))
         for seed in cfg.seeds:
             for method in cfg.methods:
                 base = train_settings(cfg, task, method, seed, {})
                 table.append(Cell(task=task.name, method=method.name, seed=seed, train=base))
                 points: list[dict[str, Any]] = []
-                if method.name == "lookahead-real":
-                    current = base.get("m", defaults["m"].default)
-                    points = [{"m": m} for m in cfg.sweeps.m if m != current]
-                elif method.name == "lookahead-virtual":
-                    current = base.get("prefix", defaults["prefix"].default)
-                    points = [{"prefix": p} for p in cfg.sweeps.prefix if p != current]
+                for axis in get_method(method.name).axes:
+                    current = base.get(axis.key, defaults[axis.key].default)
+                    points += [{axis.key: v} for v in getattr(cfg.sweeps, axis.key, None) or [] if v != current]
                 for point in points:
                     sweeps.append(Cell(task=task.name, method=method.name, seed=seed, sweep=point,
                                        train=train_settings(cfg, task, method, seed, point)))
@@ -604,8 +624,8 @@ def sweep_values(cfg: ExperimentConfig, method: str, key: str) -> list[Any]:
         return []
     base = {**cfg.train, **spec.overrides}
     current = base.get(key, TrainConfig.model_fields[key].default)
-    points = list(getattr(cfg.sweeps, key))
+    points = list(getattr(cfg.sweeps, key, None) or [])
     if not points:
         return []
     values = points if current in points else [current, *points]
-    return sorted(values) if key == "m" else values
+    return sorted(values) if sweep_axis(key).numeric else values

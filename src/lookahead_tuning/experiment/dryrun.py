@@ -21,6 +21,7 @@ from typing import Any
 from ..data.tasks import BUILTIN_TEST_N, get_task, load_task
 from ..errors import UserError
 from ..io import read_json
+from ..methods import SEED_ROW
 from .config import ExperimentConfig, TaskSpec, plan_cells
 
 
@@ -153,7 +154,7 @@ def dry_run(cfg: ExperimentConfig) -> dict[str, Any]:
         entry: dict[str, Any] = {"cell_id": cell.cell_id, "method": cell.method, "task": cell.task,
                                  "seed": cell.seed, "sweep": dict(cell.sweep)}
         rows = examples[cell.task]
-        if cell.method != "seed" and rows is not None:
+        if cell.trained and rows is not None:
             key = cell.task + _data_key(cell.train)
             if key not in token_cache:
                 token_cache[key] = _tokens(rows, cell.train, tokenizer)
@@ -171,7 +172,7 @@ def dry_run(cfg: ExperimentConfig) -> dict[str, Any]:
                 total_flops += flops
             else:
                 flops_known = False
-        elif cell.method != "seed":
+        elif cell.trained:
             flops_known = False
         planned.append(entry)
     gpu_hours = total_flops / (cfg.assumed_tflops * 1e12) / 3600 if params else None
@@ -219,7 +220,7 @@ def format_plan(plan: dict[str, Any]) -> str:
                  + f"; judge {ev['judge']}; JSR prefill {ev['prefill_tokens']} tokens")
     lines += ["", f"tokens counted with: {plan['tokenizer']}{est}", "", "cells:"]
     for c in plan["cells"]:
-        if c["method"] == "seed":
+        if c["method"] == SEED_ROW:
             lines.append(f"  {c['cell_id']}: no training (evaluation only)")
         elif "tokens_per_epoch" in c:
             flops = f", {c['train_flops']:.3g} FLOPs" if "train_flops" in c else ""

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..analyse.stats import mean_present
 from ..data.tasks import get_task
+from ..methods import SEED_ROW, sweep_axes
 from ..report.tables import METRICS, OVERREFUSAL, _name_key
 from .cells import CellResult, over_seeds
 
@@ -46,7 +47,7 @@ def aggregate_entry(cells: list[CellResult]) -> dict[str, Any]:
     entry["interval"] = "t over seeds" if len(cells) > 1 else "per run (Wilson for rates)"
     entry["kl"] = _mean_lists([c.kl for c in cells])
     costs = [c.cost for c in cells]
-    trained = cells[0].method != "seed"
+    trained = cells[0].method != SEED_ROW
     entry["train_seconds"] = mean_present(c.get("train_seconds") for c in costs) if trained else 0.0
     entry["tokens_trained"] = mean_present((c.get("tokens_seen") or {}).get("total") for c in costs) if trained else 0
     entry["answer_tokens_trained"] = (mean_present((c.get("tokens_seen") or {}).get("answer") for c in costs)
@@ -193,11 +194,12 @@ def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts:
     links = links or {}
     for name, entry in grouped["models"].items():
         entry["model"] = links.get(name)
-    sweep_base = {}
-    for method, key in (("lookahead-real", "m"), ("lookahead-virtual", "prefix")):
+    sweep_base: dict[str, dict[str, Any]] = {}
+    for key, (method, _) in sweep_axes().items():
         spec = cfg.method(method)
         if spec is not None and sweep_values(cfg, method, key):
-            sweep_base[method] = {key: {**cfg.train, **spec.overrides}.get(key, TrainConfig.model_fields[key].default)}
+            value = {**cfg.train, **spec.overrides}.get(key, TrainConfig.model_fields[key].default)
+            sweep_base.setdefault(method, {})[key] = value
     ev = cfg.eval
     rerun = ["lookahead-tuning", "run", "config.yaml"] + (["--out", str(run_dir)] if run_dir else [])
     agreement = {} if not any("agreement" in e for e in grouped["models"].values()) else \
@@ -240,8 +242,7 @@ def results_rows(cell_results: list[CellResult]) -> list[dict[str, Any]]:
         tokens = cost.get("tokens_seen") or {}
         row: dict[str, Any] = {
             "cell_id": c.cell_id, "task": c.task, "name": c.name, "method": c.method,
-            "seed": c.seed, "m": c.sweep.get("m", c.train.get("m")),
-            "prefix": c.sweep.get("prefix", c.train.get("prefix")),
+            "seed": c.seed, **{key: c.sweep.get(key, c.train.get(key)) for key in sweep_axes()},
         }
         for metric in ("rsr", "jsr", "utility", "overrefusal"):
             ci = c.interval(metric) or [None, None]

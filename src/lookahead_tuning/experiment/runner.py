@@ -32,7 +32,7 @@ from typing import Any
 from ..data.tasks import get_task
 from ..errors import UserError
 from ..io import read_json
-from ..methods import SEED_ROW
+from ..methods import PAPER_FORECAST, SEED_ROW, get_method, sweep_axes
 from ..provenance import settings_fingerprint
 from .cells import CellResult, check_cell, check_one_precision, check_one_seed, pack_answers, read_forecast
 from .config import Cell, ExperimentConfig, Launcher, TaskSpec, plan_cells, train_settings
@@ -444,7 +444,7 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
     claim_work(work, f"{cell.fingerprint(cfg)} {seed_identity.get('sha256')}")
     started = time.perf_counter()
     summary: dict[str, Any] | None = None
-    if cell.method == "seed":
+    if not cell.trained:
         model, tokenizer = ctx.seed_model()
         safety_work = ctx.work / SEED_WORK
         claim_work(safety_work, settings_fingerprint({"model": cfg.model.model_dump(), "eval": ev.identity(),
@@ -487,7 +487,7 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
                                         max_new_tokens=ev.max_new_tokens, system_prompt=system_prompt,
                                         backend=backend, **own)
     kl = None
-    if cell.method != "seed" and answers is not None:
+    if cell.trained and answers is not None:
         from ..analyse.kl import per_position_kl
 
         seed_model, _ = ctx.seed_model()
@@ -544,7 +544,7 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     atomic_write_json(cell_file(ctx, cell), result)
-    if cell.method != "seed" and not keep_weights:
+    if cell.trained and not keep_weights:
         _drop_weights(work / "train")
     return result
 
@@ -554,8 +554,6 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
     from ..io import atomic_write_json
 
     path = ctx.cells_dir / f"{task.name}--forecast.json"
-    from ..methods import get_method
-
     wanted = [m.name for m in ctx.cfg.methods if get_method(m.name).forecastable]
     if not ctx.cfg.eval.forecast or not wanted:
         return read_forecast(path) if path.is_file() else None
@@ -571,7 +569,8 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
         values = train_settings(ctx.cfg, task, ctx.cfg.method(method), ctx.cfg.seeds[0], {})
         return make_config({**values, "model": "-", "data": "-", "out": "-"}).resolved()
 
-    m, prefix = resolved("lookahead-real", "m"), resolved("lookahead-virtual", "prefix")
+    owner = {key: method for key, (method, _) in sweep_axes().items()}  # the preview's m and prefix
+    m, prefix = resolved(owner["m"], "m"), resolved(owner["prefix"], "prefix")
     settings = {name: settings_of(name) for name in wanted}
     common = {"seed_model": ctx.cfg.model.identity(), "seed_weights": ctx.seed_weights(), "task": task.model_dump(),
               "train": {k: v for k, v in ctx.cfg.train.items() if k not in ("m", "prefix")},
@@ -580,7 +579,7 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
     # Methods beyond the paper's three enter with their own data settings (the three are checked
     # through m and prefix below, as forecasts stored before the others existed were).
     extra = {name: {k: getattr(s, k) for k in ("preview", "safety_share", "m", "prefix", "connector")}
-             for name, s in settings.items() if name not in ("vanilla", "lookahead-real", "lookahead-virtual")}
+             for name, s in settings.items() if name not in PAPER_FORECAST}
     if extra:
         common["methods"] = extra
     fingerprint = settings_fingerprint(common)
@@ -593,8 +592,8 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
         # config sharing the folder may have asked for fewer); otherwise recompute: it is cheap.
         same = stored.get("settings") or {}
         if (stored.get("fingerprint") == fingerprint and set(wanted) <= set(stored.get("methods", {}))
-                and ("lookahead-real" not in wanted or same.get("m") == m)
-                and ("lookahead-virtual" not in wanted or same.get("prefix") == prefix)):
+                and (owner["m"] not in wanted or same.get("m") == m)
+                and (owner["prefix"] not in wanted or same.get("prefix") == prefix)):
             return stored
     from ..analyse.forecast import forecast_loss
     from ..train.methods import load_examples
@@ -630,7 +629,7 @@ def link_models(ctx: RunContext, cells: list[Cell], results: dict[str, dict]) ->
         if cell.sweep or cell.seed != ctx.cfg.seeds[0] or cell.cell_id not in results:
             continue
         name = cell.method if cell.task == primary else f"{cell.task}--{cell.method}"
-        if cell.method != "seed":
+        if cell.trained:
             target = Path(os.path.relpath(ctx.work / cell.cell_id / "train", models))
         else:
             from ..models import resolve_model

@@ -10,16 +10,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from ..methods import BASELINE, SEED_ROW, get_method, point_name, sweep_axis
 from .cells import CellResult, check_one_precision, check_one_seed, over_seeds
 
 
 def _label(cell: CellResult) -> str:
-    sweep = cell.sweep
-    if "m" in sweep:
-        return f"{cell.method}@m={sweep['m']}"
-    if "prefix" in sweep:
-        return f"{cell.method}@prefix={sweep['prefix']!r}"
-    return cell.method
+    """The row's name; a string point is quoted, so a prefix's spaces show."""
+    return point_name(cell.method, {k: v if sweep_axis(k).numeric else repr(v) for k, v in cell.sweep.items()})
 
 
 def _pooled_mcnemar(cells_a: list[CellResult], cells_b: list[CellResult], metric: str, *,
@@ -55,7 +52,7 @@ def _cost_ratios(rows: list[dict], groups: dict[tuple[str, str, str], list[CellR
         return seconds, tokens
 
     for row in rows:
-        vanilla = groups.get((row["group"], row["task"], "vanilla"))
+        vanilla = groups.get((row["group"], row["task"], BASELINE))
         if not vanilla:
             continue
         (seconds, tokens), (base_s, base_t) = means(groups[(row["group"], row["task"], row["name"])]), means(vanilla)
@@ -73,17 +70,18 @@ def summarise(cells: list[CellResult], forecasts: dict[str, dict]) -> dict[str, 
     for group, members in by_group.items():  # a folder (or a --group) is one seed model's table
         check_one_seed(members, group or "the cells")
         check_one_precision(members, group or "the cells")
-    seeds = {(c.group, c.task): c for c in cells if c.method == "seed"}
+    seeds = {(c.group, c.task): c for c in cells if c.method == SEED_ROW}
     groups: dict[tuple[str, str, str], list[CellResult]] = defaultdict(list)
     for cell in cells:
-        if cell.method != "seed":
+        if cell.method != SEED_ROW:
             groups[(cell.group, cell.task, _label(cell))].append(cell)
     rows = []
     for (group, task, label), members in sorted(groups.items()):
         seed = seeds.get((group, task))
         row: dict[str, Any] = {"group": group, "task": task, "name": label, "seeds": sorted(c.seed for c in members)}
-        if members[0].method == "lookahead-real":  # the preview length, as the cell trained it
-            row["m"] = members[0].train.get("m")
+        for axis in get_method(members[0].method).axes:  # a numeric axis' value, as the cell trained it
+            if axis.numeric:
+                row[axis.key] = members[0].train.get(axis.key)
         for key in ("rsr", "jsr", "utility"):
             per_seed, row[key] = over_seeds(members, key, run_interval=False)
             values = [v for v in per_seed if v is not None]
@@ -98,8 +96,8 @@ def summarise(cells: list[CellResult], forecasts: dict[str, dict]) -> dict[str, 
         row["kl1"] = mean_ci(kl1) if kl1 else None
         row["train_seconds"] = mean_ci([c.cost["train_seconds"] for c in members if c.cost]) \
             if any(c.cost for c in members) else None
-        vanilla = groups.get((group, task, "vanilla"))
-        if vanilla and label != "vanilla":
+        vanilla = groups.get((group, task, BASELINE))
+        if vanilla and label != BASELINE:
             row["vs_vanilla"] = {k: _pooled_mcnemar(members, vanilla, k) for k in ("rsr", "jsr")}
         if seed is not None:
             row["vs_seed"] = {k: _pooled_mcnemar(members, [seed] * len(members), k, paired_by_seed=False)
@@ -112,7 +110,7 @@ def summarise(cells: list[CellResult], forecasts: dict[str, dict]) -> dict[str, 
     points = []
     for cell in cells:
         seed = seeds.get((cell.group, cell.task))
-        if cell.method == "seed" or seed is None or not cell.kl:
+        if cell.method == SEED_ROW or seed is None or not cell.kl:
             continue
         points.append({"group": cell.group, "name": _label(cell), "seed": cell.seed, "kl1": cell.kl[0],
                        "kl2": cell.kl[1] if len(cell.kl) > 1 else None,

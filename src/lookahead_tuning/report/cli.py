@@ -7,11 +7,12 @@ import argparse
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from ..analyse.forecast import StoredForecast
 from ..errors import UserError
 from ..io import read_json
+from ..methods import sweep_axis
 from ..validate import check_document
 
 
@@ -101,12 +102,22 @@ class _Commands(_Open):
 
 
 def _sweep_name(name: str) -> str:
-    """A sweep row is named ``METHOD@KEY=VALUE`` (an m sweep's value is a whole number)."""
+    """A sweep row is named ``METHOD@KEY=VALUE`` (a numeric axis' value a number of its type: m whole)."""
     method, at, point = name.partition("@")
     key, eq, value = point.partition("=")
-    if not (method and at and key and eq) or (key == "m" and not value.isdigit()):
+    if not (method and at and key and eq) or not _point_value(key, value):
         raise ValueError(f"a sweep row is named METHOD@KEY=VALUE (m a whole number), not {name!r}")
     return name
+
+
+def _point_value(key: str, value: str) -> bool:
+    axis = sweep_axis(key)
+    if axis is None or not axis.numeric:
+        return True
+    try:  # as a row name writes it: f"{value}" of a value of the axis' type
+        return str(TypeAdapter(axis.values).validate_python(axis.parse(value))) == value
+    except ValueError:  # pydantic's ValidationError is one
+        return False
 
 
 class _Results(_Open):

@@ -2,8 +2,9 @@
 
 - Figure 3 analog: per-position KL(seed || model) on harmful answers, one bar per method
   (drawn by :func:`analyse.kl.plot_kl`, the same chart ``analyze kl`` makes).
-- Figure 4 analogs: RSR / JSR / utility against the preview length m (lookahead-real), and against
-  the prefix string (lookahead-virtual), with interval bars when several seeds ran.
+- Figure 4 analogs: RSR / JSR / utility along each method's sweep axes (methods.py: the preview
+  length m of lookahead-real, the prefix string of lookahead-virtual), with interval bars when
+  several seeds ran.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .. import markup
 
 # One figure backend and one atomic PNG writer for the whole package (Agg, temp file + rename).
 from ..analyse.plots import pyplot, save_figure
+from ..methods import SEED_ROW, SweepAxis
 from .tables import _name_key, row_label, sweep_rows
 
 SERIES = (("utility", "Utility"), ("rsr", "RSR"), ("jsr", "JSR"))
@@ -43,57 +45,47 @@ def _errors(rows: list[tuple[Any, dict]], metric: str) -> tuple[list[float], lis
     return values, [lo, hi]
 
 
-def m_sweep_figure(results: dict, path: str | Path) -> bool:
-    """Utility, RSR and JSR (percent) against m for lookahead-real, with the seed's rates as lines."""
-    rows = sweep_rows(results, "lookahead-real", "m")
+def sweep_figure(results: dict, method: str, axis: SweepAxis, path: str | Path) -> bool:
+    """Utility, RSR and JSR (percent) along one of ``method``'s sweep axes: a line per metric against a
+    numeric axis (with the seed's rates as lines), grouped bars per value otherwise; ``False`` when
+    fewer than two points ran."""
+    rows = sweep_rows(results, method, axis.key)
     if len(rows) < 2:
         return False
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.0))
-    xs = [value for value, _ in rows]
-    for metric, label in SERIES:
-        if all(e.get(metric) is None for _, e in rows):
-            continue
-        ys, err = _errors(rows, metric)
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"lookahead-real {label}")
-    seed = results.get("models", {}).get("seed", {})
-    for metric, label in SERIES[1:]:
-        if seed.get(metric) is not None:
-            ax.axhline(100 * seed[metric], linestyle=":", linewidth=1, color="grey")
-            ax.annotate(f"seed {label}", (xs[-1], 100 * seed[metric]), fontsize=7, color="grey")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(xs)
-    ax.set_xticklabels([str(x) for x in xs])
-    ax.set_xlabel("m (previewed answer tokens)")
+    if axis.numeric:
+        fig, ax = plt.subplots(figsize=(6.5, 4.0))
+        xs = [value for value, _ in rows]
+        for metric, label in SERIES:
+            if all(e.get(metric) is None for _, e in rows):
+                continue
+            ys, err = _errors(rows, metric)
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{method} {label}")
+        seed = results.get("models", {}).get(SEED_ROW, {})
+        for metric, label in SERIES[1:]:
+            if seed.get(metric) is not None:
+                ax.axhline(100 * seed[metric], linestyle=":", linewidth=1, color="grey")
+                ax.annotate(f"seed {label}", (xs[-1], 100 * seed[metric]), fontsize=7, color="grey")
+        if axis.log2:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(x) for x in xs])
+        ax.set_xlabel(axis.axis_label)
+        ax.grid(alpha=0.3)
+    else:
+        fig, ax = plt.subplots(figsize=(max(6.5, 2.2 * len(rows)), 4.0))
+        width = 0.8 / len(SERIES)
+        for j, (metric, label) in enumerate(SERIES):
+            ys, err = _errors(rows, metric)
+            xs = [i + (j - 1) * width for i in range(len(rows))]
+            ax.bar(xs, ys, width=width, yerr=err, capsize=3, label=label)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels([markup.figure_text(_short(str(v))) for v, _ in rows], fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
     ax.set_ylabel("percent")
     ax.set_ylim(0, 100)
-    ax.set_title("Real-answer preview: safety and utility against m", fontsize=10)
+    ax.set_title(axis.caption, fontsize=10)
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)
-    plt.close(fig)
-    return True
-
-
-def prefix_sweep_figure(results: dict, path: str | Path) -> bool:
-    """Grouped bars: one group per prefix string, bars for Utility / RSR / JSR (percent)."""
-    rows = sweep_rows(results, "lookahead-virtual", "prefix")
-    if len(rows) < 2:
-        return False
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.5, 2.2 * len(rows)), 4.0))
-    width = 0.8 / len(SERIES)
-    for j, (metric, label) in enumerate(SERIES):
-        ys, err = _errors(rows, metric)
-        xs = [i + (j - 1) * width for i in range(len(rows))]
-        ax.bar(xs, ys, width=width, yerr=err, capsize=3, label=label)
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([markup.figure_text(_short(str(v))) for v, _ in rows], fontsize=7)
-    ax.set_ylabel("percent")
-    ax.set_ylim(0, 100)
-    ax.set_title("Virtual-answer preview: safety and utility per prefix", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
     save_figure(fig, path)
     plt.close(fig)
     return True

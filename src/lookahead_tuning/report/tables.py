@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import markup
 from ..analyse.stats import mean_present
-from ..methods import METHODS, row_rank
+from ..methods import BASELINE, METHODS, SEED_ROW, row_rank, sweep_axis
 
 # The targets a safety-preserving method is held to, used only to phrase yes/no statements; the numbers decide.
 SEED_RSR_TARGET = 0.90
@@ -41,7 +41,8 @@ def _name_key(name: str) -> tuple:
     method, _, point = name.partition("@")
     rank = row_rank(method)
     key, _, value = point.partition("=")
-    number = float(value) if key == "m" and value else math.inf
+    axis = sweep_axis(key)
+    number = float(value) if axis is not None and axis.numeric and value else math.inf
     return (rank, number, point)
 
 
@@ -204,7 +205,7 @@ def cost_table(results: dict) -> str:
     to vanilla's (for LookAhead the token ratio is the floor of the time ratio: the preview only adds tokens)."""
     models = results.get("models", {})
     cuda = any(e.get("peak_cuda_mb") for e in models.values())
-    vanilla = models.get("vanilla") or {}
+    vanilla = models.get(BASELINE) or {}
     head = ("| Method | train time (s) | time / vanilla | tokens trained | tokens / vanilla | answer tokens "
             "| peak RSS (MB) |" + (" peak GPU memory (MB) |" if cuda else ""))
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if cuda else "")]
@@ -214,7 +215,7 @@ def cost_table(results: dict) -> str:
 
     for name in sorted(models, key=_name_key):
         e = models[name]
-        trained = e.get("method", name) != "seed"
+        trained = e.get("method", name) != SEED_ROW
         time_ratio = _ratio(e.get("train_seconds"), vanilla.get("train_seconds")) if trained else "–"
         token_ratio = _ratio(e.get("tokens_trained"), vanilla.get("tokens_trained")) if trained else "–"
         row = (f"| {markup.text(row_label(name))} | {num(e.get('train_seconds'), '{:.1f}')} | {time_ratio} | "
@@ -251,7 +252,7 @@ def sweep_table(results: dict, method: str, key: str) -> str:
         show = (e.get("n_seeds") or 1) > 1
         ci = e.get("ci95") or {}
         kl = mean_present((e.get("kl") or [])[:3])
-        label = markup.text(repr(value) if key == "prefix" else value)
+        label = markup.text(value if sweep_axis(key).numeric else repr(value))
         lines.append(f"| {label} | " + " | ".join(pct_ci(e.get(m), ci.get(m), show) for m in METRICS)
                      + f" | {'–' if kl is None else f'{kl:.3f}'} | {e.get('n_seeds', 1)} |")
     return "\n".join(lines)
@@ -260,6 +261,7 @@ def sweep_table(results: dict, method: str, key: str) -> str:
 def sweep_rows(results: dict, method: str, key: str) -> list[tuple[Any, dict]]:
     """``[(value, entry)]`` for the sweep figure: the table cell's value (from its ``sweep_base``)
     plus every ``method@key=value`` entry; numeric keys sorted."""
+    axis = sweep_axis(key)
     rows: list[tuple[Any, dict]] = []
     base = (results.get("models") or {}).get(method)
     base_value = (results.get("sweep_base") or {}).get(method, {}).get(key)
@@ -267,12 +269,12 @@ def sweep_rows(results: dict, method: str, key: str) -> list[tuple[Any, dict]]:
         m, _, point = name.partition("@")
         k, _, value = point.partition("=")
         if m == method and k == key:
-            rows.append((int(value) if key == "m" else value, e))
+            rows.append((axis.parse(value), e))
     if not rows:
         return []
     if base is not None and base_value is not None:
         rows.append((base_value, base))
-    if key == "m":
+    if axis.numeric:
         rows.sort(key=lambda r: r[0])
     return rows
 
@@ -286,7 +288,7 @@ def forecast_table(results: dict) -> str:
     lines = ["| Task | Method | forecast: seed loss t=1..3 (nats) | measured RSR drop (points) | "
              "measured JSR drop (points) |", "|---|---|---:|---:|---:|"]
     for task, fc in forecasts.items():
-        seed = _task_entry(results.get("models", {}).get("seed", {}), task, primary) or {}
+        seed = _task_entry(results.get("models", {}).get(SEED_ROW, {}), task, primary) or {}
         for method, f in (fc.get("methods") or {}).items():
             e = _task_entry(results.get("models", {}).get(method, {}), task, primary) or {}
             drops = []
@@ -319,8 +321,8 @@ def statements(results: dict) -> list[str]:
     for task in tasks:
         prefix = f"[{markup.text(task)}] " if len(tasks) > 1 else ""
         get = {n: _task_entry(e, task, primary) or {} for n, e in models.items()}
-        seed = get.get("seed", {})
-        vanilla = get.get("vanilla", {})
+        seed = get.get(SEED_ROW, {})
+        vanilla = get.get(BASELINE, {})
         n_seeds = max((e.get("n_seeds") or 1 for e in get.values()), default=1)
         if n_seeds > 1:
             out.append(f"{prefix}Trained rows are means over {n_seeds} training seeds; brackets are 95% "
@@ -342,7 +344,7 @@ def statements(results: dict) -> list[str]:
                 out.append(f"{prefix}Vanilla fine-tuning improved utility over the seed: {_yes(gain > 0)} "
                            f"({pct(seed['utility'])}% -> {pct(vanilla['utility'])}%, {points(gain)} points).")
         for name in sorted(get, key=_name_key):
-            if name in ("seed", "vanilla"):
+            if name in (SEED_ROW, BASELINE):
                 continue
             e = get[name]
             label = markup.text(row_label(name))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import markup
 from ..analyse.utility import METRICS
+from ..methods import sweep_axes
 from .paper import PAPER_M, PAPER_MODEL, PAPER_OVERHEAD, PAPER_SOURCE, paper_table
 from .tables import (
     agreement_tables,
@@ -91,13 +92,12 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
         if "kl" in figures:
             parts += [f"![per-position KL]({figures['kl']})", ""]
         parts += [kl, ""]
-    for method, key, fig, title in (("lookahead-real", "m", "m_sweep", "Figure 4a: preview length m"),
-                                    ("lookahead-virtual", "prefix", "prefix_sweep", "Figure 4b: prefix string")):
+    for key, (method, axis) in sweep_axes().items():
         table = sweep_table(results, method, key)
         if table:
-            parts += [f"## {title}", ""]
-            if fig in figures:
-                parts += [f"![{key} sweep]({figures[fig]})", ""]
+            parts += [f"## {axis.title}", ""]
+            if axis.figure in figures:
+                parts += [f"![{key} sweep]({figures[axis.figure]})", ""]
             parts += [table, ""]
     fc = forecast_table(results)
     if fc:
@@ -141,11 +141,12 @@ def _machine(record: dict) -> str:
 
 def draw_figures(results: dict, run_dir: Path) -> dict[str, str]:
     """Draw every figure the results support; returns ``{figure: path relative to run_dir}``."""
-    from .plots import kl_figure, m_sweep_figure, prefix_sweep_figure
+    from .plots import kl_figure, sweep_figure
 
     figures = {}
-    for key, draw, name in (("kl", kl_figure, "kl.png"), ("m_sweep", m_sweep_figure, "m_sweep.png"),
-                            ("prefix_sweep", prefix_sweep_figure, "prefix_sweep.png")):
-        if draw(results, run_dir / "figures" / name):
-            figures[key] = f"figures/{name}"
+    if kl_figure(results, run_dir / "figures" / "kl.png"):
+        figures["kl"] = "figures/kl.png"
+    for method, axis in sweep_axes().values():
+        if sweep_figure(results, method, axis, run_dir / "figures" / f"{axis.figure}.png"):
+            figures[axis.figure] = f"figures/{axis.figure}.png"
     return figures

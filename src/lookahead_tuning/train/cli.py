@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..methods import METHOD_NAMES
+from ..methods import LOSSES, METHOD_NAMES, PREVIEWS, REWRITES
 from ..validate import (
     EPOCHS,
     FRACTION,
@@ -42,9 +42,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-field", default=S)
     p.add_argument("--output-field", default=S)
     g = p.add_argument_group("method parts (override the preset)")
-    g.add_argument("--preview", choices=("none", "real", "virtual"), default=S)
-    g.add_argument("--loss", choices=("cross-entropy", "constrained"), default=S)
-    g.add_argument("--rewrite", choices=("none", "sdft"), default=S)
+    g.add_argument("--preview", choices=PREVIEWS, default=S)
+    g.add_argument("--loss", choices=LOSSES, default=S)
+    g.add_argument("--rewrite", choices=REWRITES, default=S)
     g.add_argument("--safety-share", type=FRACTION, default=S, help="share of refusal pairs to mix in")
     g.add_argument("--m", type=NON_NEGATIVE_INT, default=S, help="real preview: answer tokens shown (default 6)")
     g.add_argument("--prefix", type=text_arg, default=S, help="virtual preview prefix")

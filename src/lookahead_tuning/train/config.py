@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import UserError
-from ..methods import MethodName, get_method
+from ..methods import Loss, MethodName, Preview, Rewrite, get_method
 from ..validate import (
     Epochs,
     Fraction,
@@ -50,9 +50,9 @@ class TrainConfig(BaseModel):
     output_field: str | None = None
 
     # the method's four choices (None = from the preset)
-    preview: Literal["none", "real", "virtual"] | None = None
-    loss: Literal["cross-entropy", "constrained"] | None = None
-    rewrite: Literal["none", "sdft"] | None = None
+    preview: Preview | None = None
+    loss: Loss | None = None
+    rewrite: Rewrite | None = None
     safety_share: Fraction | None = None
 
     # LookAhead preview

@@ -15,6 +15,7 @@ import torch
 from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 
+from ..methods import LOSSES
 from .losses import (
     answer_logprobs,
     beta_tensor,
@@ -43,7 +44,7 @@ class AnswerLossTrainer(Trainer):
                  reference_precision: str = "training", log_every: int = 10, log_path: str | Path | None = None,
                  **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if loss not in ("cross-entropy", "constrained"):
+        if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}")
         self.loss_kind = loss
         self.beta_schedule = list(beta_schedule or [])
