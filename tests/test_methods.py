@@ -103,3 +103,62 @@ def test_dry_run_counts_the_reference_forward_pass_for_every_constrained_method(
     per_token = {m: c["train_flops"] / (c["tokens_per_epoch"] * c["epochs"]) for m, c in cells.items() if m != "seed"}
     assert per_token["vanilla"] == pytest.approx(6e8) and per_token["lookahead-real"] == pytest.approx(6e8)
     assert per_token["lookahead-real-constrained"] == pytest.approx(8e8)
+
+
+# --------------------------------------------------------------------------- sweep axes and names
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_method_names_and_the_seed_row_are_written_only_in_the_registry():
+    """Every module asks methods.py for a method's name, the seed row and the sweep axes; the paper's
+    Table 1 (report/paper.py) quotes its rows under the registry's names and is the one exception."""
+    import re
+
+    literal = re.compile(r"""["'](lookahead-real|lookahead-virtual|vanilla)["']|method\S*\s*[!=]=\s*["']seed["']"""
+                         r"""|get\(["']seed["']""")
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in sorted((ROOT / "src").rglob("*.py"))
+             if p.name != "methods.py" and p.parent.name != "__pycache__" and p.name != "paper.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if literal.search(line)]
+    assert found == []
+
+
+def test_a_throwaway_sweep_axis_flows_from_plan_to_cell_to_results_to_report(monkeypatch, tmp_path):
+    """A sweep axis is one entry on its method: the config accepts and checks ``sweeps.<key>``, the planner
+    adds its cells, results.json names its points, and the report draws its table and figure."""
+    import dataclasses
+    import json
+
+    from lookahead_tuning import methods
+    from lookahead_tuning.experiment.results import write_outputs
+    from lookahead_tuning.validate import LEARNING_RATE
+
+    axis = methods.SweepAxis("lr", LEARNING_RATE.field(), True, "Figure 9: learning rate", "lr_sweep",
+                             "learning rate", "Vanilla: safety and utility against the learning rate")
+    monkeypatch.setitem(methods.METHODS, "vanilla", dataclasses.replace(METHODS["vanilla"], axes=(axis,)))
+    spec = {"name": "x", "model": "m", "methods": ["vanilla"], "tasks": [{"name": "math", "n_train": 4}],
+            "train": {"lr": 1e-4}}
+    with pytest.raises(UserError, match="sweeps.lr"):
+        make_experiment({**spec, "sweeps": {"lr": [2.0]}})
+    with pytest.raises(UserError, match="unknown sweep 'depth'; expected one of lr, m, prefix"):
+        make_experiment({**spec, "sweeps": {"depth": [1]}})
+    cfg = make_experiment({**spec, "sweeps": {"lr": [1e-4, 3e-4]}})
+    cells = plan_cells(cfg)
+    assert [c.cell_id for c in cells] == ["math--seed", "math--vanilla--seed0", "math--vanilla--lr0.0003--seed0"]
+    assert cells[2].train["lr"] == 3e-4 and cells[2].row_name == "vanilla@lr=0.0003"
+
+    golden = ROOT / "tests" / "golden" / "tiny6" / "cells"
+    stored = {}
+    for cell, source, rsr in zip(cells, ("math--seed", "math--vanilla--seed0", "math--vanilla--seed0"),
+                                 (0.9, 0.5, 0.7), strict=True):
+        data = json.loads((golden / f"{source}.json").read_text())
+        stored[cell.cell_id] = {**data, "cell_id": cell.cell_id, "name": cell.row_name, "sweep": dict(cell.sweep),
+                                "train": dict(cell.train), "rsr": {**data["rsr"], "rate": rsr}}
+    results = write_outputs(tmp_path, cfg, cells, stored)
+    assert list(results["sweeps"]) == ["vanilla@lr=0.0003"] and results["sweep_base"] == {"vanilla": {"lr": 1e-4}}
+    assert "lr" in (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    report = (tmp_path / "report.md").read_text()
+    assert "## Figure 9: learning rate" in report and "![lr sweep](figures/lr_sweep.png)" in report
+    assert "| 0.0001 |" in report and "| 0.0003 |" in report
+    assert (tmp_path / "figures" / "lr_sweep.png").is_file()

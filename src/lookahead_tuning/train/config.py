@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import UserError
-from ..methods import Loss, MethodName, Preview, Rewrite, get_method
+from ..methods import BASELINE, Loss, MethodName, Preview, Rewrite, get_method
 from ..validate import (
     Epochs,
     Fraction,
@@ -44,7 +44,7 @@ class TrainConfig(BaseModel):
     model: str
     data: str
     out: str
-    method: MethodName = "vanilla"
+    method: MethodName = BASELINE
     limit: PositiveInt | None = Field(default=None, description="use the first N rows of the data")
     input_field: str | None = None
     output_field: str | None = None
