@@ -162,3 +162,53 @@ def test_a_throwaway_sweep_axis_flows_from_plan_to_cell_to_results_to_report(mon
     assert "## Figure 9: learning rate" in report and "![lr sweep](figures/lr_sweep.png)" in report
     assert "| 0.0001 |" in report and "| 0.0003 |" in report
     assert (tmp_path / "figures" / "lr_sweep.png").is_file()
+
+
+def test_a_methods_recipe_is_what_its_training_config_resolves_to():
+    """The forecast and the dry run describe a method's data by its Recipe, built from the cell's keys
+    alone (no training config with placeholder paths): for every method it is the trained one's."""
+    import dataclasses
+
+    from lookahead_tuning.train.methods import Recipe
+
+    for name in METHODS:
+        for keys in ({}, {"m": 3, "connector": " So: ", "seed": 7}, {"safety_share": 0, "preview": "virtual"}):
+            values = {"method": name, **keys}
+            trained = make_config({**BASE, **values}).resolved()
+            recipe = Recipe.of(values)
+            assert recipe == Recipe.of(trained)
+            assert dataclasses.asdict(recipe) == {k: getattr(trained, k) for k in dataclasses.asdict(recipe)}
+    assert Recipe.of({"safety_share": 0}).safety_share == 0.0 and isinstance(Recipe.of({}).safety_share, float)
+    with pytest.raises(UserError, match="key 'm'"):
+        Recipe.of({"m": -1})
+
+
+def test_a_dry_run_reads_a_task_file_once(tmp_path, monkeypatch):
+    """A GSM8K training file is read by its loader alone; its first record is all that tells its task."""
+    import json
+
+    from lookahead_tuning import io
+    from lookahead_tuning.data import loaders, tasks
+    from lookahead_tuning.experiment.dryrun import dry_run
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"})
+                             + "\n" for i in range(30)))
+    test = tmp_path / "test.jsonl"
+    test.write_text(train.read_text())
+    read: list[str] = []
+    real = io.iter_located_records
+
+    def counting(path, *a, **k):
+        for item in real(path, *a, **k):
+            if str(path) == str(train):
+                read.append(str(path))
+            yield item
+
+    for module in (io, loaders, tasks):
+        monkeypatch.setattr(module, "iter_located_records", counting)
+    cfg = make_experiment({"name": "x", "model": "smollm2-135m-instruct", "methods": ["vanilla"],
+                           "tasks": [{"name": "g", "kind": "gsm8k", "train": str(train), "test": str(test)}]})
+    plan = dry_run(cfg)
+    assert plan["tasks"]["g"]["train_rows"] == 30
+    assert len(read) <= 30 + 2  # every row once, plus the first record peeked to tell the task

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from .. import markup
 from ..errors import UserError
 from ..methods import PAPER_FORECAST
+from ..train.methods import Recipe
 from .kl import answer_logits, encode_pairs
 from .stats import mean_present
 
@@ -54,10 +55,9 @@ class StoredForecast(BaseModel):
 
 
 
-def method_settings(method: str, *, m: int = 6, prefix: str | None = None, connector: str | None = None):
-    """The training settings of ``method`` with these preview parameters, as ``train`` would resolve them."""
+def method_settings(method: str, *, m: int = 6, prefix: str | None = None, connector: str | None = None) -> Recipe:
+    """How ``method`` makes its training data with these preview parameters, as ``train`` would."""
     from ..methods import get_method
-    from ..train.config import make_config
 
     if not get_method(method).forecastable:
         from ..methods import METHODS
@@ -65,19 +65,19 @@ def method_settings(method: str, *, m: int = 6, prefix: str | None = None, conne
         usable = ", ".join(n for n, spec in METHODS.items() if spec.forecastable)
         raise UserError(f"the forecast measures the seed's cross-entropy on the data as trained, which does not "
                         f"describe '{method}' (another loss or rewritten answers); it takes {usable}")
-    values: dict[str, Any] = {"model": "-", "data": "-", "out": "-", "method": method, "m": m}
+    values: dict[str, Any] = {"method": method, "m": m}
     if prefix is not None:
         values["prefix"] = prefix
     if connector is not None:
         values["connector"] = connector
-    return make_config(values).resolved()
+    return Recipe.of(values)
 
 
 def method_pairs(rows: Sequence[dict], method: str, tokenizer, *, m: int = 6, prefix: str | None = None,
                  connector: str | None = None, settings=None) -> list[tuple[Any, str]]:
     """The ``(prompt, trained answer)`` pairs a method would train on: ``method_examples``, the pipeline
-    training uses (safety mix and preview applied). ``settings`` (a ``TrainConfig``) overrides the
-    method's defaults with ``m``, ``prefix`` and ``connector``."""
+    training uses (safety mix and preview applied). ``settings`` (the method's ``Recipe`` in a run) replaces
+    the method's defaults with ``m``, ``prefix`` and ``connector``."""
     from ..train.methods import as_example, method_examples
 
     if settings is None:
@@ -110,7 +110,7 @@ def forecast_loss(model, tokenizer, rows: Sequence[dict], methods: Sequence[str]
                   settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-position seed loss for each method on ``rows`` (``{"prompt", "completion"}``).
 
-    ``settings`` maps a method to its resolved training settings (a run's cells); methods not in it use
+    ``settings`` maps a method to its data recipe (``train.methods.Recipe``, a run's cells'); methods not in it use
     their registry defaults with ``m``, ``prefix`` and ``connector``.
 
     Returns ``{"k", "n", "methods": {name: {"per_position": [...], "mean_first_3", "mean_first_k"}},

@@ -13,6 +13,7 @@ Everything here reads only configs, tokenizers and data files:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..data.tasks import BUILTIN_TEST_N, get_task, load_task
 from ..errors import UserError
 from ..io import read_json
 from ..methods import SEED_ROW
+from ..train.methods import Recipe, effective, method_examples
 from .config import ExperimentConfig, TaskSpec, plan_cells
 
 
@@ -93,14 +95,15 @@ def _test_size(task: TaskSpec) -> tuple[int | None, str | None]:
 SAMPLE_ROWS = 1000  # rows tokenized per task; larger sets are scaled up from this sample
 
 
-def _data_key(values: dict[str, Any]) -> str:
-    """The settings that change what a method's training data looks like (not the loss or seed)."""
-    from ..train.config import make_config
+# Training keys besides the recipe that decide a method's token counts (and its FLOPs: the loss).
+TOKEN_KEYS = ("max_length", "system_prompt", "chat_template", "loss")
 
-    cfg = make_config({**values, "model": "-", "data": "-", "out": "-"}).resolved()
-    keys = ("preview", "safety_share", "m", "prefix", "connector", "max_length", "system_prompt", "chat_template",
-            "loss")
-    return json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True, default=str)
+
+def _data_key(values: dict[str, Any]) -> str:
+    """The settings that change what a method's training data looks like (not the seed)."""
+    recipe = dataclasses.asdict(Recipe.of(values))
+    del recipe["seed"]
+    return json.dumps({**recipe, **{k: effective(values, k) for k in TOKEN_KEYS}}, sort_keys=True, default=str)
 
 
 def _tokens(examples: list[dict], values: dict[str, Any], tokenizer) -> dict[str, Any]:
@@ -113,22 +116,20 @@ def _tokens(examples: list[dict], values: dict[str, Any], tokenizer) -> dict[str
     import warnings
 
     from ..train.collator import count_tokens, tokenize_examples
-    from ..train.config import make_config
-    from ..train.methods import method_examples
 
-    cfg = make_config({**values, "model": "-", "data": "-", "out": "-"}).resolved()
+    setting = {k: effective(values, k) for k in (*TOKEN_KEYS, "epochs")}
     step = max(1, -(-len(examples) // SAMPLE_ROWS))
     sample = examples[::step]
-    rows = method_examples(sample, cfg, tokenizer, rewritten=sample)
+    rows = method_examples(sample, Recipe.of(values), tokenizer, rewritten=sample)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        encoded = tokenize_examples(rows, tokenizer, max_length=cfg.max_length, system_prompt=cfg.system_prompt,
-                                    template=cfg.chat_template)
+        encoded = tokenize_examples(rows, tokenizer, max_length=setting["max_length"],
+                                    system_prompt=setting["system_prompt"], template=setting["chat_template"])
     counts = count_tokens(encoded)
     scale = len(examples) / len(sample)
     kept = round(len(encoded) * scale)
     return {"total": round(counts["total"] * scale), "answer": round(counts["answer"] * scale), "rows": kept,
-            "epochs": cfg.epochs, "sampled": len(sample) if step > 1 else None, "loss": cfg.loss}
+            "epochs": setting["epochs"], "sampled": len(sample) if step > 1 else None, "loss": setting["loss"]}
 
 
 def dry_run(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from ..errors import UserError
 from ..io import read_json
 from ..methods import PAPER_FORECAST, SEED_ROW, get_method, sweep_axes
 from ..provenance import settings_fingerprint
+from ..train.methods import EXAMPLE_KEYS, Recipe, effective, read_examples
 from .cells import CellResult, check_cell, check_one_precision, check_one_seed, pack_answers, read_forecast
 from .config import Cell, ExperimentConfig, Launcher, TaskSpec, plan_cells, train_settings
 
@@ -296,11 +297,8 @@ def preflight(cfg: ExperimentConfig, run_dir: Path | None = None) -> None:
 
 def task_examples(cfg: ExperimentConfig, task: TaskSpec) -> list[dict]:
     """The training examples of ``task`` as its cells read them (the first method's settings)."""
-    from ..train.config import make_config
-    from ..train.methods import load_examples
-
     values = train_settings(cfg, task, cfg.methods[0], cfg.seeds[0], {})
-    return load_examples(make_config({**values, "model": "-", "data": task.train, "out": "-"}))
+    return read_examples(task.train, **{k: effective(values, k) for k in EXAMPLE_KEYS})
 
 
 def read_inputs(cfg: ExperimentConfig) -> None:
@@ -557,17 +555,12 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
     wanted = [m.name for m in ctx.cfg.methods if get_method(m.name).forecastable]
     if not ctx.cfg.eval.forecast or not wanted:
         return read_forecast(path) if path.is_file() else None
-    from ..train.config import TrainConfig, make_config
-    from .config import train_settings
-
     def resolved(method: str, key: str) -> Any:  # the value the method's cells train with
         spec = ctx.cfg.method(method)
-        values = train_settings(ctx.cfg, task, spec, ctx.cfg.seeds[0], {}) if spec else ctx.cfg.train
-        return values.get(key, TrainConfig.model_fields[key].default)
+        return effective(train_settings(ctx.cfg, task, spec, ctx.cfg.seeds[0], {}) if spec else ctx.cfg.train, key)
 
-    def settings_of(method: str) -> TrainConfig:  # what the method's first-seed cell trains with
-        values = train_settings(ctx.cfg, task, ctx.cfg.method(method), ctx.cfg.seeds[0], {})
-        return make_config({**values, "model": "-", "data": "-", "out": "-"}).resolved()
+    def settings_of(method: str) -> Recipe:  # how the method's first-seed cell makes its data
+        return Recipe.of(train_settings(ctx.cfg, task, ctx.cfg.method(method), ctx.cfg.seeds[0], {}))
 
     owner = {key: method for key, (method, _) in sweep_axes().items()}  # the preview's m and prefix
     m, prefix = resolved(owner["m"], "m"), resolved(owner["prefix"], "prefix")
@@ -596,15 +589,13 @@ def run_forecast(ctx: RunContext, task: TaskSpec) -> dict | None:
                 and (owner["prefix"] not in wanted or same.get("prefix") == prefix)):
             return stored
     from ..analyse.forecast import forecast_loss
-    from ..train.methods import load_examples
 
-    train_cfg = make_config({**ctx.cfg.train, "model": ctx.seed_path(), "data": task.train, "out": "-",
-                             "limit": ctx.cfg.eval.forecast_limit, "seed": ctx.cfg.seeds[0],
-                             **{k: getattr(task, k) for k in ("input_field", "output_field") if getattr(task, k)}})
-    rows = load_examples(train_cfg)
+    shared = {**ctx.cfg.train, **{k: getattr(task, k) for k in ("input_field", "output_field") if getattr(task, k)},
+              "limit": ctx.cfg.eval.forecast_limit}
+    rows = read_examples(task.train, **{k: effective(shared, k) for k in EXAMPLE_KEYS})
     model, tokenizer = ctx.seed_model()
     result = forecast_loss(model, tokenizer, rows, wanted, k=ctx.cfg.eval.kl_positions, m=m, prefix=prefix,
-                           connector=train_cfg.connector, batch_size=ctx.cfg.eval.batch_size,
+                           connector=effective(shared, "connector"), batch_size=ctx.cfg.eval.batch_size,
                            system_prompt=ctx.cfg.eval.system_prompt, settings=settings)
     result["task"] = task.name
     result["fingerprint"] = fingerprint

@@ -1,5 +1,6 @@
 """The data side of every method: load rows, then :func:`method_examples` — the one pipeline
-(rewritten answers -> safety mix -> LookAhead preview) that training, the dry run and the forecast share.
+(rewritten answers -> safety mix -> LookAhead preview) that training, the dry run and the forecast share,
+each describing a method's data by its :class:`Recipe` (never by a whole training config).
 
 A training example here is ``{"prompt": [messages ending with a user turn], "completion": str}``.
 The methods (``lookahead_tuning.methods``) differ only in what these functions do to that list; the
@@ -9,18 +10,63 @@ random).
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from ..errors import UserError
+from ..methods import BASELINE, Preview, Rewrite, get_method
+from ..validate import explain
 from .config import TrainConfig
 
 Example = dict[str, Any]
 
 
-def load_examples(config: TrainConfig) -> list[Example]:
-    """``--data`` as training examples.
+def effective(values: Mapping[str, Any], key: str) -> Any:
+    """The value of training key ``key`` a run given ``values`` (training keys: a cell's, a config layer's)
+    uses: the value set, else its method's part, else the training default, as the training config holds
+    it (``epochs: 3`` is 3.0)."""
+    value = values.get(key)
+    if value is None:
+        parts = get_method(values.get("method") or BASELINE).parts()
+        value = parts[key] if key in parts else TrainConfig.model_fields[key].default
+    field = TrainConfig.model_fields[key]
+    kind = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    try:
+        return TypeAdapter(kind).validate_python(value)
+    except ValidationError as exc:
+        raise UserError(explain(exc, None, prefix=f"{key}").message) from None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a method does to the task rows before training (docs/method.md, section 3): train on the
+    seed's rewrites of the answers or not, mix in a share of refusal pairs (drawn with ``seed``), preview
+    the answer in the prompt (``m`` tokens of it, or ``prefix``, after ``connector``)."""
+
+    preview: Preview
+    rewrite: Rewrite
+    safety_share: float
+    m: int
+    prefix: str
+    connector: str
+    seed: int
+
+    @classmethod
+    def of(cls, settings: TrainConfig | Mapping[str, Any]) -> Recipe:
+        """The recipe of a training config or of validated training keys (keys set win over the method's)."""
+        values = settings.model_dump() if isinstance(settings, TrainConfig) else settings
+        return cls(**{f.name: effective(values, f.name) for f in fields(cls)})
+
+
+def read_examples(data: str, *, limit: int | None = None, input_field: str | None = None,
+                  output_field: str | None = None, data_seed: int = 0) -> list[Example]:
+    """``data`` (a file, folder or task name; training's ``--data``) as training examples.
 
     A record file in any format ``data.formats`` reads (prompt-completion, conversational, messages,
     Alpaca, named fields) is split as is; GSM8K and SAMSum files and folders, and the task names
@@ -29,34 +75,55 @@ def load_examples(config: TrainConfig) -> list[Example]:
     """
     from ..data.tasks import load_task, task_of_record
 
-    path = Path(config.data).expanduser()
-    field_names = config.input_field or config.output_field
+    path = Path(data).expanduser()
+    named = bool(input_field or output_field)  # named fields: a record file, whatever its fields look like
     if path.is_file() or (path.is_dir() and any((path / m).exists() for m in _HF_MARKERS)):
-        from ..io import read_records
+        from ..io import iter_records, read_records
 
-        records = read_records(str(path))
-        if records and not field_names and task_of_record(records[0]) is not None:
-            records = load_task(str(path), split="train")
-        if config.limit is not None:
-            records = records[: config.limit]
-        examples = [_split(record, config, str(path), i) for i, record in enumerate(records, start=1)]
+        if path.is_file():  # a task file is read once, by its loader: its first record tells which it is
+            task_file = not named and _first_is_task_row(iter_records(str(path)))
+            records = load_task(str(path), split="train") if task_file else read_records(str(path))
+        else:
+            records = read_records(str(path))
+            if records and not named and task_of_record(records[0]) is not None:
+                records = load_task(str(path), split="train")
+        if limit is not None:
+            records = records[:limit]
+        examples = [_split(record, input_field, output_field, str(path), i) for i, record in enumerate(records, start=1)]
     else:
-        rows = load_task(config.data, n=config.limit, seed=config.data_seed, split="train")
+        rows = load_task(data, n=limit, seed=data_seed, split="train")
         examples = [as_example({"prompt": r["prompt"], "completion": r["completion"]}) for r in rows]
     if not examples:
-        raise UserError(f"no training rows in '{config.data}'")
+        raise UserError(f"no training rows in '{data}'")
     return examples
+
+
+# The training keys that decide which rows --data gives (read_examples' options).
+EXAMPLE_KEYS = ("limit", "input_field", "output_field", "data_seed")
+
+
+def load_examples(config: TrainConfig) -> list[Example]:
+    """A training config's ``--data`` as training examples (:func:`read_examples`)."""
+    return read_examples(config.data, **{k: getattr(config, k) for k in EXAMPLE_KEYS})
 
 
 _HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 
-def _split(record: dict[str, Any], config: TrainConfig, path: str, row: int) -> Example:
+def _first_is_task_row(records: Iterator[dict[str, Any]]) -> bool:
+    from ..data.tasks import task_of_record
+
+    with contextlib.closing(records):  # only the first record is read (JSON lines and CSV stream)
+        first = next(records, None)
+    return first is not None and task_of_record(first) is not None
+
+
+def _split(record: dict[str, Any], input_field: str | None, output_field: str | None, path: str,
+           row: int) -> Example:
     from ..data.formats import split_example
 
     try:
-        prompt, completion = split_example(record, input_field=config.input_field,
-                                           output_field=config.output_field)
+        prompt, completion = split_example(record, input_field=input_field, output_field=output_field)
     except UserError as exc:
         raise UserError(f"row {row}: {exc.message}", path=path, line=exc.line) from None
     return {"prompt": _messages(prompt), "completion": completion}
@@ -96,7 +163,7 @@ def mix_safety(examples: list[Example], share: float, seed: int) -> list[Example
     return mixed
 
 
-def apply_preview(examples: list[Example], config: TrainConfig, tokenizer) -> list[Example]:
+def apply_preview(examples: list[Example], config: Recipe | TrainConfig, tokenizer) -> list[Example]:
     """The LookAhead transform (docs/method.md, section 2) on the last user turn of every example.
 
     Only training prompts change; inference prompts never carry a preview. Mixed-in refusal rows
@@ -127,17 +194,18 @@ def apply_preview(examples: list[Example], config: TrainConfig, tokenizer) -> li
     return out
 
 
-def method_examples(rows: list[Example], settings: TrainConfig, tokenizer, *,
+def method_examples(rows: list[Example], settings: Recipe | TrainConfig, tokenizer, *,
                     rewritten: list[Example] | None = None) -> list[Example]:
-    """The task rows as ``settings``' method trains on them: the seed's rewrites of the answers (SDFT;
-    made by the caller, since they need the seed to generate), then the safety mix, then the preview."""
-    settings = settings.resolved()
-    if settings.rewrite == "sdft":
+    """The task rows as a method trains on them (its :class:`Recipe`, or a training config's): the seed's
+    rewrites of the answers (SDFT; made by the caller, since they need the seed to generate), then the
+    safety mix, then the preview."""
+    recipe = settings if isinstance(settings, Recipe) else Recipe.of(settings)
+    if recipe.rewrite == "sdft":
         if rewritten is None:
             raise ValueError("an SDFT method trains on the seed's rewrites: pass rewritten=")
         rows = rewritten
-    rows = mix_safety(rows, settings.safety_share, settings.seed)
-    return apply_preview(rows, settings, tokenizer)
+    rows = mix_safety(rows, recipe.safety_share, recipe.seed)
+    return apply_preview(rows, recipe, tokenizer)
 
 
 def as_example(row: dict[str, Any]) -> Example:
