@@ -3,6 +3,15 @@
 It answers with a real model when given one (the tiny Llama of conftest.py, greedy, through the local
 engine's own batch function), so a test can check that the ``openai`` backend returns what the local
 engine returns; and it can misbehave on purpose: fail a number of requests, answer slowly, refuse keys.
+
+``hostile`` makes it a hostile server (issue 30), on ``hostile_on`` (``"completions"``, ``"chat"``,
+``"models"``): ``echo-key`` puts the Authorization header it received into every answer (and a model
+card), ``trickle`` sends its answer one byte every ``trickle_interval`` seconds, ``huge`` answers 50 MB
+(``huge-unsized``: the same without a Content-Length), ``string-tokens`` reports the token count as a
+string, ``numeric-text`` answers a number as the text, ``bad-json`` answers text that is not JSON and
+``cut`` closes the connection in the middle of its answer. It stays bounded: it listens on 127.0.0.1
+only, serves at most ``max_requests`` requests (then 503) and stops any trickle or huge answer after
+``hostile_seconds`` seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ from typing import Any
 class CompletionsStub:
     def __init__(self, *, model=None, tokenizer=None, served=("tiny",), delay: float = 0.0,
                  fail_first: int = 0, fail_status: int = 500, fail_after: int | None = None,
-                 root: str | None = None, port: int = 0):
+                 root: str | None = None, port: int = 0, hostile: str | None = None,
+                 hostile_on: tuple[str, ...] = ("completions", "chat"), trickle_interval: float = 0.2,
+                 max_requests: int = 500, hostile_seconds: float = 30.0):
         self.model, self.tokenizer = model, tokenizer
         self.served = list(served)
         self.delay = delay
@@ -25,6 +36,9 @@ class CompletionsStub:
         self.fail_status = fail_status
         self.fail_after = fail_after  # every completion request after the first N fails (a dying server)
         self.root = root
+        self.hostile, self.hostile_on = hostile, tuple(hostile_on)
+        self.trickle_interval, self.max_requests, self.hostile_seconds = trickle_interval, max_requests, hostile_seconds
+        self.served_requests = 0
         self.requests: list[dict[str, Any]] = []
         self.auth: list[str] = []
         self.in_flight = 0
@@ -37,36 +51,96 @@ class CompletionsStub:
             def log_message(self, *args):
                 pass
 
-            def _send(self, status: int, body: dict) -> None:
+            def _send(self, status: int, body: dict, kind: str = "") -> None:
                 payload = json.dumps(body).encode()
+                hostile = stub.hostile if kind in stub.hostile_on and status == 200 else None
+                if hostile == "bad-json":
+                    payload = b'{"choices": [{"text": "unterminated'
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
+                try:
+                    if hostile in ("huge", "huge-unsized"):
+                        self._send_huge(hostile == "huge")
+                    elif hostile == "trickle":
+                        self.send_header("Content-Length", str(len(payload)))
+                        self.end_headers()
+                        self._trickle(payload)
+                    elif hostile == "cut":
+                        self.send_header("Content-Length", str(len(payload) + 1000))
+                        self.end_headers()
+                        self.wfile.write(payload[: len(payload) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                    else:
+                        self.send_header("Content-Length", str(len(payload)))
+                        self.end_headers()
+                        self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up on the answer, as it should
+
+            def _trickle(self, payload: bytes) -> None:
+                ends = time.monotonic() + stub.hostile_seconds
+                for i in range(len(payload)):
+                    if time.monotonic() > ends:
+                        break
+                    self.wfile.write(payload[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(stub.trickle_interval)
+                self.close_connection = True
+
+            def _send_huge(self, sized: bool) -> None:
+                size, chunk = 50 * 1024 * 1024, b" " * 65536
+                if sized:
+                    self.send_header("Content-Length", str(size))
+                else:
+                    self.send_header("Connection", "close")
                 self.end_headers()
-                self.wfile.write(payload)
+                self.wfile.write(b'{"choices": [{"text": "')
+                ends = time.monotonic() + stub.hostile_seconds
+                for _ in range(size // len(chunk)):
+                    if time.monotonic() > ends:
+                        break
+                    self.wfile.write(chunk)
+                self.close_connection = True
+
+            def _count(self) -> bool:
+                with stub.lock:
+                    stub.served_requests += 1
+                    return stub.served_requests <= stub.max_requests
 
             def do_GET(self):
-                if self.path.rstrip("/").endswith("/models"):
+                if not self._count():
+                    self._send(503, {"error": {"message": "request budget spent"}})
+                elif self.path.rstrip("/").endswith("/models"):
                     cards = [{"id": name, "object": "model", **({"root": stub.root} if stub.root else {})}
                              for name in stub.served]
-                    self._send(200, {"object": "list", "data": cards})
+                    if stub.hostile == "echo-key" and "models" in stub.hostile_on:
+                        cards.append({"id": "echo", "owned_by": self.headers.get("Authorization", "")})
+                    if stub.hostile == "numeric-text" and "models" in stub.hostile_on:
+                        cards.append({"id": 5})
+                    self._send(200, {"object": "list", "data": cards}, "models")
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if not self._count():
+                    self._send(503, {"error": {"message": "request budget spent"}})
+                    return
+                auth = self.headers.get("Authorization", "")
                 with stub.lock:
                     stub.requests.append(body)
-                    stub.auth.append(self.headers.get("Authorization", ""))
+                    stub.auth.append(auth)
                     number = len(stub.requests)
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                chat = self.path.rstrip("/").endswith("/chat/completions")
                 try:
-                    status, answer = stub.answer(body, number)
+                    status, answer = stub.answer_chat(body, auth) if chat else stub.answer(body, number, auth)
                 finally:
                     with stub.lock:
                         stub.in_flight -= 1
-                self._send(status, answer)
+                self._send(status, answer, "chat" if chat else "completions")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
@@ -92,19 +166,42 @@ class CompletionsStub:
                                                  top_p=1.0, seed=0)
         return _completion_text(self.tokenizer, ids, new_ids), reason, len(new_ids)
 
-    def answer(self, body: dict, number: int) -> tuple[int, dict]:
+    def _hostile_for(self, kind: str) -> str | None:
+        return self.hostile if kind in self.hostile_on else None
+
+    def answer(self, body: dict, number: int, auth: str = "") -> tuple[int, dict]:
         if self.delay:
             time.sleep(self.delay)
         if body.get("model") not in self.served:
             return 404, {"error": {"message": f"model {body.get('model')} does not exist"}}
         if number <= self.fail_first or (self.fail_after is not None and number > self.fail_after):
-            return self.fail_status, {"error": {"message": "temporary failure"}}
+            echoed = f" for {auth}" if self._hostile_for("completions") == "echo-key" else ""
+            return self.fail_status, {"error": {"message": f"temporary failure{echoed}"}}
         text, reason, tokens = self._complete(body["prompt"], int(body.get("max_tokens", 16)))
-        return 200, {
+        hostile = self._hostile_for("completions")
+        if hostile == "echo-key":
+            text = f"{text} (you sent {auth})"
+        answer = {
             "id": f"cmpl-{number}", "object": "text_completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "text": text, "finish_reason": reason, "logprobs": None}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": tokens, "total_tokens": tokens + 1},
+            "choices": [{"index": 0, "text": 42 if hostile == "numeric-text" else text, "finish_reason": reason,
+                         "logprobs": None}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": str(tokens) if hostile == "string-tokens" else tokens,
+                      "total_tokens": tokens + 1},
         }
+        return 200, answer
+
+    def answer_chat(self, body: dict, auth: str) -> tuple[int, dict]:
+        """A judge's answer: always the safest score, with what a hostile server adds."""
+        hostile = self._hostile_for("chat")
+        content: Any = "A refusal.\n#score: 1"
+        if hostile == "echo-key":
+            content = f"You sent {auth}. {content}"
+        elif hostile == "numeric-text":
+            content = 1
+        usage = {"prompt_tokens": 1, "completion_tokens": "1" if hostile == "string-tokens" else 1, "total_tokens": 2}
+        return 200, {"id": "chat-1", "object": "chat.completion", "created": 0, "model": body.get("model", ""),
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": content}}], "usage": usage}
 
     def close(self) -> None:
         self.server.shutdown()
@@ -120,6 +217,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="tiny")
+    parser.add_argument("--hostile", default=None, help="a hostile mode (see CompletionsStub)")
     args = parser.parse_args()
     import torch
 
@@ -127,7 +225,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     model, tok = load_model(args.model)
-    stub = CompletionsStub(model=model, tokenizer=tok, served=(args.name,), root=args.model, port=args.port)
+    stub = CompletionsStub(model=model, tokenizer=tok, served=(args.name,), root=args.model, port=args.port,
+                           hostile=args.hostile, hostile_on=("completions", "chat", "models"))
     stub.thread.join()
 
 

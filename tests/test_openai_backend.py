@@ -243,3 +243,101 @@ def test_cli_server_flags_without_the_openai_backend_are_refused(tiny_model_dir,
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == "error: --base-url is for --backend openai (the backend is hf)"
     assert not os.path.exists(tmp_path / "o.jsonl")
+
+
+# ------------------------------------------------------------------ hostile or broken servers (issue 30, class 6)
+
+
+def _no_records(path) -> bool:
+    return not path.exists() or path.read_text() == ""
+
+
+def test_a_trickling_server_is_cut_off_at_the_request_timeout(tiny, served, tmp_path):
+    """--request-timeout bounds the whole request: one byte every 0.2 s never trips a per-read timeout,
+    and the answer would take about a minute to arrive."""
+    import time
+
+    _, tok = tiny
+    for hostile_on in (("completions",), ("models",)):
+        stub = served(hostile="trickle", hostile_on=hostile_on, trickle_interval=0.2)
+        log = tmp_path / f"{hostile_on[0]}.jsonl"
+        started = time.monotonic()
+        with pytest.raises(UserError, match=r"timed out.*1 s in all|no answer within 1 s") as caught:
+            generate(_endpoint(stub, timeout=1.0, max_retries=0), tok, _items()[:1], out_path=log,
+                     max_new_tokens=2, progress=False, backend="openai")
+        assert time.monotonic() - started < 8, hostile_on
+        assert "\n" not in caught.value.message and _no_records(log)
+
+
+@pytest.mark.parametrize("hostile", ["huge", "huge-unsized"])
+def test_a_huge_answer_to_two_tokens_is_refused_and_nothing_stored(tiny, served, tmp_path, hostile):
+    import time
+
+    _, tok = tiny
+    stub = served(hostile=hostile)
+    log = tmp_path / "out.jsonl"
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"(is larger|declares 52,428,800 bytes, more) than the 67,584 bytes an answer to this "
+                                      r"request may take; refused, nothing of it was kept") as caught:
+        generate(_endpoint(stub, concurrency=1), tok, _items()[:1], out_path=log, max_new_tokens=2,
+                 progress=False, backend="openai")
+    assert len(stub.requests) == 1  # not retried: it would be as large again
+    assert time.monotonic() - started < 20 and "\n" not in caught.value.message and _no_records(log)
+
+
+@pytest.mark.parametrize(("hostile", "needle"), [
+    ("string-tokens", "key 'usage.completion_tokens'"),
+    ("numeric-text", "key 'choices.0.text'"),
+    ("bad-json", "(?i)invalid json"),
+])
+def test_an_answer_of_the_wrong_shape_is_one_line_and_no_record(tiny_model_dir, tiny, served, tmp_path, capsys,
+                                                                hostile, needle):
+    """A string token count used to end in 'unexpected TypeError (a bug)' with the record kept; a numeric
+    text was written and refused later. Now the schema refuses either before a record is made."""
+    stub = served(hostile=hostile)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\nname a colour\n")
+    out = tmp_path / "gen.jsonl"
+    code = main(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--out", str(out),
+                 "--max-new-tokens", "3", "--quiet", "--backend", "openai", "--base-url", stub.url,
+                 "--served-model", "tiny", "--concurrency", "1", "--max-retries", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: generation at http://127.0.0.1:") and err.count("\n") == 1, err
+    assert "the server's answer is not a valid completion: " in err
+    import re
+
+    assert re.search(needle, err), err
+    assert _no_records(out)
+
+
+def test_a_server_closing_mid_answer_is_retried_then_one_line(tiny, served, tmp_path):
+    _, tok = tiny
+    stub = served(hostile="cut")
+    log = tmp_path / "out.jsonl"
+    with pytest.raises(UserError, match="failed after 2 attempts: .*(RemoteProtocolError|incomplete|closed)") as caught:
+        generate(_endpoint(stub, concurrency=1, max_retries=1), tok, _items()[:1], out_path=log,
+                 max_new_tokens=2, progress=False, backend="openai")
+    assert len(stub.requests) == 2 and "\n" not in caught.value.message and _no_records(log)
+
+
+def test_a_model_list_of_the_wrong_shape_is_refused(tiny, served):
+    _, tok = tiny
+    stub = served(hostile="numeric-text", hostile_on=("models",))
+    with pytest.raises(UserError, match=r"model list at http://127.0.0.1:\d+/v1: .*key 'data.\d+.id'"):
+        generate(_endpoint(stub), tok, _items()[:1], max_new_tokens=2, progress=False, backend="openai")
+    assert stub.requests == []
+
+
+def test_more_tokens_than_asked_for_is_refused(tiny, served, monkeypatch):
+    _, tok = tiny
+    stub = served()
+    original = stub.answer
+
+    def inflated(body, number, auth=""):
+        status, answer = original(body, number, auth)
+        answer["usage"]["completion_tokens"] = 10_000
+        return status, answer
+
+    monkeypatch.setattr(stub, "answer", inflated)
+    with pytest.raises(UserError, match="counted 10000 completion tokens for a request of at most 2"):
+        generate(_endpoint(stub), tok, _items()[:1], max_new_tokens=2, progress=False, backend="openai")

@@ -359,3 +359,87 @@ def test_cell_folders_never_leave_the_run_folder(tmp_path):
         assert "/" not in cell.cell_id and "\\" not in cell.cell_id and not cell.cell_id.startswith(".")
     with pytest.raises(UserError, match="methods"):
         make_experiment({"model": "m", "tasks": ["math"], "methods": ["../vanilla"]})
+
+
+# --------------------------------------------------------------------------- every server-backed command
+
+
+GEN_SECRET = "sk-gen-5e1d9c0a7b3f42e8LEAKCHECK"
+GEN_URL_SECRET = "pw-gen-url-3a9c1f0e7dLEAKCHECK"
+
+
+@pytest.fixture()
+def echoing_server(tiny_model_dir):
+    """tests/openai_stub.py as a server that echoes the Authorization header it gets in every answer
+    (completions, chat completions, a model card) and in its errors."""
+    from openai_stub import CompletionsStub
+
+    from lookahead_tuning.models import load_model
+
+    model, tok = load_model(str(tiny_model_dir))
+    stub = CompletionsStub(model=model, tokenizer=tok, hostile="echo-key",
+                           hostile_on=("completions", "chat", "models"))
+    try:
+        yield stub
+    finally:
+        stub.close()
+
+
+def test_no_server_backed_command_writes_an_echoed_key(tmp_path, tiny_model_dir, echoing_server, monkeypatch, capfd,
+                                                        one_torch_thread):
+    """Issue 30, class 1: the generation backend registers its credentials as the judge does. Each command
+    that talks to a server (`generate`, `eval safety` RSR and JSR with the LLM judge on the same server,
+    `eval overrefusal`, `eval utility`, all with `--backend openai`) runs against a server echoing the key
+    (from --api-key-env) and the URL's credentials; afterwards no file under the test folder, and
+    neither stdout nor stderr, holds any of them. The same for an error that echoes the key."""
+    from lookahead_tuning.cli import main
+
+    stub = echoing_server
+    monkeypatch.setenv("LOOKAHEAD_TUNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GEN_SECRET", GEN_SECRET)
+    monkeypatch.chdir(tmp_path)
+    with_userinfo = stub.url.replace("http://", f"http://genuser:{GEN_URL_SECRET}@")
+    basic = base64.b64encode(f"genuser:{GEN_URL_SECRET}".encode()).decode()
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "instruction": f"Say {w}."}) + "\n"
+                               for i, w in enumerate(("hi", "yes", "no"))))
+    common = ["--model", str(tiny_model_dir), "--max-new-tokens", "3", "--quiet"]
+    for url in (stub.url, with_userinfo):
+        server = ["--backend", "openai", "--base-url", url, "--served-model", "tiny", "--api-key-env", "GEN_SECRET",
+                  "--concurrency", "2"]
+        tag = "plain" if url == stub.url else "userinfo"
+        commands = [
+            ["generate", *common, "--prompts", str(prompts), "--out", str(tmp_path / tag / "answers.jsonl"), *server],
+            ["eval", "safety", *common, "--limit", "2", "--out", str(tmp_path / tag / "rsr"), *server],
+            ["eval", "safety", *common, "--limit", "2", "--prefill", "--out", str(tmp_path / tag / "jsr"), *server,
+             "--judge", "both", "--judge-url", url, "--judge-model", "tiny", "--judge-key-env", "GEN_SECRET"],
+            ["eval", "overrefusal", *common, "--limit", "2", "--out", str(tmp_path / tag / "overrefusal"), *server],
+            ["eval", "utility", *common, "--task", "math", "--limit", "2", "--out", str(tmp_path / tag / "utility"),
+             *server],
+        ]
+        for argv in commands:
+            assert main(argv) == 0, (argv[:2], capfd.readouterr().err)
+        assert _files_containing(tmp_path, GEN_SECRET) == [], tag
+    captured = capfd.readouterr()
+    assert any(GEN_SECRET in a for a in stub.auth) and any(basic in a for a in stub.auth), \
+        "the stub never received the credentials: the test proves nothing"
+    answers = [json.loads(line) for line in (tmp_path / "plain" / "answers.jsonl").read_text().splitlines()]
+    assert answers and all("(you sent Bearer ***)" in r["completion"] for r in answers), "the echo never arrived"
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != prompts]
+    assert {"answers.jsonl", "generations.jsonl", "completions.jsonl", "metrics.json"} <= {p.name for p in written}
+    _assert_nothing_leaked(tmp_path, captured, GEN_SECRET, GEN_URL_SECRET, basic)
+
+    # An error that echoes the key: one line, masked, and nothing written.
+    from openai_stub import CompletionsStub
+
+    rejecting = CompletionsStub(hostile="echo-key", fail_first=10, fail_status=401)
+    try:
+        code = main(["generate", *common, "--prompts", str(prompts), "--out", str(tmp_path / "rejected.jsonl"),
+                     "--backend", "openai", "--base-url", rejecting.url, "--served-model", "tiny",
+                     "--api-key-env", "GEN_SECRET"])
+    finally:
+        rejecting.close()
+    captured = capfd.readouterr()
+    assert code == 2 and "401" in captured.err and "Bearer ***" in captured.err, captured.err
+    assert any(GEN_SECRET in a for a in rejecting.auth)
+    _assert_nothing_leaked(tmp_path, captured, GEN_SECRET)

@@ -18,6 +18,12 @@ Requests go out ``concurrency`` at a time (the server batches them); each is ret
 transport errors and 5xx answers (:func:`lookahead_tuning.endpoint.call_with_retries`). Before the
 first request the server's model list must name ``served_model``: a typo, or a server that serves
 another model, is an error, not a run of answers from the wrong model.
+
+A server is not trusted with what reaches the answers file: its key and the URL's credentials are
+registered as secrets when the endpoint is made (:func:`lookahead_tuning.endpoint.credentials`), each
+request ends within ``--request-timeout`` seconds in all, and an answer is checked by its schema and
+its size (relative to ``max_new_tokens``) before a record is made of it, so a refused answer leaves no
+record behind.
 """
 
 from __future__ import annotations
@@ -28,7 +34,17 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
-from ..endpoint import call_with_retries, check_base_url, list_models, make_client, public_url, read_api_key
+from ..endpoint import (
+    CompletionAnswer,
+    answer_bytes,
+    call_with_retries,
+    check_base_url,
+    credentials,
+    list_models,
+    make_client,
+    parse_answer,
+    public_url,
+)
 from ..errors import UserError
 
 
@@ -57,6 +73,11 @@ class OpenAIEndpoint:
             raise UserError(f"--request-timeout must be a positive number of seconds, got {self.timeout}")
         if self.max_retries < 0:
             raise UserError(f"--max-retries must be 0 or more, got {self.max_retries}")
+        credentials(self.base_url, self.api_key_env, required=False)  # masked from here on, whatever is echoed
+
+    def key(self) -> str:
+        """The API key to send (``EMPTY`` when its variable is unset: local servers rarely check keys)."""
+        return credentials(self.base_url, self.api_key_env, required=False)[1]
 
     def settings(self) -> dict[str, Any]:
         """What records where the answers came from (no secret: the URL loses any credential)."""
@@ -68,7 +89,7 @@ class OpenAIEndpoint:
         """The server's model card for ``served_model`` (vLLM's has ``root``: the weights it loaded)."""
         cards = call_with_retries(lambda: list_models(self.base_url, key, timeout=min(self.timeout, 30.0)),
                                   what="model list", url=self.base_url, max_retries=self.max_retries,
-                                  backoff=self.backoff, secrets=(key,))
+                                  backoff=self.backoff, secrets=(key,), timeout=min(self.timeout, 30.0))
         card = next((c for c in cards if c.get("id") == self.served_model), None)
         if card is None:
             names = ", ".join(str(c.get("id")) for c in cards[:10]) or "none"
@@ -78,18 +99,22 @@ class OpenAIEndpoint:
 
 
 def _request(client, endpoint: OpenAIEndpoint, key: str, text: str, options: dict[str, Any]) -> tuple[str, str, int | None]:
-    """One completion: (text, finish reason, completion tokens as the server counted them)."""
-    def call():
-        return client.completions.create(model=endpoint.served_model, prompt=text, **options)
+    """One completion: (text, finish reason, completion tokens as the server counted them), from an
+    answer its schema and size accept."""
+    def call() -> CompletionAnswer:
+        raw = client.completions.with_raw_response.create(model=endpoint.served_model, prompt=text, **options)
+        return parse_answer(raw.content, CompletionAnswer, what="generation", url=endpoint.base_url)
 
     out = call_with_retries(call, what="generation", url=endpoint.base_url, max_retries=endpoint.max_retries,
-                            backoff=endpoint.backoff, secrets=(key,))
-    if not out.choices:
-        raise UserError(f"the server at {public_url(endpoint.base_url)} answered without a completion")
+                            backoff=endpoint.backoff, secrets=(key,), timeout=endpoint.timeout,
+                            max_bytes=answer_bytes(options["max_tokens"]))
     choice = out.choices[0]
     reason = "length" if choice.finish_reason == "length" else "stop"
-    tokens = getattr(out.usage, "completion_tokens", None) if out.usage is not None else None
-    return choice.text or "", reason, tokens
+    tokens = out.usage.completion_tokens if out.usage is not None else None
+    if tokens is not None and tokens > options["max_tokens"]:
+        raise UserError(f"generation at {public_url(endpoint.base_url)}: the server counted {tokens} completion "
+                        f"tokens for a request of at most {options['max_tokens']}; nothing of it was kept")
+    return choice.text, reason, tokens
 
 
 def generate_openai(endpoint: OpenAIEndpoint, tokenizer, batches: list[list[dict]], encoded: dict[str, list[int]],
@@ -107,7 +132,7 @@ def generate_openai(endpoint: OpenAIEndpoint, tokenizer, batches: list[list[dict
 
     if not isinstance(endpoint, OpenAIEndpoint):
         raise UserError("backend 'openai' takes an OpenAIEndpoint (base URL and served model) as the model")
-    key = read_api_key(endpoint.api_key_env, required=False)
+    key = endpoint.key()
     endpoint.served_card(key)
     client = make_client(endpoint.base_url, key, endpoint.timeout)
     items = [item for batch in batches for item in batch]

@@ -211,16 +211,10 @@ class LLMJudge:
             raise UserError("the LLM judge needs --judge-url (an OpenAI-compatible base URL, e.g. http://host:8000/v1)")
         if not model:
             raise UserError("the LLM judge needs --judge-model (the model name the endpoint serves)")
-        key = os.environ.get(api_key_env)
-        if not key:
-            raise UserError(
-                f"the LLM judge reads its API key from the environment variable {api_key_env}, which is not set "
-                "(set it to any value for a server that does not check keys)"
-            )
-        from ..redact import register, register_url
+        from ..endpoint import credentials
 
-        register(key)
-        self.url = register_url(url)  # what is recorded and shown; the client gets the URL as given
+        # What is recorded and shown; the client gets the URL as given. Both are secrets from here on.
+        self.url, key = credentials(url, api_key_env, required=True, who="the LLM judge")
         self.model = model
         self.api_key_env = api_key_env
         self.concurrency = max(1, int(concurrency))
@@ -244,6 +238,7 @@ class LLMJudge:
 
         # The SDK's own retries are off: we retry ourselves so that backoff and counts are ours.
         self._client = make_client(url, key, timeout)
+        self.timeout = timeout
         self._raw_url = url  # for masking only: its credentials never leave this object
         self._lock = threading.Lock()
         self.stats = {"calls": 0, "cache_hits": 0, "retries": 0, "unparseable": 0}
@@ -308,17 +303,20 @@ class LLMJudge:
         return int(entry["score"])
 
     def _complete(self, messages: list[dict[str, str]]) -> str:
-        from ..endpoint import call_with_retries
+        from ..endpoint import ChatAnswer, answer_bytes, call_with_retries, parse_answer
 
         def call() -> str:
             self._count("calls")
-            out = self._client.chat.completions.create(
+            raw = self._client.chat.completions.with_raw_response.create(
                 model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
             )
+            out = parse_answer(raw.content, ChatAnswer, what="LLM judge", url=self._raw_url)
             return (out.choices[0].message.content or "") if out.choices else ""
 
         return call_with_retries(call, what="LLM judge", url=self.url, max_retries=self.max_retries,
-                                 backoff=self.backoff, secrets=(self._key, self._raw_url), on_retry=lambda: self._count("retries"))
+                                 backoff=self.backoff, secrets=(self._key, self._raw_url),
+                                 on_retry=lambda: self._count("retries"), timeout=self.timeout,
+                                 max_bytes=answer_bytes(self.max_tokens))
 
     def score(self, pairs: Iterable[Sequence[str]], *, progress: bool = False) -> list[int | None]:
         """Scores 1..5 for each ``(instruction, response)`` pair, in order; ``None`` = unparseable.
