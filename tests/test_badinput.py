@@ -54,7 +54,7 @@ def test_corpus_is_complete():
         if "input" in case:
             assert (CORPUS / case["input"]).is_file(), case["input"]
         assert set(case) <= {"id", "args", "input", "output", "existing_output", "expect", "exit", "rows",
-                             "leaves", "input_name", "links"}
+                             "leaves", "input_name", "links", "server"}
     used = {c["input"] for c in CASES if "input" in c} | {"train/data.jsonl", "eval/prompts.jsonl",
                                                           "eval/metrics_ok.json"}
     on_disk = {str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*") if p.is_file()} - {"cases.yaml", ".gitattributes"}
@@ -104,6 +104,27 @@ def _huge_line(path: Path) -> Path:
     return path
 
 
+# Hostile OpenAI-compatible servers a case may talk to ({server} in its arguments, `server: MODE`): the
+# modes of tests/openai_stub.py, on the completions endpoint unless the mode ends in "-models".
+_SERVERS: dict[str, object] = {}
+
+
+def _server_url(mode: str) -> str:
+    from openai_stub import CompletionsStub
+
+    if mode not in _SERVERS:
+        hostile, _, where = mode.partition("@")
+        _SERVERS[mode] = CompletionsStub(hostile=hostile, hostile_on=(where or "completions",), hostile_seconds=10)
+    return _SERVERS[mode].url
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_servers():
+    yield
+    while _SERVERS:
+        _SERVERS.popitem()[1].close()
+
+
 def _prepare(case: dict, folder: Path, models: dict[str, Path]) -> tuple[list[str], Path]:
     """Copy the case's input into ``folder`` and expand the placeholders of its arguments."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -111,6 +132,8 @@ def _prepare(case: dict, folder: Path, models: dict[str, Path]) -> tuple[list[st
     values = {"dir": str(folder), "out": str(out), "data": str(CORPUS / "train" / "data.jsonl"),
               "prompts": str(CORPUS / "eval" / "prompts.jsonl"), "bigint": "1" + "0" * 5000,
               **{k: str(v) for k, v in models.items()}}
+    if "server" in case:
+        values["server"] = _server_url(case["server"])
     if "input" in case:
         src = CORPUS / case["input"]
         name = case.get("input_name", src.name)
