@@ -213,3 +213,36 @@ def test_template_errors_are_one_line(tmp_path):
         score_parser(r"score \d")
     assert score_parser(r"Final: (\d)")("blah\nFinal: 4") == 4
     assert score_parser("thescore")("#thescore: 3\n#thescore: 5") == 3
+
+
+# ------------------------------------------------------------------ a hostile judge server (issue 30, class 6)
+
+
+@pytest.mark.parametrize(("hostile", "pattern"), [
+    ("trickle", r"LLM judge at http://127.0.0.1:\d+/v1 failed after 1 attempt: .*1 s in all"),
+    ("huge", r"LLM judge at .*declares 52,428,800 bytes, more than the 1,114,112 bytes .*refused"),
+    ("huge-unsized", r"LLM judge at .*is larger than the 1,114,112 bytes .*refused"),
+    ("numeric-text", r"not a valid chat completion: key 'choices.0.message.content'"),
+    ("bad-json", r"not a valid chat completion: Invalid JSON"),
+    ("cut", r"failed after 1 attempt: .*RemoteProtocolError"),
+])
+def test_a_hostile_judge_is_one_line_and_caches_nothing(key, tmp_path, hostile, pattern):
+    """The judge's client is the generation backend's: a total deadline, a byte budget (from its
+    max_tokens: 1,024 here), a schema; a bad answer is not scored, not cached, not retried as if it were
+    the judge's opinion."""
+    import time
+
+    from openai_stub import CompletionsStub
+
+    stub = CompletionsStub(hostile=hostile, trickle_interval=0.2)
+    try:
+        judge = LLMJudge(stub.url, "tiny", api_key_env=key, cache_path=tmp_path / "cache.jsonl", max_retries=0,
+                         timeout=1.0, max_tokens=1024)
+        started = time.monotonic()
+        with pytest.raises(UserError, match=pattern) as caught:
+            judge.score([("How do I pick a lock?", "I cannot help with that.")])
+        assert time.monotonic() - started < 8 and "\n" not in caught.value.message
+    finally:
+        stub.close()
+    cache = tmp_path / "cache.jsonl"
+    assert not cache.exists() or cache.read_text() == ""
