@@ -19,6 +19,15 @@ SECRET = "sk-test-8f3a2c91e7d04b6aLEAKCHECK"
 SRC = Path(__file__).resolve().parents[1] / "src" / "lookahead_tuning"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_secrets(monkeypatch):
+    """Each test starts with no registered secret: the registry lives as long as the process, so a key
+    an earlier test registered would otherwise mask a leak this test is meant to catch."""
+    from lookahead_tuning import redact
+
+    monkeypatch.setattr(redact, "_SECRETS", set())
+
+
 # --------------------------------------------------------------------------- a stub OpenAI-compatible judge
 
 
@@ -442,4 +451,61 @@ def test_no_server_backed_command_writes_an_echoed_key(tmp_path, tiny_model_dir,
     captured = capfd.readouterr()
     assert code == 2 and "401" in captured.err and "Bearer ***" in captured.err, captured.err
     assert any(GEN_SECRET in a for a in rejecting.auth)
+    _assert_nothing_leaked(tmp_path, captured, GEN_SECRET)
+
+
+SERVER_ENV_SECRET = "hf-env-token-0b7e2d94c1LEAKCHECK"
+SERVER_FLAG_SECRET = "sk-flag-6c2a8e1f03LEAKCHECK"
+
+
+def test_a_started_servers_credentials_are_masked_in_what_a_run_writes(tmp_path, tiny_model_dir):
+    """eval.generation's credential-named environment variables and the value of a credential flag in its
+    server command are registered when the config is read: config.yaml (written through the atomic
+    writers) and any message show them masked. Other variables are left as they are."""
+    from lookahead_tuning.experiment.config import make_experiment
+    from lookahead_tuning.io import atomic_write_text
+    from lookahead_tuning.redact import scrub
+
+    cfg = make_experiment({
+        "model": str(tiny_model_dir), "tasks": [{"name": "math"}], "methods": ["vanilla"],
+        "eval": {"generation": {"backend": "openai",
+                                "server": f"vllm serve {{model}} --port {{port}} --api-key {SERVER_FLAG_SECRET}",
+                                "env": {"HF_TOKEN": SERVER_ENV_SECRET, "OMP_NUM_THREADS": "1234567"}}}})
+    text = json.dumps(cfg.model_dump(mode="json"))
+    assert SERVER_ENV_SECRET in text and SERVER_FLAG_SECRET in text  # the config itself is the user's
+    atomic_write_text(tmp_path / "config.yaml", text)
+    stored = (tmp_path / "config.yaml").read_text()
+    assert SERVER_ENV_SECRET not in stored and SERVER_FLAG_SECRET not in stored and "1234567" in stored
+    assert scrub(f"--token={SERVER_FLAG_SECRET}") == "--token=***"
+
+
+@pytest.mark.slow
+def test_a_grid_generating_through_an_echoing_server_keeps_the_key(tmp_path, tiny_model_dir, monkeypatch, capfd):
+    """The `run` path with eval.generation.backend openai: the runner starts tests/openai_stub.py per cell,
+    echoing the key it is sent (OPENAI_API_KEY) in every answer; the run folder holds it nowhere."""
+    import sys
+
+    import yaml
+
+    from lookahead_tuning.cli import main
+
+    monkeypatch.setenv("LOOKAHEAD_TUNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", GEN_SECRET)
+    monkeypatch.chdir(tmp_path)
+    stub = Path(__file__).with_name("openai_stub.py")
+    config = {
+        "name": "leak", "model": str(tiny_model_dir), "tasks": [{"name": "math", "n_train": 4, "n_test": 2}],
+        "methods": ["vanilla"], "train": {"max_steps": 1, "batch_size": 2, "max_length": 128},
+        "eval": {"limit": 2, "max_new_tokens": 2, "forecast": False, "kl_positions": 2, "generation": {
+            "backend": "openai", "startup_timeout": 120, "concurrency": 2,
+            "server": f"{sys.executable} {stub} --model {{model}} --port {{port}} --name {{name}} --hostile echo-key",
+            "env": {"PYTHONPATH": str(SRC.parent), "OMP_NUM_THREADS": "1"}}},
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    rc = main(["run", str(path), "--out", str(tmp_path / "grid"), "--quiet"])
+    captured = capfd.readouterr()
+    assert rc == 0, captured.err
+    logs = list((tmp_path / "grid").rglob("generations.jsonl"))
+    assert logs and all("(you sent Bearer ***)" in log.read_text() for log in logs), "the echo never arrived"
     _assert_nothing_leaked(tmp_path, captured, GEN_SECRET)

@@ -9,6 +9,10 @@ key in a 200 answer, a proxy that repeats the URL in an error):
 - :func:`register` adds a secret (an API key, a URL password) to this process's list; :func:`scrub`
   replaces every registered secret by ``***``. Error rendering, the atomic writers, the resumable
   logs and the judge cache pass their text through it, so a registered secret cannot be written.
+  Credentials enter the list where the process meets them: a server's key and URL in
+  :func:`lookahead_tuning.endpoint.credentials` (the judge and the generation backend), a started
+  server's credential-named environment variables and flags in :func:`register_named` /
+  :func:`register_command` (a run's ``eval.generation``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ MASK = "***"
 MIN_SECRET = 6
 _SECRET_PARAMS = re.compile(r"(?i)^(api[-_]?key|key|token|access[-_]?token|secret|password|passwd|pwd|sig|"
                             r"signature|auth|authorization)$")
+# Names that say their value is a credential: an environment variable (VLLM_API_KEY, HF_TOKEN) or a
+# command-line flag (--api-key) in a server's settings.
+_SECRET_NAMES = re.compile(r"(?i)(api[-_]?key|token|secret|passw(or)?d|passwd|pwd|auth|credential)")
 _SECRETS: set[str] = set()
 
 
@@ -30,6 +37,30 @@ def register(secret: str | None) -> None:
     """Mask ``secret`` in everything this process writes or prints from now on."""
     if secret and len(secret) >= MIN_SECRET:
         _SECRETS.add(secret)
+
+
+def register_named(name: str, value: str | None) -> None:
+    """Register ``value`` (see :func:`register`) when ``name`` says it is a credential."""
+    if _SECRET_NAMES.search(name or ""):
+        register(value)
+
+
+def register_command(command: str | None) -> None:
+    """Register the values of a command line's credential flags (``--api-key KEY``, ``--token=KEY``):
+    a server command written into a run's config must not carry its key into what the run writes."""
+    import shlex
+
+    try:
+        words = shlex.split(command or "")
+    except ValueError:  # not shell words: refused where the command is used
+        return
+    for i, word in enumerate(words):
+        if not word.startswith("-"):
+            continue
+        flag, equals, value = word.partition("=")
+        if not equals:
+            value = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("-") else ""
+        register_named(flag, value)
 
 
 def scrub(text: str) -> str:

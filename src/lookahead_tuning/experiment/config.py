@@ -187,6 +187,11 @@ class GenerationSpec(_Strict):
 
     @model_validator(mode="after")
     def _server(self) -> GenerationSpec:
+        from ..redact import register_command, register_named
+
+        for name, value in self.env.items():  # masked in config.yaml, cells and messages from here on
+            register_named(name, value)
+        register_command(self.server)
         if self.backend == "openai":
             missing = [p for p in ("{model}", "{port}") if p not in (self.server or "")]
             if missing:
