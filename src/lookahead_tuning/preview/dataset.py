@@ -24,9 +24,10 @@ from ..data.formats import (
 )
 from ..errors import UserError
 from ..io import Location
+from ..methods import PREVIEWS
 from .transform import DEFAULT_CONNECTOR, DEFAULT_M, DEFAULT_PREFIX, _check, first_answer_tokens_batch
 
-MODES = ("real", "virtual")
+MODES = tuple(p for p in PREVIEWS if p != "none")  # the previews there are to apply
 
 
 @dataclass
