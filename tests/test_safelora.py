@@ -95,3 +95,92 @@ def test_a_base_without_the_adapted_layer_is_an_error(tiny_model_dir):
     weights = {k: v for k, v in base.state_dict().items() if "layers.1.self_attn.q_proj" not in k}
     with pytest.raises(KeyError, match="layers.1.self_attn.q_proj"):
         project_lora(model, weights, threshold=0.5)
+
+
+# ----------------------------------------------------------------------------- in training
+
+ROWS = [{"prompt": f"What is {a} plus {b}?", "completion": f"{a} + {b} = {a + b}.\n#### {a + b}"}
+        for a, b in [(2, 3), (4, 1), (7, 5), (3, 3)]]
+
+
+@pytest.fixture()
+def aligned_seed(tmp_path, tiny_model_dir):
+    """A stand-in for an aligned seed: the tiny model with moved attention weights, in a folder beside
+    an align_summary.json that names the tiny model as its base (as `align` writes it)."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    seed = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for layer in seed.model.layers:
+            layer.self_attn.q_proj.weight.add_(0.05 * torch.randn_like(layer.self_attn.q_proj.weight))
+            layer.self_attn.v_proj.weight.add_(0.05 * torch.randn_like(layer.self_attn.v_proj.weight))
+    folder = tmp_path / "aligned-x"
+    seed.save_pretrained(folder / "model")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder / "model")
+    (folder / "align_summary.json").write_text(json.dumps({"base": str(tiny_model_dir)}))
+    return folder / "model"
+
+
+def _train_cfg(model, tmp_path, name, **kw):
+    import json
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    return {"model": str(model), "data": str(data), "out": str(tmp_path / name), "batch_size": 4, "max_steps": 2,
+            "max_length": 64, "lr": 1e-2, "quiet": True, "lora": True, "lora_r": 2,
+            "lora_target_modules": "q_proj,v_proj", "warmup_ratio": 0.0, **kw}
+
+
+def test_the_safelora_method_projects_the_trained_update_before_saving(tmp_path, tiny_model_dir, aligned_seed,
+                                                                        one_torch_thread):
+    """The same training with and without SafeLoRA: every layer it reports projected holds C·B of the
+    unprojected run's B, every other adapter weight is the unprojected run's."""
+    from safetensors.torch import load_file
+
+    from lookahead_tuning.train.api import train
+
+    plain = train(_train_cfg(aligned_seed, tmp_path, "plain"))
+    safe = train(_train_cfg(aligned_seed, tmp_path, "safe", method="safelora", safelora_threshold=0.99))
+    record = safe["safelora"]
+    assert "safelora" not in plain and record["base"] == str(tiny_model_dir) and record["layers"] == 4
+    assert 0 < record["projected"] <= 4 and record["threshold"] == 0.99
+    before = load_file(tmp_path / "plain" / "adapter_model.safetensors")
+    after = load_file(tmp_path / "safe" / "adapter_model.safetensors")
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    seed = AutoModelForCausalLM.from_pretrained(aligned_seed).state_dict()
+    projected = {d["name"] for d in record["decisions"] if d["projected"]}
+    for key, value in before.items():
+        layer = next((n for n in projected if f".{n}.lora_B." in f".{key}"), None)
+        if layer is None:
+            assert torch.equal(after[key], value), key
+        else:
+            c = alignment_projection(seed[f"{layer}.weight"], base[f"{layer}.weight"])
+            assert torch.allclose(after[key].double(), c @ value.double(), atol=1e-6), key
+
+
+def test_safelora_needs_lora_and_a_base(tmp_path, tiny_model_dir):
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.train.api import train
+
+    with pytest.raises(UserError, match="SafeLoRA projects a LoRA update: set lora: true"):
+        train(_train_cfg(tiny_model_dir, tmp_path, "no-lora", method="safelora", lora=False))
+    with pytest.raises(UserError, match="set safelora_base"):
+        train(_train_cfg(tiny_model_dir, tmp_path, "no-base", method="safelora"))
+    assert not (tmp_path / "no-base").exists()  # refused before the run folder was made
+
+
+def test_a_run_with_safelora_without_lora_is_refused_before_any_cell(tmp_path, tiny_model_dir):
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.experiment.config import make_experiment
+    from lookahead_tuning.experiment.runner import preflight
+
+    cfg = make_experiment({"model": str(tiny_model_dir), "tasks": [{"name": "math", "n_train": 4, "n_test": 2}],
+                           "methods": ["vanilla", "safelora"]})
+    with pytest.raises(UserError, match="math--safelora--seed0: SafeLoRA projects a LoRA update"):
+        preflight(cfg, tmp_path / "run")
+    preflight(make_experiment({**cfg.model_dump(mode="json"), "train": {"lora": True}}), tmp_path / "run")

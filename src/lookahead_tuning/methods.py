@@ -1,10 +1,12 @@
-"""The methods, one registry: each is a named choice of five independent parts (docs/method.md, section 3).
+"""The methods, one registry: each is a named choice of six independent parts (docs/method.md, section 3).
 
 - ``preview``: none | real | virtual — the LookAhead data transform of the training prompts;
 - ``loss``: cross-entropy | constrained — Constrained SFT's token-wise loss against the frozen seed;
 - ``rewrite``: none | sdft — the seed rewrites the gold answers first (SDFT);
 - ``safety_share``: the share of built-in (harmful request, refusal) pairs mixed into the task rows;
-- ``eval_system_prompt``: a system prompt the model is *evaluated* with (PTST: trained without it).
+- ``eval_system_prompt``: a system prompt the model is *evaluated* with (PTST: trained without it);
+- ``post``: none | safelora — what is done to the trained weights before they are saved (SafeLoRA projects
+  a LoRA update onto the seed's alignment subspace).
 
 Training (``train/``), the forecast, the dry run, the CLI choices, the config schema and the report's
 tables all read this registry; adding a method is one entry here plus its test. A config may still set
@@ -38,9 +40,11 @@ SAFETY_SYSTEM_PROMPT = (
 Preview = Literal["none", "real", "virtual"]
 Loss = Literal["cross-entropy", "constrained"]
 Rewrite = Literal["none", "sdft"]
+Post = Literal["none", "safelora"]
 PREVIEWS: tuple[str, ...] = get_args(Preview)
 LOSSES: tuple[str, ...] = get_args(Loss)
 REWRITES: tuple[str, ...] = get_args(Rewrite)
+POSTS: tuple[str, ...] = get_args(Post)
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ PREFIX_AXIS = SweepAxis("prefix", Text, False, "Figure 4b: prefix string", "pref
 
 @dataclass(frozen=True)
 class Method:
-    """One named method: the five parts above, what the report calls it, and the axes it is swept along."""
+    """One named method: the six parts above, what the report calls it, and the axes it is swept along."""
 
     name: str
     label: str
@@ -86,12 +90,13 @@ class Method:
     rewrite: Rewrite = "none"
     safety_share: float = 0.0
     eval_system_prompt: str | None = None
+    post: Post = "none"
     axes: tuple[SweepAxis, ...] = ()
 
     def parts(self) -> dict[str, object]:
         """The training keys this method stands for (filled in where a config leaves them unset)."""
         return {"preview": self.preview, "loss": self.loss, "rewrite": self.rewrite,
-                "safety_share": self.safety_share}
+                "safety_share": self.safety_share, "post": self.post}
 
     @property
     def forecastable(self) -> bool:
@@ -123,6 +128,8 @@ _REGISTRY = (
            preview="real", safety_share=MIX_SHARE),
     Method("lookahead-virtual-mix", "LookAhead virtual + mix", "the virtual preview with safety-data mixing",
            preview="virtual", safety_share=MIX_SHARE),
+    Method("safelora", "SafeLoRA", "the LoRA update projected onto the seed's alignment subspace after training",
+           post="safelora"),
 )
 METHODS: dict[str, Method] = {m.name: m for m in _REGISTRY}
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)

@@ -148,6 +148,7 @@ LEARNING_RATE = floats(0.0, 1.0, lo_open=True)
 EPOCHS = floats(0.0, 1e6, lo_open=True)
 TEMPERATURE = floats(0.0, 100.0, lo_open=True)
 TOP_P = floats(0.0, 1.0, lo_open=True)
+COSINE = floats(-1.0, 1.0)
 
 PositiveInt = POSITIVE_INT.field()
 NonNegativeInt = NON_NEGATIVE_INT.field()
@@ -157,6 +158,7 @@ Positive = POSITIVE.field()
 NonNegative = NON_NEGATIVE.field()
 LearningRate = LEARNING_RATE.field()
 Epochs = EPOCHS.field()
+Cosine = COSINE.field()
 
 
 def _text(value: str) -> str:

@@ -285,6 +285,10 @@ def preflight(cfg: ExperimentConfig, run_dir: Path | None = None) -> None:
     from ..judge.registry import check_ready
 
     check_ready(cfg.eval.judge, cfg.eval.judge_options, "eval.judge")
+    for cell in plan_cells(cfg):  # SafeLoRA without LoRA fails here, not after the cells before it trained
+        if cell.method != SEED_ROW and cell.train.get("post", get_method(cell.method).post) == "safelora" \
+                and not cell.train.get("lora"):
+            raise UserError(f"cell {cell.cell_id}: SafeLoRA projects a LoRA update; set lora: true (train:) for it")
     if cfg.eval.generation.backend == "openai":
         for cell in plan_cells(cfg):  # a server is started on each cell's weights: an adapter will not do
             if cell.train.get("lora") and not cell.train.get("merge_lora"):

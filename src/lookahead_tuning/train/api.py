@@ -118,6 +118,38 @@ def _apply_adapter(model, cfg: TrainConfig):
     return model
 
 
+def safelora_base(cfg: TrainConfig) -> str:
+    """The model the seed was aligned from, for SafeLoRA's alignment matrix: ``safelora_base``, else the
+    base an aligned seed's ``align_summary.json`` (beside its model folder) records."""
+    if cfg.safelora_base:
+        return cfg.safelora_base
+    record = Path(cfg.model).expanduser().parent / "align_summary.json"
+    if record.is_file():
+        from ..io import read_json
+
+        base = read_json(record, "a JSON object").get("base")
+        if isinstance(base, str) and base:
+            return base
+    raise UserError("SafeLoRA needs the model before alignment to compute the alignment matrix: set "
+                    f"safelora_base (--safelora-base); {cfg.model} is not an aligned seed that records its base")
+
+
+def _safelora(trainer, cfg: TrainConfig) -> dict[str, Any]:
+    """Project the trained LoRA update (in place, before it is saved) and return what was done."""
+    from ..models import load_model
+    from .safelora import project_lora, summary
+
+    base = safelora_base(cfg)
+    base_model, _ = load_model(base, allow_pickle=cfg.allow_pickle)
+    weights = base_model.state_dict()
+    del base_model
+    try:
+        decisions = project_lora(trainer.accelerator.unwrap_model(trainer.model), weights, cfg.safelora_threshold)
+    except (KeyError, ValueError) as exc:
+        raise UserError(f"safelora_base {base}: {exc.args[0]}") from None
+    return {**summary(decisions, cfg.safelora_threshold), "base": base}
+
+
 def _check_finite(model, cfg: TrainConfig) -> None:
     """Refuse to save weights that hold NaN or infinity: the Trainer logs such steps' loss as 0 by
     default, so a diverged run would otherwise look finished (and `final_loss` fine)."""
@@ -234,7 +266,10 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
 
     # A missing model, unsafe weights, a tokenizer that cannot format chats, bad data or an --out that
     # is one of the inputs fail before the run folder is made: no half-made run is left behind.
+    cfg.check_post()
     source = check_model(cfg.model, allow_pickle=cfg.allow_pickle)
+    if cfg.post == "safelora":
+        check_model(safelora_base(cfg), allow_pickle=cfg.allow_pickle)
     refuse_overwrite([("--out", run_dir)], run_inputs(cfg, source))
     check_report_to(cfg.report_to)
     render_prompt(load_tokenizer(cfg.model), "check", system_prompt=cfg.system_prompt, template=cfg.chat_template)
@@ -350,6 +385,8 @@ def _train(cfg: TrainConfig, run_dir: Path, state, checkpoint: Path | None, task
     train_started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - train_started
+    if cfg.post == "safelora":
+        info["safelora"] = _safelora(trainer, cfg)
     _check_finite(trainer.model, cfg)
 
     from ..models import quiet_hf_progress

@@ -6,8 +6,9 @@ import argparse
 import json
 from typing import Any
 
-from ..methods import LOSSES, METHOD_NAMES, PREVIEWS, REWRITES
+from ..methods import LOSSES, METHOD_NAMES, POSTS, PREVIEWS, REWRITES
 from ..validate import (
+    COSINE,
     EPOCHS,
     FRACTION,
     LEARNING_RATE,
@@ -57,6 +58,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reference-precision", choices=("training", "fp32"), default=S,
                    help="Constrained SFT's frozen reference (full fine-tuning): in the training precision "
                         "(default; bf16 autocast where training uses it) or fp32 (what earlier cells used)")
+    g.add_argument("--post", choices=POSTS, default=S,
+                   help="what is done to the trained weights before saving: safelora projects the LoRA update "
+                        "onto the seed's alignment subspace (needs --lora)")
+    g.add_argument("--safelora-threshold", type=COSINE, default=S,
+                   help="SafeLoRA: project the layers whose cos(update, projected update) is below this (0.5)")
+    g.add_argument("--safelora-base", default=S,
+                   help="SafeLoRA: the model the seed was aligned from (default: the one an aligned seed records)")
     g.add_argument("--sdft-batch-size", type=POSITIVE_INT, default=S)
     g.add_argument("--sdft-max-new-tokens", type=POSITIVE_INT, default=S)
     a = p.add_argument_group("adapter")

@@ -16,8 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import UserError
-from ..methods import BASELINE, Loss, MethodName, Preview, Rewrite, get_method
+from ..methods import BASELINE, Loss, MethodName, Post, Preview, Rewrite, get_method
 from ..validate import (
+    Cosine,
     Epochs,
     Fraction,
     LearningRate,
@@ -54,6 +55,7 @@ class TrainConfig(BaseModel):
     loss: Loss | None = None
     rewrite: Rewrite | None = None
     safety_share: Fraction | None = None
+    post: Post | None = None
 
     # LookAhead preview
     m: NonNegativeInt = 6
@@ -70,6 +72,12 @@ class TrainConfig(BaseModel):
     # every cell before it used (docs/training.md). With LoRA the reference is the trained model with its
     # adapters off, which always runs in the training precision.
     reference_precision: Literal["training", "fp32"] = "training"
+
+    # SafeLoRA (post: safelora; docs/method.md): layers whose update has cosine < threshold with its
+    # projection are projected; the alignment matrix is the seed minus `safelora_base`, the model it was
+    # aligned from (default: the base an aligned seed's align_summary.json records)
+    safelora_threshold: Cosine = 0.5
+    safelora_base: str | None = None
 
     # SDFT
     sdft_batch_size: PositiveInt = 16
@@ -162,6 +170,11 @@ class TrainConfig(BaseModel):
             if values[key] is None:
                 values[key] = default
         return TrainConfig(**values)
+
+    def check_post(self) -> None:
+        """Refuse a ``post`` step the adapter cannot take (on a resolved config, before any training)."""
+        if self.post == "safelora" and not self.lora:
+            raise UserError("SafeLoRA projects a LoRA update: set lora: true (--lora) for it")
 
     def betas(self, length: int) -> list[float]:
         """beta_t for answer positions t = 1..length (docs/method.md, section 3: Constrained SFT)."""
