@@ -341,3 +341,24 @@ def test_more_tokens_than_asked_for_is_refused(tiny, served, monkeypatch):
     monkeypatch.setattr(stub, "answer", inflated)
     with pytest.raises(UserError, match="counted 10000 completion tokens for a request of at most 2"):
         generate(_endpoint(stub), tok, _items()[:1], max_new_tokens=2, progress=False, backend="openai")
+
+
+def test_a_model_list_the_server_refuses_is_not_retried(tiny, served, monkeypatch):
+    """A 401 on GET /models (a wrong key) fails at once, like a 401 on a completion, with the key masked."""
+    from http import HTTPStatus
+
+    _, tok = tiny
+    stub = served()
+    monkeypatch.setenv("GEN_KEY_TEST", "sk-gen-list-4401")
+    calls = []
+    handler = stub.server.RequestHandlerClass
+
+    def refuse(self):
+        calls.append(self.path)
+        self._send(HTTPStatus.UNAUTHORIZED, {"error": {"message": f"bad key {self.headers.get('Authorization')}"}})
+
+    monkeypatch.setattr(handler, "do_GET", refuse)
+    with pytest.raises(UserError, match=r"model list at .* failed after 1 attempt: StatusError: HTTP 401: .*Bearer \*\*\*"):
+        generate(_endpoint(stub, api_key_env="GEN_KEY_TEST"), tok, _items()[:1], max_new_tokens=2, progress=False,
+                 backend="openai")
+    assert len(calls) == 1

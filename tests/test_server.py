@@ -57,3 +57,20 @@ def test_server_command_fills_each_word():
     assert words == ["serve", "--model", "/models/with space", "--port", "8001", "--served-model-name", "m"]
     with pytest.raises(UserError, match="placeholder"):
         server_command("serve {modle}", model="x", port="1", name="n")
+
+
+def test_the_servers_log_masks_registered_secrets(tmp_path, monkeypatch):
+    """Servers print their settings on start-up (vLLM its --api-key among them): the log in the run folder
+    gets the server's output with every registered secret masked (issue 30, class 1)."""
+    from lookahead_tuning import redact
+
+    monkeypatch.setattr(redact, "_SECRETS", set())
+    secret = "sk-server-flag-77d1e09aLEAKCHECK"
+    redact.register_command(f"vllm serve m --api-key {secret}")
+    port = free_port()
+    command = [sys.executable, "-c", SERVER.replace('print("serving", flush=True)',
+                                                    f'print("args: api_key={secret}", flush=True)'), str(port)]
+    with served(command, f"http://127.0.0.1:{port}/v1", log_path=tmp_path / "server.log", startup_timeout=60):
+        pass
+    log = (tmp_path / "server.log").read_text()
+    assert "args: api_key=***" in log and secret not in log

@@ -323,6 +323,15 @@ class ModelList(_Answer):
     data: list[ModelCard]
 
 
+class StatusError(Exception):
+    """An HTTP error status from a request made without the SDK (the model list), with the SDK's
+    ``status_code`` so :func:`call_with_retries` treats it as it treats the SDK's."""
+
+    def __init__(self, status_code: int, text: str):
+        super().__init__(f"HTTP {status_code}: {text[:300]}")
+        self.status_code = status_code
+
+
 class BadAnswer(UserError):
     """A server's answer that its schema refuses (never retried: the server said what it meant)."""
 
@@ -413,7 +422,8 @@ def list_models(url: str, key: str = "EMPTY", timeout: float = 10.0) -> list[dic
         except AnswerTooLarge as exc:
             raise BadAnswer(f"model list at {public_url(url)}: {exc} than the {MODEL_LIST_BYTES:,} bytes a model "
                             "list may take; refused") from None
-        response.raise_for_status()
+        if response.status_code >= 400:
+            raise StatusError(response.status_code, response.text)
         answer = parse_answer(response.content, ModelList, what="model list", url=url)
     return [card.model_dump(exclude_none=True) for card in answer.data]
 
@@ -438,7 +448,7 @@ def wait_until_ready(url: str, timeout: float, *, alive: Callable[[], bool] | No
             last = "an empty model list"
         except BadAnswer as exc:
             last = exc.message[:200]
-        except (httpx2.HTTPError, OSError, ValueError) as exc:
+        except (httpx2.HTTPError, StatusError, OSError, ValueError) as exc:
             last = mask(f"{type(exc).__name__}: {exc}", (key, url))[:200]
         if time.monotonic() - started > timeout:
             raise UserError(f"the server at {public_url(url)} was not ready after {timeout:.0f} s ({last})")

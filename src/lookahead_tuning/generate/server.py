@@ -4,6 +4,10 @@ Used where this package starts the server itself: ``run`` with ``eval.generation
 per model of the grid, since each cell has its own weights) and ``scripts/integration.py`` (vLLM on
 the embedded model). The server runs in its own process group, so stopping it by its pid also ends
 the worker processes it forked (vLLM's engine core), and nothing is left running.
+
+The server's output reaches its log through this process, each line scrubbed of every registered
+secret (:mod:`lookahead_tuning.redact`): servers print their settings on start-up, vLLM its
+``--api-key`` among them, and the log lies in the run folder with everything else the run writes.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +60,7 @@ class ServerProcess:
     log_path: Path
     process: subprocess.Popen = field(repr=False)
     startup_seconds: float | None = None
+    pump: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -72,11 +78,17 @@ class ServerProcess:
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM to the server's process group (its pid), SIGKILL after ``timeout``; returns its exit code."""
-        return _signal_group(self.process, signal.SIGTERM, timeout)
+        return self._logged(_signal_group(self.process, signal.SIGTERM, timeout))
 
     def kill(self) -> int | None:
         """SIGKILL at once (an abrupt crash, as the integration check simulates)."""
-        return _signal_group(self.process, signal.SIGKILL, 30.0)
+        return self._logged(_signal_group(self.process, signal.SIGKILL, 30.0))
+
+    def _logged(self, code: int | None) -> int | None:
+        # The whole group is gone, so the pipe is at its end: the log holds everything the server said.
+        if self.pump is not None:
+            self.pump.join(timeout=10)
+        return code
 
 
 def group_alive(pgid: int) -> bool:
@@ -119,19 +131,44 @@ def _signal_group(process: subprocess.Popen, sig: int, timeout: float) -> int | 
     return code
 
 
+def _copy_scrubbed(pipe, log) -> None:
+    """The server's output into its log, line by line (at most 64 KiB a piece), every secret masked."""
+    from ..redact import scrub_bytes
+
+    writable = True
+    try:
+        for line in iter(lambda: pipe.readline(65536), b""):
+            if not writable:
+                continue  # still drained: a server whose output pipe fills up would stall
+            try:
+                log.write(scrub_bytes(line))
+                log.flush()
+            except OSError:
+                writable = False  # the log cannot be written (a full disk): the server runs on without it
+    finally:
+        with contextlib.suppress(OSError):
+            log.close()
+        pipe.close()
+
+
 def start_server(command: list[str], base_url: str, *, log_path: str | os.PathLike,
                  env: Mapping[str, str] | None = None, startup_timeout: float = 900.0,
                  cwd: str | os.PathLike | None = None) -> ServerProcess:
     """Start ``command`` and return once ``GET {base_url}/models`` answers (or fail with its log's tail)."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        try:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
-        except OSError as exc:
-            raise UserError(f"cannot start the server ({exc}): {' '.join(command)[:200]}") from None
-    server = ServerProcess(command=command, base_url=base_url, log_path=log_path, process=process)
+    log = open(log_path, "ab")  # closed by the pump when the server's output ends
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, cwd=cwd,
+                                   start_new_session=True)
+    except OSError as exc:
+        log.close()
+        raise UserError(f"cannot start the server ({exc}): {' '.join(command)[:200]}") from None
+    pump = threading.Thread(target=_copy_scrubbed, args=(process.stdout, log), daemon=True,
+                            name=f"server-log-{process.pid}")
+    pump.start()
+    server = ServerProcess(command=command, base_url=base_url, log_path=log_path, process=process, pump=pump)
     started = time.monotonic()
     try:
         wait_until_ready(base_url, startup_timeout, alive=server.alive)
