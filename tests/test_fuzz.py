@@ -314,3 +314,42 @@ def test_bounds_refuse_the_classic_bad_numbers(name, value):
         getattr(v, name).check(value)
     with pytest.raises(UserError, match=f"^{name.lower()}: expected"):
         getattr(v, name).check(value, name.lower())
+
+
+# --------------------------------------------------------------------------- server answers (issue 30, class 6)
+
+# Answers shaped like a completion, a chat completion and a model list, each field of any JSON type, and
+# the raw bytes a broken server sends.
+COMPLETION_LIKE = st.fixed_dictionaries({"choices": st.one_of(JSON_VALUES, st.lists(st.fixed_dictionaries(
+    {"text": JSON_VALUES, "finish_reason": JSON_VALUES}), max_size=3)),
+    "usage": st.one_of(JSON_VALUES, st.fixed_dictionaries({"completion_tokens": JSON_VALUES}))})
+CHAT_LIKE = st.fixed_dictionaries({"choices": st.one_of(JSON_VALUES, st.lists(st.fixed_dictionaries(
+    {"message": st.one_of(JSON_VALUES, st.fixed_dictionaries({"content": JSON_VALUES}))}), max_size=3))})
+MODELS_LIKE = st.fixed_dictionaries({"data": st.one_of(JSON_VALUES, st.lists(st.fixed_dictionaries(
+    {"id": JSON_VALUES}), max_size=3))})
+
+
+@FAST
+@given(body=st.one_of(COMPLETION_LIKE.map(json.dumps), CHAT_LIKE.map(json.dumps), MODELS_LIKE.map(json.dumps),
+                      JSON_VALUES.map(json.dumps), st.binary(max_size=200).map(lambda b: b.decode("latin-1"))))
+def test_server_answers_are_read_exactly_or_refused_in_one_line(body):
+    """A server's answer gives the types the code reads (a string text, an integer token count >= 0, a
+    string or null chat content, string model ids) or a one-line refusal; never another exception."""
+    from lookahead_tuning.endpoint import BadAnswer, ChatAnswer, CompletionAnswer, ModelList, parse_answer
+
+    raw = body.encode("utf-8", "surrogatepass")
+    for schema in (CompletionAnswer, ChatAnswer, ModelList):
+        try:
+            answer = parse_answer(raw, schema, what="generation", url="http://127.0.0.1:1/v1")
+        except BadAnswer as exc:
+            assert_one_bounded_line(exc)
+            assert exc.message.startswith("generation at http://127.0.0.1:1/v1: the server's answer is not a valid ")
+            continue
+        if schema is CompletionAnswer:
+            assert answer.choices and all(type(c.text) is str for c in answer.choices)
+            tokens = answer.usage.completion_tokens if answer.usage else None
+            assert tokens is None or (type(tokens) is int and tokens >= 0)
+        elif schema is ChatAnswer:
+            assert all(c.message.content is None or type(c.message.content) is str for c in answer.choices)
+        else:
+            assert all(type(card.id) is str for card in answer.data)
