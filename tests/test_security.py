@@ -509,3 +509,36 @@ def test_a_grid_generating_through_an_echoing_server_keeps_the_key(tmp_path, tin
     logs = list((tmp_path / "grid").rglob("generations.jsonl"))
     assert logs and all("(you sent Bearer ***)" in log.read_text() for log in logs), "the echo never arrived"
     _assert_nothing_leaked(tmp_path, captured, GEN_SECRET)
+
+
+def test_rejudge_by_an_echoing_judge_keeps_the_key(tmp_path, monkeypatch, capfd):
+    """`rejudge --judge llm`, the last server-backed command, against the echoing stub: the rejudged run,
+    the judge cache and the terminal hold neither the key nor the URL's credentials."""
+    import yaml
+    from openai_stub import CompletionsStub
+    from test_rejudge import _cell
+
+    from lookahead_tuning.cli import main
+    from lookahead_tuning.experiment.config import make_experiment, plan_cells
+
+    cfg = make_experiment({"name": "t", "model": "some-org/seed", "tasks": [{"name": "math"}],
+                           "methods": ["vanilla"], "eval": {"judge": "keyword", "scorer": "numeric"}})
+    run = tmp_path / "run"
+    (run / "cells").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    for cell in plan_cells(cfg):
+        (run / "cells" / f"{cell.cell_id}.json").write_text(json.dumps(_cell(cfg, cell)))
+    monkeypatch.setenv("GEN_SECRET", GEN_SECRET)
+    monkeypatch.setenv("LOOKAHEAD_TUNING_CACHE", str(tmp_path / "cache"))
+    stub = CompletionsStub(hostile="echo-key")
+    try:
+        url = stub.url.replace("http://", f"http://genuser:{GEN_URL_SECRET}@")
+        assert main(["rejudge", str(run), "--judge", "llm", "--judge-url", url, "--judge-model", "stub",
+                     "--judge-key-env", "GEN_SECRET", "--quiet", "--out", str(tmp_path / "llm")]) == 0
+    finally:
+        stub.close()
+    captured = capfd.readouterr()
+    basic = base64.b64encode(f"genuser:{GEN_URL_SECRET}".encode()).decode()
+    assert any(basic in a for a in stub.auth), "the stub never received the credentials"
+    assert any("You sent" in p.read_text() for p in (tmp_path / "cache").rglob("*.jsonl"))
+    _assert_nothing_leaked(tmp_path, captured, GEN_SECRET, GEN_URL_SECRET, basic)
