@@ -357,3 +357,37 @@ def test_a_chat_template_is_sent_to_the_server_and_used_locally(tiny_model_dir, 
     _eval(answers, tmp_path / "local", "llama-guard", "--judge-model", str(folder), "--judge-chat-template",
           str(template), "--judge-cache", str(tmp_path / "c2.jsonl"))
     assert seen and all("<BEGIN CONVERSATION>" in text and "<|im_start|>user" not in text for text in seen)
+
+
+def test_damaged_cache_lines_are_judged_again_not_trusted(answers, key, tmp_path):
+    cache = tmp_path / "cache.jsonl"
+    stub = JudgeStub(_served_answer("llama-guard"))
+    flags = ["--judge-url", stub.url, "--judge-served-model", "guard", "--judge-key-env", key, "--judge-cache", str(cache)]
+    try:
+        _eval(answers, tmp_path / "one", "llama-guard", *flags)
+        lines = [json.loads(line) for line in cache.read_text().splitlines()]
+        damaged = [{**lines[0], "verdict": {**lines[0]["verdict"], "safe": "no"}},
+                   {**lines[1], "verdict": {**lines[1]["verdict"], "extra": 1}},
+                   {**lines[2], "verdict": "unsafe"}]
+        cache.write_text("".join(json.dumps(x) + "\n" for x in damaged))
+        asked = len(stub.requests)
+        metrics, rows = _eval(answers, tmp_path / "two", "llama-guard", *flags)
+    finally:
+        stub.close()
+    assert metrics["llama_guard_stats"]["cache_hits"] == 0 and len(stub.requests) - asked == 5  # 3 + malformed x2
+    assert [rows[i]["safe"] for i in "abcd"] == [True, False, None, False]
+
+
+def test_a_judge_option_the_judge_does_not_take_is_refused_in_a_config():
+    from lookahead_tuning.experiment.config import make_experiment
+
+    base = {"name": "t", "model": "m", "tasks": [{"name": "math"}], "methods": ["vanilla"]}
+    with pytest.raises(UserError, match="eval.judge_options.template: judge llama-guard does not take it"):
+        make_experiment({**base, "eval": {"judge": "llama-guard",
+                                          "judge_options": {"model_path": "x", "template": "t.txt"}}})
+    with pytest.raises(UserError, match="eval.judge_options.score_line: judge llm-reference does not take it"):
+        make_experiment({**base, "eval": {"judge": "llm-reference", "judge_options": {
+            "url": "http://127.0.0.1:9/v1", "model": "m", "score_line": "thescore"}}})
+    with pytest.raises(UserError, match="not both"):
+        make_experiment({**base, "eval": {"judge": "wildguard", "judge_options": {
+            "url": "http://127.0.0.1:9/v1", "model": "m", "model_path": "x"}}})

@@ -144,3 +144,32 @@ def test_strongreject_through_the_cli_cached_and_resumed(tmp_path, key):
     assert metrics["strongreject"]["unsafe_from"] == 0.5
     assert again["safe_rate"] == metrics["safe_rate"] and again["strongreject_stats"]["cache_hits"] == 3
     assert metrics["judge_settings"]["strongreject"]["rubric_version"] == "strongreject-lt-1"
+
+
+def test_rejudge_adds_the_strongreject_rubric_to_a_finished_run(tmp_path, key):
+    from test_judge_registry import _run_dir
+
+    run = _run_dir(tmp_path)
+    stub = JudgeStub(lambda body: STRONGREJECT_ANSWERS["helps" if "Sure" in body["messages"][-1]["content"]
+                                                      else "refuses"])
+    try:
+        assert main(["rejudge", str(run), "--judge", "strongreject", "--judge-url", stub.url, "--judge-model", "sr",
+                     "--judge-key-env", key, "--judge-cache", str(tmp_path / "c.jsonl"), "--out",
+                     str(tmp_path / "sr"), "--quiet"]) == 0
+    finally:
+        stub.close()
+    cell = json.loads((tmp_path / "sr" / "cells" / "math--vanilla--seed0.json").read_text())
+    assert set(cell["instruments"]["rsr"]) == {"keyword-reference", "keyword", "strongreject"}
+    assert cell["rsr_verdicts"] == {"a": True, "b": True, "c": True, "d": False}  # "Sure, step 1." helps: 7/8
+    from lookahead_tuning.experiment.config import load_experiment
+
+    options = load_experiment(tmp_path / "sr" / "config.yaml").eval.judge_options
+    assert "score_line" not in options and options["model"] == "sr"
+
+
+def test_a_flag_the_preset_does_not_take_is_refused(tmp_path, key, capsys):
+    path = _answers_file(tmp_path, ["x"])
+    assert main(["eval", "safety", "--generations", str(path), "--judge", "strongreject", "--judge-url",
+                 "http://127.0.0.1:9/v1", "--judge-model", "m", "--judge-key-env", key, "--judge-score-line",
+                 "thescore", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "--judge strongreject does not take --judge-score-line" in capsys.readouterr().err

@@ -70,8 +70,9 @@ def add_judge_arguments(p: argparse.ArgumentParser, *, default_text: str | None 
 
 
 def judge_options_from_args(args: argparse.Namespace) -> dict | None:
-    """A model judge's options from :func:`add_judge_arguments`' flags (``None`` for the keyword judges).
-    Fails at once on a missing URL or model, a bad template or score line: before any model loads."""
+    """A model judge's options from :func:`add_judge_arguments`' flags (``None`` for the keyword judges),
+    only those the judge takes (the registry's ``options``); a flag given for a judge that does not take it
+    is refused. Fails at once on a missing URL or model, a bad template or score line: before any model loads."""
     from ..judge import get
     from ..judge.registry import missing_options
 
@@ -89,26 +90,34 @@ def judge_options_from_args(args: argparse.Namespace) -> dict | None:
     if entry.needs == "nothing":
         return {}
     options = {k: v for k, v in options.items() if v is not None}
+    takes = set(entry.options) if entry.options is not None else None
+    # flag -> (option, value, the flag's default: a default left alone is no request)
+    flags = {"--judge-template": ("template", args.judge_template, None),
+             "--judge-score-line": ("score_line", args.judge_score_line, "any"),
+             "--judge-unsafe-threshold": ("unsafe_threshold", args.judge_unsafe_threshold, 5),
+             "--judge-chat-template": ("chat_template", args.judge_chat_template, None)}
+    for flag, (key, value, default) in flags.items():
+        if takes is not None and key not in takes and value != default:
+            raise UserError(f"--judge {args.judge} does not take {flag}")
     if options.get("url"):
         options.update(api_key_env=args.judge_key_env, concurrency=args.judge_concurrency)
-    if entry.needs != "endpoint or model":
+    if takes is None or "score_line" in takes:
         options.update(score_line=args.judge_score_line, unsafe_threshold=args.judge_unsafe_threshold)
     if args.judge_cache:
         options["cache_path"] = args.judge_cache
-    if entry.needs == "endpoint or model":
-        if args.judge_chat_template:
-            options["chat_template"] = args.judge_chat_template
-        return options
+    if args.judge_chat_template:
+        options["chat_template"] = args.judge_chat_template
     if args.judge_template:
         from ..judge.llm import load_template
 
         load_template(args.judge_template)
         options["template"] = args.judge_template
-    from ..judge.llm import score_parser
+    if "score_line" in options:
+        from ..judge.llm import score_parser
 
-    score_parser(args.judge_score_line)
-    if args.judge_unsafe_threshold not in (1, 2, 3, 4, 5):
-        raise UserError(f"--judge-unsafe-threshold must be 1..5, got {args.judge_unsafe_threshold}")
+        score_parser(args.judge_score_line)
+        if args.judge_unsafe_threshold not in (1, 2, 3, 4, 5):
+            raise UserError(f"--judge-unsafe-threshold must be 1..5, got {args.judge_unsafe_threshold}")
     return options
 
 

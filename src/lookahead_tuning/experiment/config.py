@@ -415,6 +415,11 @@ def _check_judge_options(options: dict[str, Any], judge: str) -> None:
     except ValidationError as exc:
         raise ValueError(explain(exc, None, prefix="eval.judge_options.").message) from None
     register_url(checked.url)
+    from ..judge.registry import option_problem
+
+    problem = option_problem(judge, checked.model_dump(exclude_none=True))
+    if problem:  # before any file an option names is read
+        raise ValueError(f"eval.judge_options.{problem}")
     if checked.template is not None:
         from ..judge.llm import load_template
 

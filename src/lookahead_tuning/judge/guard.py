@@ -302,10 +302,9 @@ class GuardJudge:
         todo: dict[str, tuple[str, str]] = {}
         for pair in pairs:
             key = self._key(*pair)
-            hit = cache.get(key)
-            if hit is not None and isinstance(hit.get("verdict"), dict):
-                verdicts[key] = Verdict(**{k: (tuple(v) if k == "categories" else v)
-                                           for k, v in hit["verdict"].items()})
+            hit = _cached_verdict(cache.get(key))
+            if hit is not None:
+                verdicts[key] = hit
                 self.stats["cache_hits"] += 1
             elif key not in todo:
                 todo[key] = pair
@@ -395,8 +394,12 @@ class GuardJudge:
             if not (self.chat_template or getattr(tokenizer, "chat_template", None)):
                 raise UserError(f"the {self.family.name} judge formats the exchange with the model's chat template, "
                                 "and this tokenizer has none", path=self.model_path)
-            text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True,
-                                                 chat_template=self.chat_template)
+            try:
+                text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True,
+                                                     chat_template=self.chat_template)
+            except Exception as exc:  # a template's own raise_exception() or a runtime error inside it
+                raise UserError(f"the {self.family.name} judge's chat template does not render this exchange "
+                                f"({type(exc).__name__}: {str(exc)[:120]})", path=self.model_path) from None
         else:
             text = _with_bos(tokenizer, self.family.render(instruction, response))
         return _local_answer(model, tokenizer, text, self.max_tokens, self._count)
@@ -457,14 +460,30 @@ class GuardJudge:
                                  on_retry=lambda: self._count("retries"))
 
 
+def _cached_verdict(entry: Any) -> Verdict | None:
+    """A cache entry's verdict when it has exactly the shape this module writes; anything else (a hand-edited
+    or damaged line) is not trusted: the pair is judged again."""
+    verdict = entry.get("verdict") if isinstance(entry, dict) else None
+    if not isinstance(verdict, dict) or set(verdict) != {"safe", "label", "categories", "score"}:
+        return None
+    safe, label, categories, score = (verdict[k] for k in ("safe", "label", "categories", "score"))
+    if not (isinstance(safe, bool) and isinstance(label, str) and isinstance(categories, list)
+            and all(isinstance(c, str) for c in categories)
+            and (score is None or (isinstance(score, float) and 0.0 <= score <= 1.0))):
+        return None
+    return Verdict(safe, label, tuple(categories), score)
+
+
 def _read_template(path: str | os.PathLike) -> str:
+    """A Jinja chat template file (UTF-8); one that does not render is a one-line error where it is used."""
     p = Path(path)
     if not p.is_file():
         raise UserError("no such chat template file", path=str(p))
     try:
-        return p.read_text(encoding="utf-8-sig")
+        text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UserError(f"invalid UTF-8 ({exc.reason}); save the template as UTF-8", path=str(p)) from None
+    return text
 
 
 def _with_bos(tokenizer, text: str) -> str:
@@ -511,12 +530,11 @@ def make_guard_judge(family: str, options: dict[str, Any]) -> GuardJudge:
     """A :class:`GuardJudge` from judge options (``model_path``, or ``url`` and ``model``; ``api_key_env``,
     ``concurrency``, ``cache_path``, ...); the cache defaults to the project cache."""
     from .llm import default_cache
+    from .registry import GUARD_OPTIONS
 
     opts = {k: v for k, v in dict(options).items() if v is not None}
     opts.setdefault("cache_path", default_cache().with_name("guard_judge_cache.jsonl"))
-    known = {"model_path", "url", "model", "api_key_env", "concurrency", "cache_path", "max_retries",
-             "parse_retries", "backoff", "timeout", "max_tokens", "device", "chat_template"}
-    unknown = sorted(set(opts) - known)
+    unknown = sorted(set(opts) - set(GUARD_OPTIONS))
     if unknown:
-        raise UserError(f"the {family} judge has no option '{unknown[0]}' (its options: {', '.join(sorted(known))})")
+        raise UserError(f"the {family} judge has no option '{unknown[0]}' (its options: {', '.join(GUARD_OPTIONS)})")
     return GuardJudge(family, **opts)

@@ -300,7 +300,9 @@ class LLMJudge:
         return 1 if self.template is None else None
 
     def _cached(self, entry: dict) -> Any:
-        return int(entry["score"])
+        """A cached score, or ``None`` (asked again) when the entry is not one this judge writes."""
+        score = entry["score"]
+        return score if isinstance(score, int) and not isinstance(score, bool) and 1 <= score <= 5 else None
 
     def _complete(self, messages: list[dict[str, str]]) -> str:
         from ..endpoint import ChatAnswer, answer_bytes, call_with_retries, parse_answer
@@ -339,9 +341,10 @@ class LLMJudge:
                 scores[i] = self._empty_score()
                 continue
             key = cache_key(instruction, response, self.model, self.rubric)
-            if key in cache and cache[key].get("score") is not None:
+            hit = self._cached(cache[key]) if key in cache and cache[key].get("score") is not None else None
+            if hit is not None:
                 self.stats["cache_hits"] += 1
-                scores[i] = self._cached(cache[key])
+                scores[i] = hit
             else:
                 todo.setdefault(key, []).append(i)
         if todo:

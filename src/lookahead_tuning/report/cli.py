@@ -25,11 +25,6 @@ class _JudgeRate(_Open):
     ci95: list[float] | None = None
 
 
-class _PairRow(_Open):
-    n: int | None = None
-    kappa: float | None = None
-
-
 class _Agreement(_Open):
     """One metric's judge agreement in a row: each judge's rate, each pair's flips and kappa."""
 

@@ -189,7 +189,8 @@ def order_flip_warnings(results: dict) -> list[str]:
         (first, second), (a, b) = flip["methods"], flip["judges"]
         ra, rb = flip["rates"][a], flip["rates"][b]
 
-        lines.append(f"**Warning: the judges disagree on the order.** {label.get(flip['metric'], flip['metric'])}: "
+        lines.append(f"**Warning: the judges disagree on the order.** "
+                     f"{label.get(flip['metric'], markup.text(flip['metric']))}: "
                      f"{markup.text(a)} gives {_order(first, second, ra)}, {markup.text(b)} gives "
                      f"{_order(first, second, rb)}; the conclusion "
                      "between these two methods depends on the judge.")
