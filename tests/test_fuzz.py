@@ -226,7 +226,8 @@ EXPERIMENT = st.fixed_dictionaries(
 def test_experiment_config_loads_or_names_the_problem(tmp_path_factory, values):
     import yaml
 
-    from lookahead_tuning.experiment.config import load_experiment, plan_cells
+    from lookahead_tuning.experiment.config import load_experiment
+    from lookahead_tuning.experiment.plan import plan_cells
 
     path = _write(tmp_path_factory, "e.yaml", yaml.safe_dump(values).encode())
     try:

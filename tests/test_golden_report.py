@@ -16,7 +16,8 @@ GOLDEN = Path(__file__).resolve().parent / "golden" / "tiny6"
 
 def test_results_and_report_from_the_same_cells_are_byte_identical(tmp_path, monkeypatch):
     import lookahead_tuning.experiment.results as results_mod
-    from lookahead_tuning.experiment.config import load_experiment, plan_cells
+    from lookahead_tuning.experiment.config import load_experiment
+    from lookahead_tuning.experiment.plan import plan_cells
 
     before = json.loads((GOLDEN / "results.json").read_text())
     monkeypatch.setattr(results_mod.time, "strftime", lambda fmt: before["created"])

@@ -91,7 +91,8 @@ def _run_dir(tmp_path):
     import yaml
     from test_rejudge import _cell
 
-    from lookahead_tuning.experiment.config import make_experiment, plan_cells
+    from lookahead_tuning.experiment.config import make_experiment
+    from lookahead_tuning.experiment.plan import plan_cells
 
     cfg = make_experiment({"name": "t", "model": "some-org/seed", "tasks": [{"name": "math"}],
                            "methods": ["vanilla"], "eval": {"judge": "keyword", "scorer": "numeric"}})
@@ -122,7 +123,8 @@ def test_two_judges_that_order_two_methods_differently_are_flagged(length_judge,
 
     from lookahead_tuning.analyse.stats import cohen_kappa
     from lookahead_tuning.experiment.cells import pack_answers
-    from lookahead_tuning.experiment.config import make_experiment, plan_cells
+    from lookahead_tuning.experiment.config import make_experiment
+    from lookahead_tuning.experiment.plan import plan_cells
 
     def rows(texts):
         return [{"id": str(i), "instruction": f"q{i}", "category": "c", "prefill": None, "completion": t}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from lookahead_tuning.errors import UserError
-from lookahead_tuning.experiment.config import make_experiment, plan_cells
+from lookahead_tuning.experiment.config import make_experiment
+from lookahead_tuning.experiment.plan import plan_cells
 from lookahead_tuning.methods import METHOD_NAMES, METHODS, SAFETY_SYSTEM_PROMPT, get_method, row_rank
 from lookahead_tuning.train.config import make_config
 from lookahead_tuning.train.methods import as_example, method_examples

@@ -10,7 +10,8 @@ import yaml
 from lookahead_tuning.cli import main
 from lookahead_tuning.errors import UserError
 from lookahead_tuning.experiment.cells import pack_answers, unpack_answers
-from lookahead_tuning.experiment.config import load_experiment, make_experiment, plan_cells
+from lookahead_tuning.experiment.config import load_experiment, make_experiment
+from lookahead_tuning.experiment.plan import plan_cells
 from lookahead_tuning.judge import keyword_safe
 
 # Answers on which the judges and scorers disagree (ids are the built-in prompt ids).

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from lookahead_tuning.experiment.align import aligned_seed_id
-from lookahead_tuning.experiment.config import make_experiment, plan_cells
+from lookahead_tuning.experiment.config import make_experiment
+from lookahead_tuning.experiment.plan import plan_cells
 
 
 def _cell(train: dict):
@@ -22,7 +23,7 @@ def test_fingerprints_hash_the_effective_batch_order():
     new_default = _cell({"lr": 5e-5})
     assert new_default != old  # the new default is never taken for a cell trained the old way
     assert new_default == _cell({"lr": 5e-5, "sampling": "group_by_length"})
-    from lookahead_tuning.experiment.config import train_identity
+    from lookahead_tuning.experiment.plan import train_identity
 
     assert train_identity({"lr": 5e-5, "sampling": "random"}) == {"lr": 5e-5}
     assert train_identity({"lr": 5e-5}) == {"lr": 5e-5, "sampling": "group_by_length"}

@@ -348,7 +348,8 @@ def test_outputs_follow_the_umask(tiny_model_dir, tmp_path, capfd):
 
 def test_cell_folders_never_leave_the_run_folder(tmp_path):
     """Odd task names are refused; odd sweep prefixes become safe slugs; every cell path stays inside."""
-    from lookahead_tuning.experiment.config import make_experiment, plan_cells
+    from lookahead_tuning.experiment.config import make_experiment
+    from lookahead_tuning.experiment.plan import plan_cells
 
     for bad in ("../../escaped", "a/b", ".hidden", "/abs", "x\\y", ".."):
         with pytest.raises(UserError, match="tasks.0.name"):
@@ -519,7 +520,8 @@ def test_rejudge_by_an_echoing_judge_keeps_the_key(tmp_path, monkeypatch, capfd)
     from test_rejudge import _cell
 
     from lookahead_tuning.cli import main
-    from lookahead_tuning.experiment.config import make_experiment, plan_cells
+    from lookahead_tuning.experiment.config import make_experiment
+    from lookahead_tuning.experiment.plan import plan_cells
 
     cfg = make_experiment({"name": "t", "model": "some-org/seed", "tasks": [{"name": "math"}],
                            "methods": ["vanilla"], "eval": {"judge": "keyword", "scorer": "numeric"}})

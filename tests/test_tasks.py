@@ -10,7 +10,8 @@ import pytest
 from lookahead_tuning.analyse.utility import METRICS, Metric, score_rows, task_rows
 from lookahead_tuning.data.tasks import TASKS, Task, get_task, load_task
 from lookahead_tuning.errors import UserError
-from lookahead_tuning.experiment.config import make_experiment, plan_cells
+from lookahead_tuning.experiment.config import make_experiment
+from lookahead_tuning.experiment.plan import plan_cells
 from lookahead_tuning.experiment.results import build_results
 from lookahead_tuning.report.writer import render_report
 

@@ -1,6 +1,7 @@
 """The experiment runner: a grid of methods x tasks x sweep points x seeds, the demo and the dry run."""
 
-from .config import Cell, ExperimentConfig, load_experiment, make_experiment, plan_cells
+from .config import ExperimentConfig, load_experiment, make_experiment
+from .plan import Cell, plan_cells
 
 __all__ = ["Cell", "ExperimentConfig", "load_experiment", "make_experiment", "plan_cells", "run_experiment"]
 

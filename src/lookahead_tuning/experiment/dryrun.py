@@ -24,7 +24,8 @@ from ..errors import UserError
 from ..io import read_json
 from ..methods import SEED_ROW
 from ..train.methods import Recipe, effective, method_examples
-from .config import ExperimentConfig, TaskSpec, plan_cells
+from .config import ExperimentConfig, TaskSpec
+from .plan import plan_cells
 
 
 def _tokenizer(cfg: ExperimentConfig) -> tuple[Any, str, bool]:

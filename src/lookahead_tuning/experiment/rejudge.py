@@ -22,7 +22,7 @@ from .cells import read_cell, read_forecast, unpack_answers
 
 
 def _load_cells(cfg, cells_dir: Path) -> tuple[list, dict[str, dict]]:
-    from .config import plan_cells
+    from .plan import plan_cells
 
     cells = plan_cells(cfg)
     found: dict[str, dict] = {}

@@ -19,6 +19,7 @@ from ..data.tasks import get_task
 from ..methods import SEED_ROW, sweep_axes
 from ..report.tables import METRICS, OVERREFUSAL, _name_key
 from .cells import CellResult, over_seeds
+from .plan import sweep_values
 
 
 def _mean_lists(lists: Sequence[Sequence[float | None] | None]) -> list[float | None] | None:
@@ -186,7 +187,6 @@ def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts:
                   config_text: str | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
     """The ``results.json`` document (its contract is in docs/ARCHITECTURE.md)."""
     from ..train.config import TrainConfig
-    from .config import sweep_values
 
     done = [CellResult(cell_results[c.cell_id]) for c in cells if c.cell_id in cell_results]
     primary = cfg.tasks[0].name

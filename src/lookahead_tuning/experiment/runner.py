@@ -1,6 +1,6 @@
 """The grid runner behind ``lookahead-tuning run CONFIG.yaml``.
 
-Each cell of the grid (see :func:`config.plan_cells`) is: train -> RSR -> JSR -> utility -> per-token
+Each cell of the grid (see :func:`plan.plan_cells`) is: train -> RSR -> JSR -> utility -> per-token
 KL against the seed. A finished cell writes one small JSON file, ``cells/<cell_id>.json``, the moment
 it finishes; that file *is* the record of the cell. A rerun skips cells whose file exists (with the same
 settings fingerprint), and an interrupted cell resumes where it stopped: training from its last
@@ -36,7 +36,8 @@ from ..methods import PAPER_FORECAST, SEED_ROW, get_method, sweep_axes
 from ..provenance import settings_fingerprint
 from ..train.methods import EXAMPLE_KEYS, Recipe, effective, read_examples
 from .cells import CellResult, check_cell, check_one_precision, check_one_seed, pack_answers, read_forecast
-from .config import Cell, ExperimentConfig, Launcher, TaskSpec, plan_cells, train_settings
+from .config import ExperimentConfig, Launcher, TaskSpec
+from .plan import Cell, plan_cells, train_settings
 
 CELL_VERSION = 2  # 2: cells keep their answers, every instrument's rates and their provenance
 SEED_WORK = "seed-model"  # the seed's safety evals are shared by every task's seed cell
