@@ -15,8 +15,9 @@ the method's.
 
 A method may also own *sweep axes* (:class:`SweepAxis`): training keys a config's ``sweeps`` varies for
 it (Figure 4: ``m`` for lookahead-real, ``prefix`` for lookahead-virtual). The planner, ``results.json``,
-the report and its figures read the axes from here, so a new axis (a poisoning ratio, a prefill depth)
-is one entry on its method plus the training key it sets.
+the report and its figures read the axes from here, so a new training axis (a poisoning ratio) is one
+entry on its method plus the training key it sets. An axis is a training key: an evaluation axis (a
+prefill depth) would also need cells to carry evaluation settings of their own, which they do not yet.
 """
 
 from __future__ import annotations
