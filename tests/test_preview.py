@@ -230,7 +230,9 @@ def test_stats_count_short_answers(tokenizer):
 def test_preview_dataset_matches_rows_and_reports_row(tokenizer):
     from datasets import Dataset
 
-    rows = [{"question": f"Q{i}", "answer": a, "id": str(i)} for i, a in enumerate(ANSWERS)]
+    # A row holding a special token is refused (tests/test_control_tokens.py), so it is left out here.
+    answers = [a for a in ANSWERS if "<|im_end|>" not in a]
+    rows = [{"question": f"Q{i}", "answer": a, "id": str(i)} for i, a in enumerate(answers)]
     ds = preview_dataset(Dataset.from_list(rows), "real", tokenizer=tokenizer, m=6)
     assert ds.to_list() == preview_rows(rows, PreviewConfig(mode="real", tokenizer=tokenizer))
     assert ds[0]["question"] == f"Q0{C}Natalia sold 4"

@@ -8,9 +8,11 @@ training too (tokenizing the joined text could merge tokens across the boundary)
 
 from __future__ import annotations
 
+import re
+import weakref
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, describe
 
 Messages = list[dict[str, str]]
 
@@ -27,6 +29,70 @@ def as_messages(prompt: str | Messages, system_prompt: str | None = None) -> Mes
     if system_prompt is not None and not (messages and messages[0].get("role") == "system"):
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
+
+
+# --------------------------------------------------------------------------- control tokens in data
+
+# Why data may not hold them (docs/preview.md, "Control tokens in data"): the tokenizer matches a special
+# token's text as that token wherever it appears, so an answer holding "<|im_end|>" would close the
+# assistant's turn in the middle of the training labels, a preview would copy it into the user turn and
+# a prompt holding "<|im_start|>assistant" would forge a turn of its own.
+_CONTROL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def control_tokens(tokenizer) -> tuple[str, ...]:
+    """The texts the tokenizer reads as special tokens (its chat template's markers, BOS/EOS/pad and every
+    added token marked special), longest first. Added tokens that are not special are ordinary vocabulary."""
+    found = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(token, "special", False):
+            found.add(getattr(token, "content", str(token)))
+    return tuple(sorted((t for t in found if t), key=lambda t: (-len(t), t)))
+
+
+def _control_pattern(tokenizer) -> re.Pattern | None:
+    try:
+        return _CONTROL[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    tokens = control_tokens(tokenizer)
+    pattern = re.compile("|".join(map(re.escape, tokens))) if tokens else None
+    try:
+        _CONTROL[tokenizer] = pattern
+    except TypeError:  # a tokenizer that takes no weak reference: compiled again next time (re caches it)
+        pass
+    return pattern
+
+
+def control_token_in(tokenizer, text: str) -> str | None:
+    """The first special token of ``tokenizer`` that ``text`` holds as text, else ``None``."""
+    pattern = _control_pattern(tokenizer) if tokenizer is not None else None
+    found = pattern.search(text) if pattern is not None and isinstance(text, str) else None
+    return found.group() if found else None
+
+
+def control_token_message(token: str, what: str) -> str:
+    """The one refusal of a text holding a special token, the same wherever data enters."""
+    return (f"{what} holds {describe(token)}, a special token of the tokenizer (it would be read as that "
+            "token, not as text); remove or rewrite it (docs/preview.md, \"Control tokens in data\")")
+
+
+def refuse_control_tokens(tokenizer, prompt: str | Messages | None = None, completion: str | None = None,
+                          *, where: str = "") -> None:
+    """A :class:`UserError` when any message of ``prompt`` or the ``completion`` holds a special token of
+    ``tokenizer``; ``where`` ("row 3: ") leads the message."""
+    if tokenizer is None or _control_pattern(tokenizer) is None:
+        return
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt or [])
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        token = control_token_in(tokenizer, content) if isinstance(content, str) else None
+        if token:
+            what = "the prompt" if isinstance(prompt, str) else f"message {i + 1} ({describe(message.get('role'))})"
+            raise UserError(where + control_token_message(token, what))
+    token = control_token_in(tokenizer, completion) if completion is not None else None
+    if token:
+        raise UserError(where + control_token_message(token, "the answer"))
 
 
 def _template_name(tokenizer, template: str) -> str:
@@ -111,6 +177,8 @@ def render_prompt(
     messages = as_messages(prompt, system_prompt)
     if not messages or messages[-1]["role"] not in ("user", "tool"):  # tool: the answer follows a tool's result
         raise UserError("a prompt must end with a user message (or a tool result)")
+    # The last guard for callers that do not name a row (data readers refuse first, naming it).
+    refuse_control_tokens(tokenizer, messages, prefill)
     name = _template_name(tokenizer, template)
     if name == "tokenizer":
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -181,6 +249,7 @@ def encode_example(
     caller reports).
     """
     prompt_ids = encode_prompt(tokenizer, prompt, system_prompt=system_prompt, template=template)
+    refuse_control_tokens(tokenizer, completion=completion)
     answer = _answer_lead(_template_name(tokenizer, template)) + completion + end_of_turn(tokenizer, template)
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     input_ids = prompt_ids + answer_ids

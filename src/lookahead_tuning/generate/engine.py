@@ -15,8 +15,8 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..chat import Messages, encode_text, render_prompt, stop_token_ids
-from ..errors import UserError
+from ..chat import Messages, encode_text, refuse_control_tokens, render_prompt, stop_token_ids
+from ..errors import UserError, describe
 from ..io import JsonlLog
 
 # hf: transformers in this process; vllm: vLLM in this process; openai: any OpenAI-compatible server
@@ -267,6 +267,7 @@ def generate(
     texts: dict[str, str] = {}  # the rendered prompts: what a server is sent (openai backend)
     for item in pending:
         prompt: str | Messages = item["prompt"]
+        refuse_control_tokens(tokenizer, prompt, item.get("prefill"), where=f"prompt id {describe(item['id'])}: ")
         texts[item["id"]] = render_prompt(tokenizer, prompt, system_prompt=system_prompt,
                                           prefill=item.get("prefill") or None, template=template)
         encoded[item["id"]] = encode_text(tokenizer, texts[item["id"]])

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..chat import control_token_in, control_token_message
 from ..data.formats import (
     ExampleError,
     Path,
@@ -52,6 +53,10 @@ class PreviewConfig:
         _check(self.m, self.align)
         if self.mode == "real" and self.tokenizer is None:
             raise UserError("the real preview needs a tokenizer (--tokenizer)")
+        for flag, value in (("--connector", self.connector), ("--prefix", self.prefix)):
+            token = control_token_in(self.tokenizer, value)
+            if token:
+                raise UserError(control_token_message(token, flag))
 
 
 @dataclass
@@ -110,10 +115,12 @@ def preview_rows(
     kept: list[tuple[Mapping[str, Any], list[Slot] | None]] = []  # None: the flat pair
     instructions: list[str] = []
     answers: list[str] = []
+    tokenizer = config.tokenizer
     for k, row in enumerate(rows):
         if flat is not None:  # hot path for one pair of top-level string fields
             instruction, answer = row.get(flat[0]), row.get(flat[1])
-            if type(instruction) is str and type(answer) is str and answer and not answer.isspace():
+            if (type(instruction) is str and type(answer) is str and answer and not answer.isspace()
+                    and not control_token_in(tokenizer, instruction) and not control_token_in(tokenizer, answer)):
                 kept.append((row, None))
                 instructions.append(instruction)
                 answers.append(answer)
@@ -126,6 +133,10 @@ def preview_rows(
                 instruction, answer = get_text(row, slot.prompt), get_text(row, slot.answer)
                 if not answer.strip():
                     raise ExampleError(f"empty answer in {_slot_name(slot.answer)}")
+                for path, text in ((slot.prompt, instruction), (slot.answer, answer)):
+                    token = control_token_in(tokenizer, text)
+                    if token:
+                        raise ExampleError(control_token_message(token, _slot_name(path)))
                 texts.append((instruction, answer))
         except ExampleError as exc:
             err = _fail(exc, _locate(locations, k), k)

@@ -272,8 +272,9 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         check_model(safelora_base(cfg), allow_pickle=cfg.allow_pickle)
     refuse_overwrite([("--out", run_dir)], run_inputs(cfg, source))
     check_report_to(cfg.report_to)
-    render_prompt(load_tokenizer(cfg.model), "check", system_prompt=cfg.system_prompt, template=cfg.chat_template)
-    task_rows = load_examples(cfg)
+    tokenizer = load_tokenizer(cfg.model)
+    render_prompt(tokenizer, "check", system_prompt=cfg.system_prompt, template=cfg.chat_template)
+    task_rows = load_examples(cfg, tokenizer)
     state = PartialState()
     # Checks that need the model (an unknown LoRA target module) come after the folder is made; if one
     # fails, or the run stops before it saved anything to resume from, a new folder is removed again.

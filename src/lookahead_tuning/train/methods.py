@@ -102,9 +102,37 @@ def read_examples(data: str, *, limit: int | None = None, input_field: str | Non
 EXAMPLE_KEYS = ("limit", "input_field", "output_field", "data_seed")
 
 
-def load_examples(config: TrainConfig) -> list[Example]:
-    """A training config's ``--data`` as training examples (:func:`read_examples`)."""
-    return read_examples(config.data, **{k: getattr(config, k) for k in EXAMPLE_KEYS})
+def load_examples(config: TrainConfig, tokenizer=None) -> list[Example]:
+    """A training config's ``--data`` as training examples (:func:`read_examples`); with ``tokenizer``,
+    refused when a row holds one of its special tokens (:func:`refuse_control_tokens`)."""
+    examples = read_examples(config.data, **{k: getattr(config, k) for k in EXAMPLE_KEYS})
+    refuse_control_tokens(examples, tokenizer, Recipe.of(config), source=config.data)
+    return examples
+
+
+def refuse_control_tokens(examples: list[Example], tokenizer, recipe: Recipe | None = None, *,
+                          source: str | None = None) -> None:
+    """A :class:`UserError` naming the row (and ``source``, the data) when a training row, or the connector
+    or prefix the recipe's preview adds, holds a special token of ``tokenizer`` as text
+    (``chat.refuse_control_tokens``; docs/preview.md, "Control tokens in data"). Rows are numbered from 1,
+    in the order they were read."""
+    from ..chat import control_token_in, control_token_message
+    from ..chat import refuse_control_tokens as refuse
+
+    if tokenizer is None:
+        return
+    if recipe is not None and recipe.preview != "none":
+        for key in ("connector", "prefix") if recipe.preview == "virtual" else ("connector",):
+            token = control_token_in(tokenizer, getattr(recipe, key))
+            if token:
+                raise UserError(control_token_message(token, f"'{key}'"))
+    for row, ex in enumerate(examples, start=1):
+        if ex.get("safety"):
+            continue  # the built-in refusal pairs, the same for every tokenizer
+        try:
+            refuse(tokenizer, ex["prompt"], ex["completion"], where=f"row {row}: ")
+        except UserError as exc:
+            raise UserError(exc.message, path=None if source is None else str(source)) from None
 
 
 _HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
@@ -200,6 +228,7 @@ def method_examples(rows: list[Example], settings: Recipe | TrainConfig, tokeniz
     rewrites of the answers (SDFT; made by the caller, since they need the seed to generate), then the
     safety mix, then the preview."""
     recipe = settings if isinstance(settings, Recipe) else Recipe.of(settings)
+    refuse_control_tokens(rows, tokenizer, recipe, source=getattr(settings, "data", None))
     if recipe.rewrite == "sdft":
         if rewritten is None:
             raise ValueError("an SDFT method trains on the seed's rewrites: pass rewritten=")
