@@ -162,4 +162,4 @@ def test_generate_cli_refuses_the_prompt_and_writes_nothing(tmp_path, tiny_model
                  "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "prompt id '1'" in err and "'<|im_end|>'" in err, err
-    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]  # no answers, no provenance file

@@ -12,7 +12,7 @@ from ..errors import UserError
 from ..io import iter_located_records, refuse_overwrite
 from ..models import add_model_arguments, load_model_from_args, load_tokenizer
 from ..validate import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, TEMPERATURE, TOP_P, text_arg
-from .engine import BACKENDS, DEFAULT_MAX_BATCH_TOKENS, generate, prefill_text
+from .engine import BACKENDS, DEFAULT_MAX_BATCH_TOKENS, check_prompts, generate, prefill_text
 
 _ENDPOINT_FLAGS = {"base_url": "--base-url", "served_model": "--served-model"}
 
@@ -181,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_generator(args)
     if args.prefill_file:
         attach_prefills(rows, args.prefill_file, args.prefill_tokens, tokenizer)
+    check_prompts(tokenizer, rows, system_prompt=args.system_prompt)  # before the provenance file is written
     provenance.claim(Path(args.out).parent, wanted, (Path(args.out).name,), overwrite=args.overwrite, name=sidecar.name)
     already = 0
     if os.path.exists(args.out):

@@ -15,7 +15,15 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..chat import Messages, encode_text, refuse_control_tokens, render_prompt, stop_token_ids
+from ..chat import (
+    Messages,
+    control_token_in,
+    control_token_message,
+    encode_text,
+    refuse_control_tokens,
+    render_prompt,
+    stop_token_ids,
+)
 from ..errors import UserError, describe
 from ..io import JsonlLog
 
@@ -51,6 +59,17 @@ def _check_items(items: Sequence[dict]) -> list[dict]:
         seen.add(item["id"])
         out.append(item)
     return out
+
+
+def check_prompts(tokenizer, items: Iterable[dict], *, system_prompt: str | None = None) -> None:
+    """Refuse, by id and before anything is written, a prompt or prefill (or the system prompt) that holds a
+    special token of ``tokenizer`` as text (docs/preview.md, "Control tokens in data")."""
+    token = control_token_in(tokenizer, system_prompt) if system_prompt else None
+    if token:
+        raise UserError(control_token_message(token, "the system prompt"))
+    for item in items:
+        refuse_control_tokens(tokenizer, item["prompt"], item.get("prefill") or None,
+                              where=f"prompt id {describe(str(item['id']))}: ")
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_new_tokens: int,
@@ -256,6 +275,7 @@ def generate(
         TEMPERATURE.check(temperature, "temperature")
         TOP_P.check(top_p, "top_p")
     items = _check_items(items)
+    check_prompts(tokenizer, items, system_prompt=system_prompt)
     log = JsonlLog(out_path) if out_path is not None else None
     done: dict[str, dict] = {}
     if log is not None:
@@ -267,7 +287,6 @@ def generate(
     texts: dict[str, str] = {}  # the rendered prompts: what a server is sent (openai backend)
     for item in pending:
         prompt: str | Messages = item["prompt"]
-        refuse_control_tokens(tokenizer, prompt, item.get("prefill"), where=f"prompt id {describe(item['id'])}: ")
         texts[item["id"]] = render_prompt(tokenizer, prompt, system_prompt=system_prompt,
                                           prefill=item.get("prefill") or None, template=template)
         encoded[item["id"]] = encode_text(tokenizer, texts[item["id"]])
