@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from .errors import UserError, describe
@@ -50,25 +51,30 @@ def control_tokens(tokenizer) -> tuple[str, ...]:
     return tuple(sorted((t for t in found if t), key=lambda t: (-len(t), t)))
 
 
-def _control_pattern(tokenizer) -> re.Pattern | None:
+def control_finder(tokenizer) -> Callable[[str], str | None]:
+    """:func:`control_token_in` bound to ``tokenizer`` (made once per tokenizer), for loops over many rows
+    (one regex search, about 0.1 us on a 100-character text)."""
     try:
         return _CONTROL[tokenizer]
     except (KeyError, TypeError):
         pass
-    tokens = control_tokens(tokenizer)
-    pattern = re.compile("|".join(map(re.escape, tokens))) if tokens else None
+    tokens = control_tokens(tokenizer) if tokenizer is not None else ()
+    search = re.compile("|".join(map(re.escape, tokens))).search if tokens else None
+
+    def find(text: str) -> str | None:
+        found = search(text) if search is not None else None
+        return found.group() if found else None
+
     try:
-        _CONTROL[tokenizer] = pattern
-    except TypeError:  # a tokenizer that takes no weak reference: compiled again next time (re caches it)
+        _CONTROL[tokenizer] = find
+    except TypeError:  # a tokenizer that takes no weak reference (or None): made again next time
         pass
-    return pattern
+    return find
 
 
 def control_token_in(tokenizer, text: str) -> str | None:
     """The first special token of ``tokenizer`` that ``text`` holds as text, else ``None``."""
-    pattern = _control_pattern(tokenizer) if tokenizer is not None else None
-    found = pattern.search(text) if pattern is not None and isinstance(text, str) else None
-    return found.group() if found else None
+    return control_finder(tokenizer)(text) if isinstance(text, str) else None
 
 
 def control_token_message(token: str, what: str) -> str:
@@ -81,16 +87,17 @@ def refuse_control_tokens(tokenizer, prompt: str | Messages | None = None, compl
                           *, where: str = "") -> None:
     """A :class:`UserError` when any message of ``prompt`` or the ``completion`` holds a special token of
     ``tokenizer``; ``where`` ("row 3: ") leads the message."""
-    if tokenizer is None or _control_pattern(tokenizer) is None:
+    if tokenizer is None:
         return
+    find = control_finder(tokenizer)
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt or [])
     for i, message in enumerate(messages):
         content = message.get("content") if isinstance(message, dict) else None
-        token = control_token_in(tokenizer, content) if isinstance(content, str) else None
+        token = find(content) if isinstance(content, str) else None
         if token:
             what = "the prompt" if isinstance(prompt, str) else f"message {i + 1} ({describe(message.get('role'))})"
             raise UserError(where + control_token_message(token, what))
-    token = control_token_in(tokenizer, completion) if completion is not None else None
+    token = find(completion) if isinstance(completion, str) else None
     if token:
         raise UserError(where + control_token_message(token, "the answer"))
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..chat import control_token_in, control_token_message
+from ..chat import control_finder, control_token_in, control_token_message
 from ..data.formats import (
     ExampleError,
     Path,
@@ -115,12 +115,12 @@ def preview_rows(
     kept: list[tuple[Mapping[str, Any], list[Slot] | None]] = []  # None: the flat pair
     instructions: list[str] = []
     answers: list[str] = []
-    tokenizer = config.tokenizer
+    control_token = control_finder(config.tokenizer)  # always None without a tokenizer
     for k, row in enumerate(rows):
         if flat is not None:  # hot path for one pair of top-level string fields
             instruction, answer = row.get(flat[0]), row.get(flat[1])
             if (type(instruction) is str and type(answer) is str and answer and not answer.isspace()
-                    and not control_token_in(tokenizer, instruction) and not control_token_in(tokenizer, answer)):
+                    and not control_token(instruction) and not control_token(answer)):
                 kept.append((row, None))
                 instructions.append(instruction)
                 answers.append(answer)
@@ -134,7 +134,7 @@ def preview_rows(
                 if not answer.strip():
                     raise ExampleError(f"empty answer in {_slot_name(slot.answer)}")
                 for path, text in ((slot.prompt, instruction), (slot.answer, answer)):
-                    token = control_token_in(tokenizer, text)
+                    token = control_token(text)
                     if token:
                         raise ExampleError(control_token_message(token, _slot_name(path)))
                 texts.append((instruction, answer))
