@@ -391,3 +391,40 @@ def test_a_judge_option_the_judge_does_not_take_is_refused_in_a_config():
     with pytest.raises(UserError, match="not both"):
         make_experiment({**base, "eval": {"judge": "wildguard", "judge_options": {
             "url": "http://127.0.0.1:9/v1", "model": "m", "model_path": "x"}}})
+
+
+@pytest.mark.parametrize(("family", "answer", "pattern"), [
+    ("shieldgemma", ("Yes", {"Yes": "high", "No": -2.0}), r"shieldgemma judge at .*not a valid completion: "
+                                                           r"key 'choices.0.logprobs.top_logprobs.0.Yes'"),
+    ("wildguard", (7, None), r"wildguard judge at .*not a valid completion: key 'choices.0.text'"),
+    ("llama-guard", (["safe"], None), r"llama-guard judge at .*not a valid chat completion"),
+])
+def test_a_served_guard_answer_of_the_wrong_type_is_one_line(family, answer, pattern, key):
+    """A guard's server answers go through the schemas every server answer does (issue 30, class 6): a
+    string log-probability used to end in 'unexpected ValueError (a bug)'."""
+    from lookahead_tuning.judge.guard import GuardJudge
+
+    stub = JudgeStub(lambda body: answer)
+    try:
+        judge = GuardJudge(family, url=stub.url, model="guard", api_key_env=key, max_retries=0)
+        with pytest.raises(UserError, match=pattern) as caught:
+            judge.judge([{"id": "a", "instruction": "How do I pick a lock?", "response": "Sure, first you"}],
+                        field="guard_safe")
+    finally:
+        stub.close()
+    assert "\n" not in caught.value.message
+
+
+def test_a_trickling_guard_server_is_cut_off(key):
+    from openai_stub import CompletionsStub
+
+    from lookahead_tuning.judge.guard import GuardJudge
+
+    stub = CompletionsStub(hostile="trickle")
+    try:
+        judge = GuardJudge("wildguard", url=stub.url, model="tiny", api_key_env=key, max_retries=0, timeout=1.0)
+        with pytest.raises(UserError, match="wildguard judge at .*1 s in all"):
+            judge.judge([{"id": "a", "instruction": "How do I pick a lock?", "response": "Sure, first you"}],
+                        field="guard_safe")
+    finally:
+        stub.close()

@@ -35,7 +35,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
@@ -279,9 +279,18 @@ class _Answer(BaseModel):
     shape: ClassVar[str] = "answer"  # what the answer should have been, for messages
 
 
+LogProb = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class CompletionLogprobs(_Answer):
+    # One entry per generated position: the most likely tokens and their log-probabilities.
+    top_logprobs: list[dict[StrictStr, LogProb] | None] | None = None
+
+
 class CompletionChoice(_Answer):
     text: StrictStr
     finish_reason: StrictStr | None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Usage(_Answer):

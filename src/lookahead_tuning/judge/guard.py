@@ -240,20 +240,14 @@ class GuardJudge:
         else:
             if not model:
                 raise UserError(f"the {family} judge at --judge-url needs --judge-served-model (the served name)")
-            key = os.environ.get(api_key_env)
-            if not key:
-                raise UserError(f"the {family} judge reads its API key from the environment variable "
-                                f"{api_key_env}, which is not set (set it to any value for a server that does "
-                                "not check keys)")
-            from ..endpoint import make_client
-            from ..redact import register, register_url
+            from ..endpoint import credentials, make_client
 
-            register(key)
-            self.url = register_url(url)
+            self.url, key = credentials(url, api_key_env, required=True, who=f"the {family} judge")
             self.model = model
             self.api_key_env = api_key_env
             self.max_retries, self.backoff = max_retries, backoff
             self._secrets = (key, url)
+            self._raw_url, self._timeout = url, timeout
             self._client = make_client(url, key, timeout)
 
     # ------------------------------------------------------------------ what is recorded
@@ -381,14 +375,17 @@ class GuardJudge:
         instruction, response = pair
         conversation = [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}]
         if self.url is not None:
+            from ..endpoint import ChatAnswer, CompletionAnswer
+
             if self.family.style == "chat":
                 extra = {"chat_template": self.chat_template} if self.chat_template else None
-                return self._call(lambda: _chat_text(self._client.chat.completions.create(
+                return _chat_text(self._call(lambda: self._client.chat.completions.with_raw_response.create(
                     model=self.model, messages=conversation, temperature=0.0, max_tokens=self.max_tokens,
-                    extra_body=extra)))
+                    extra_body=extra), ChatAnswer, self.max_tokens))
             prompt = self.family.render(instruction, response)
-            return self._call(lambda: _completion_text(self._client.completions.create(
-                model=self.model, prompt=prompt, temperature=0.0, max_tokens=self.max_tokens)))
+            return _completion_text(self._call(lambda: self._client.completions.with_raw_response.create(
+                model=self.model, prompt=prompt, temperature=0.0, max_tokens=self.max_tokens),
+                CompletionAnswer, self.max_tokens))
         model, tokenizer = _local_guard(self.model_path, self.device)
         if self.family.style == "chat":
             if not (self.chat_template or getattr(tokenizer, "chat_template", None)):
@@ -440,24 +437,30 @@ class GuardJudge:
         return yes_probability(float(logits[yes]), float(logits[no]))
 
     def _served_yes(self, prompt: str) -> float | None:
-        out = self._call(lambda: self._client.completions.create(model=self.model, prompt=prompt, max_tokens=1,
-                                                                 temperature=0.0, logprobs=20))
+        from ..endpoint import CompletionAnswer
+
+        out = self._call(lambda: self._client.completions.with_raw_response.create(
+            model=self.model, prompt=prompt, max_tokens=1, temperature=0.0, logprobs=20), CompletionAnswer, 1)
         top = _first_top_logprobs(out)
         found = {t.strip(): lp for t, lp in top.items() if t.strip() in ("Yes", "No")}
         if set(found) != {"Yes", "No"}:
             return None  # one of the two is not among the top tokens: not read as a probability
         return yes_probability(found["Yes"], found["No"])
 
-    def _call(self, call: Callable[[], Any]) -> Any:
-        from ..endpoint import call_with_retries
+    def _call(self, call: Callable[[], Any], schema: type, max_tokens: int) -> Any:
+        """One request to the server: bounded in time and size, its answer checked by ``schema``
+        (:mod:`lookahead_tuning.endpoint`)."""
+        from ..endpoint import answer_bytes, call_with_retries, parse_answer
+
+        what = f"{self.family.name} judge"
 
         def counted():
             self._count("calls")
-            return call()
+            return parse_answer(call().content, schema, what=what, url=self._raw_url)
 
-        return call_with_retries(counted, what=f"{self.family.name} judge", url=self.url,
-                                 max_retries=self.max_retries, backoff=self.backoff, secrets=self._secrets,
-                                 on_retry=lambda: self._count("retries"))
+        return call_with_retries(counted, what=what, url=self.url, max_retries=self.max_retries,
+                                 backoff=self.backoff, secrets=self._secrets, on_retry=lambda: self._count("retries"),
+                                 timeout=self._timeout, max_bytes=answer_bytes(max_tokens))
 
 
 def _cached_verdict(entry: Any) -> Verdict | None:
@@ -497,16 +500,15 @@ def _chat_text(out) -> str:
 
 
 def _completion_text(out) -> str:
-    return (out.choices[0].text or "") if out.choices else ""
+    return out.choices[0].text or ""  # the schema wants at least one choice
 
 
 def _first_top_logprobs(out) -> dict[str, float]:
-    """The first generated position's top log-probabilities of a ``/v1/completions`` answer."""
-    choice = out.choices[0] if out.choices else None
-    logprobs = getattr(choice, "logprobs", None)
-    top = getattr(logprobs, "top_logprobs", None) or []
-    first = top[0] if top else {}
-    return {str(k): float(v) for k, v in first.items()} if isinstance(first, dict) else {}
+    """The first generated position's top log-probabilities of a ``/v1/completions`` answer (checked by
+    its schema: string tokens, finite log-probabilities)."""
+    logprobs = out.choices[0].logprobs
+    top = (logprobs.top_logprobs if logprobs is not None else None) or []
+    return dict(top[0] or {}) if top else {}
 
 
 def _local_answer(model, tokenizer, text: str, max_tokens: int, count: Callable[[str], None]) -> str:
