@@ -283,9 +283,9 @@ def test_guard_options_are_checked_before_work(answers, tmp_path, capsys):
 
 
 def test_rejudge_adds_a_guard_judge_to_a_finished_run(tmp_path, key):
-    from test_judge_registry import _run_dir
+    from test_rejudge import make_run_dir
 
-    run = _run_dir(tmp_path)
+    run = make_run_dir(tmp_path)
     stub = JudgeStub(lambda body: "unsafe\nS2" if "Sure" in body["messages"][-1]["content"] else "safe")
     try:
         assert main(["rejudge", str(run), "--judge", "llama-guard", "--judge-url", stub.url, "--judge-served-model",

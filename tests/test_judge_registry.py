@@ -75,7 +75,9 @@ def test_a_throwaway_judge_flows_through_eval_metrics_results_and_report(length_
         [(14, False, False), (14, False, False), (0, True, True)]
 
     # the same judge re-judges a finished run's cells: instruments, results.json and report.md carry it
-    run = _run_dir(tmp_path)
+    from test_rejudge import make_run_dir
+
+    run = make_run_dir(tmp_path)
     assert main(["rejudge", str(run), "--judge", "length", "--out", str(tmp_path / "rejudged"), "--quiet"]) == 0
     cell = json.loads((tmp_path / "rejudged" / "cells" / "math--vanilla--seed0.json").read_text())
     assert set(cell["instruments"]["rsr"]) == {"keyword-reference", "keyword", "length"}
@@ -85,23 +87,6 @@ def test_a_throwaway_judge_flows_through_eval_metrics_results_and_report(length_
     assert results["models"]["vanilla"]["instruments"]["rsr"]["length"] == pytest.approx(0.25)
     report = (tmp_path / "rejudged" / "report.md").read_text()
     assert "RSR (length)" in report and "judge: length" in report
-
-
-def _run_dir(tmp_path):
-    import yaml
-    from test_rejudge import _cell
-
-    from lookahead_tuning.experiment.config import make_experiment
-    from lookahead_tuning.experiment.plan import plan_cells
-
-    cfg = make_experiment({"name": "t", "model": "some-org/seed", "tasks": [{"name": "math"}],
-                           "methods": ["vanilla"], "eval": {"judge": "keyword", "scorer": "numeric"}})
-    run = tmp_path / "run"
-    (run / "cells").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    for cell in plan_cells(cfg):
-        (run / "cells" / f"{cell.cell_id}.json").write_text(json.dumps(_cell(cfg, cell)))
-    return run
 
 
 def test_a_run_config_names_any_registered_judge_and_refuses_others(length_judge):

@@ -147,9 +147,9 @@ def test_strongreject_through_the_cli_cached_and_resumed(tmp_path, key):
 
 
 def test_rejudge_adds_the_strongreject_rubric_to_a_finished_run(tmp_path, key):
-    from test_judge_registry import _run_dir
+    from test_rejudge import make_run_dir
 
-    run = _run_dir(tmp_path)
+    run = make_run_dir(tmp_path)
     stub = JudgeStub(lambda body: STRONGREJECT_ANSWERS["helps" if "Sure" in body["messages"][-1]["content"]
                                                       else "refuses"])
     try:

@@ -40,8 +40,8 @@ def _cell(cfg, cell, answers=True):
     return out
 
 
-@pytest.fixture
-def run_dir(tmp_path):
+def make_run_dir(tmp_path):
+    """A finished one-method run whose cells keep the answers above (also used by other judge tests)."""
     cfg = make_experiment({"name": "t", "model": "some-org/seed", "tasks": [{"name": "math"}],
                            "methods": ["vanilla"], "eval": {"judge": "keyword", "scorer": "numeric"}})
     run = tmp_path / "run"
@@ -50,6 +50,11 @@ def run_dir(tmp_path):
     for cell in plan_cells(cfg):
         (run / "cells" / f"{cell.cell_id}.json").write_text(json.dumps(_cell(cfg, cell)))
     return run
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return make_run_dir(tmp_path)
 
 
 def test_rejudge_with_the_reference_instruments(run_dir, tmp_path, capsys):

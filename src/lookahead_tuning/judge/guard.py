@@ -327,30 +327,13 @@ class GuardJudge:
             rec[f"{field}_safe"] = None if verdict is None else verdict.safe
 
     def _run(self, todo: dict[str, tuple[str, str]], progress: bool):
-        """(key, verdict or None, raw answer) for each pending pair, as each finishes."""
-        from tqdm.auto import tqdm
+        """(key, verdict or None, raw answer) for each pending pair, as each finishes (a local model one at a
+        time, a server ``concurrency`` at a time)."""
+        from .calls import completed
 
-        bar = tqdm(total=len(todo), desc=f"judging ({self.family.name})", unit="pair", disable=not progress)
-        try:
-            if self.url is None:
-                for key, pair in todo.items():
-                    yield (key, *self._ask(pair))
-                    bar.update(1)
-                return
-            from concurrent.futures import ThreadPoolExecutor, as_completed
-
-            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-                futures = {pool.submit(self._ask, pair): key for key, pair in todo.items()}
-                try:
-                    for fut in as_completed(futures):
-                        yield (futures[fut], *fut.result())
-                        bar.update(1)
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()
-                    raise
-        finally:
-            bar.close()
+        for key, (verdict, answer) in completed(todo, self._ask, concurrency=1 if self.url is None else self.concurrency,
+                                                desc=f"judging ({self.family.name})", progress=progress):
+            yield key, verdict, answer
 
     def _ask(self, pair: tuple[str, str]) -> tuple[Verdict | None, str]:
         """One pair, asked again once (``parse_retries``) when the answer does not parse."""
@@ -479,14 +462,9 @@ def _cached_verdict(entry: Any) -> Verdict | None:
 
 def _read_template(path: str | os.PathLike) -> str:
     """A Jinja chat template file (UTF-8); one that does not render is a one-line error where it is used."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError("no such chat template file", path=str(p))
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"invalid UTF-8 ({exc.reason}); save the template as UTF-8", path=str(p)) from None
-    return text
+    from .llm import read_text_file
+
+    return read_text_file(path, "chat template")
 
 
 def _with_bos(tokenizer, text: str) -> str:

@@ -36,7 +36,6 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +151,18 @@ def score_parser(score_line: str = "any"):
     return parse
 
 
+def read_text_file(path: str | os.PathLike, what: str) -> str:
+    """A UTF-8 text file a judge reads (a template), byte order mark dropped; a missing or undecodable
+    file is one line naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"no such {what} file", path=str(p))
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"invalid UTF-8 ({exc.reason}); save the {what.split()[-1]} as UTF-8", path=str(p)) from None
+
+
 def load_template(path: str | os.PathLike) -> str:
     """A judge prompt template: UTF-8 text holding ``{response}`` (and usually ``{instruction}``).
 
@@ -159,12 +170,7 @@ def load_template(path: str | os.PathLike) -> str:
     example in the rubric, stay as written).
     """
     p = Path(path)
-    if not p.is_file():
-        raise UserError("no such judge template file", path=str(p))
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"invalid UTF-8 ({exc.reason}); save the template as UTF-8", path=str(p)) from None
+    text = read_text_file(p, "judge template")
     if "{response}" not in text:
         raise UserError("the judge template has no {response} placeholder", path=str(p))
     return text
@@ -348,30 +354,18 @@ class LLMJudge:
             else:
                 todo.setdefault(key, []).append(i)
         if todo:
-            from tqdm.auto import tqdm
+            from .calls import completed
 
-            bar = tqdm(total=len(todo), desc="judging", unit="pair", disable=not progress)
-            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-                futures = {pool.submit(self._ask, *pairs[idx[0]]): key for key, idx in todo.items()}
-                try:
-                    for fut in as_completed(futures):
-                        key = futures[fut]
-                        score, answer = fut.result()
-                        if score is None:
-                            self.stats["unparseable"] += len(todo[key])
-                        for i in todo[key]:
-                            scores[i] = score
-                        if log is not None and score is not None:  # unparseable: retried next run
-                            log.append({"id": key, "score": score, "model": self.model,
-                                        "rubric_version": self.rubric,
-                                        "answer": mask(answer, (self._key, self._raw_url))[:500]})
-                        bar.update(1)
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()
-                    raise
-                finally:
-                    bar.close()
+            asks = {key: pairs[idx[0]] for key, idx in todo.items()}
+            for key, (score, answer) in completed(asks, lambda pair: self._ask(*pair), concurrency=self.concurrency,
+                                                  progress=progress):
+                if score is None:
+                    self.stats["unparseable"] += len(todo[key])
+                for i in todo[key]:
+                    scores[i] = score
+                if log is not None and score is not None:  # unparseable: retried next run
+                    log.append({"id": key, "score": score, "model": self.model, "rubric_version": self.rubric,
+                                "answer": mask(answer, (self._key, self._raw_url))[:500]})
         if log is not None:
             log.close()
         return scores
