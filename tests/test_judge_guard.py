@@ -428,3 +428,19 @@ def test_a_trickling_guard_server_is_cut_off(key):
                         field="guard_safe")
     finally:
         stub.close()
+
+
+def test_a_served_guard_keeps_the_key_out_of_every_file(answers, tmp_path, monkeypatch):
+    secret = "sk-guard-DO-NOT-LEAK-7777"
+    monkeypatch.setenv("GUARD_SECRET", secret)
+    stub = JudgeStub(lambda body: f"unsafe\nS2 {secret}")  # an echoing server: also not the grammar
+    try:
+        metrics, _ = _eval(answers, tmp_path / "o", "llama-guard", "--judge-url", stub.url.replace(
+            "http://", f"http://user:{secret}@"), "--judge-served-model", "g", "--judge-key-env", "GUARD_SECRET",
+            "--judge-cache", str(tmp_path / "c.jsonl"))
+    finally:
+        stub.close()
+    assert metrics["excluded"] == 4 and metrics["judge_settings"]["llama-guard"]["url"] == stub.url
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
