@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import itertools
 import json
 import math
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -162,12 +164,18 @@ def _has_surrogate(obj: Any) -> bool:
     return False
 
 
+class DuplicateKey(BadJSON):
+    """A JSON object that names one key twice (``json`` and orjson would keep the last value silently)."""
+
+
 def parse_json(raw: bytes) -> Any:
     """One JSON text (bytes, UTF-8) with the readers' rules; problems raise :class:`BadJSON`.
 
     Refused, though Python's ``json`` would take them: ``NaN``/``Infinity`` (they would become null on
-    the way out), integers of more than 4,300 digits, nesting deeper than :data:`MAX_NESTING`, and
-    escapes of lone surrogates (``"\ud800"``), which are not characters and crash tokenizers.
+    the way out), integers of more than 4,300 digits, nesting deeper than :data:`MAX_NESTING`, escapes
+    of lone surrogates (``"\ud800"``), which are not characters and crash tokenizers, and an object
+    that names one key twice (:class:`DuplicateKey`): the last value would win unseen, so a doctored
+    ``metrics.json`` could flip a gate while every tool that shows the file shows the first value.
     """
     if _orjson is not None and not _LONG_DIGITS.search(raw):
         try:
@@ -177,14 +185,18 @@ def parse_json(raw: bytes) -> Any:
         else:
             if raw.count(b"[") + raw.count(b"{") > MAX_NESTING:
                 _check_nesting(obj)
-            return obj
+            if not _may_repeat_a_key(raw, obj):
+                return obj
+            # else the standard library below finds the repeated key, or clears the doubt
     text = raw.decode("utf-8")  # a UnicodeDecodeError is the caller's to place
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise BadJSON(f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
     except RecursionError:
         raise BadJSON(f"invalid JSON: nested more than {MAX_NESTING} levels deep") from None
+    except DuplicateKey as exc:
+        raise _locate_duplicate(text) or exc from None
     except BadJSON:
         raise
     except ValueError as exc:  # Python's limit on integer digits (4,300)
@@ -194,6 +206,99 @@ def parse_json(raw: bytes) -> Any:
         raise BadJSON("invalid JSON: a string holds a lone surrogate escape (such as \\ud800), which is not "
                       "a character; fix the text or drop the row")
     return obj
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(f"invalid JSON: duplicate key {describe(key)} in one object; keep one")
+            seen.add(key)
+    return obj
+
+
+_WHITESPACE = b" \t\r\n"
+
+
+def _may_repeat_a_key(raw: bytes, obj: Any) -> bool:
+    """False when ``raw`` (which parsed as ``obj``) provably names no key twice in one object.
+
+    orjson keeps the last of two equal keys without a word, so count instead: with JSON's whitespace
+    removed, every key ends in ``":``, and a ``":`` that is no key end is either an escaped quote
+    (an odd run of backslashes before it) or a string that starts with a colon. ``bound`` is thus at
+    least the number of keys written in ``raw``, and the parsed objects hold at most that many; equal
+    counts leave no room for a repeat. A string starting with ``:`` (or a repeat) makes the bound
+    larger, and the exact, slower parse decides.
+    """
+    if type(obj) is not dict and type(obj) is not list:
+        return False
+    packed = raw.translate(None, _WHITESPACE)  # inside strings JSON allows spaces only, never a backslash-space
+    bound = packed.count(b'":')
+    if type(obj) is dict and bound == len(obj):
+        return False  # the usual flat record: no nested object to count
+    keys = _key_count(obj)
+    if bound != keys and b'\\":' in packed:
+        # a quote after one backslash is escaped: no key end. After two or more it may be one (a key
+        # ending in an escaped backslash), so those stay counted.
+        bound -= packed.count(b'\\":') - packed.count(b'\\\\":')
+    return bound != keys
+
+
+def _key_count(obj: Any) -> int:
+    count = 0
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            count += len(node)
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+    return count
+
+
+# Tokens of a JSON text that has already parsed: strings, punctuation, and the other literals.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s"{}\[\]:,]+')
+
+
+def _locate_duplicate(text: str) -> DuplicateKey | None:
+    """The first repeated key of ``text`` in reading order, with both of its lines (a linear scan with
+    no recursion; the text is valid JSON up to the repeat, the standard library parsed it that far)."""
+    frames: list[dict[str, int] | None] = []  # per open bracket: the keys seen so far, None for arrays
+    expect_key = False
+    line, scanned = 1, 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token == "{":
+            frames.append({})
+            expect_key = True
+        elif token == "[":
+            frames.append(None)
+            expect_key = False
+        elif token in ("]", "}"):
+            if frames:
+                frames.pop()
+            expect_key = False
+        elif token == ",":
+            expect_key = bool(frames) and frames[-1] is not None
+        elif expect_key and token[0] == '"':
+            expect_key = False
+            line += text.count("\n", scanned, match.start())
+            scanned = match.start()
+            try:
+                key = json.loads(token)
+            except ValueError:
+                return None
+            seen = frames[-1]
+            if key in seen:
+                where = "in one object" if seen[key] == line else f"(first given on line {seen[key]})"
+                return DuplicateKey(f"invalid JSON: duplicate key {describe(key)} {where}; keep one", line)
+            seen[key] = line
+        else:
+            expect_key = False
+    return None
 
 
 def _check_nesting(obj: Any) -> None:
@@ -224,11 +329,63 @@ def iter_json_lines(path: str, lines: Iterable[bytes]) -> Iterator[tuple[int, An
             raise UserError(exc.message, path=path, line=lineno) from None
 
 
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _kind_of(mode: int) -> str:
+    return next((what for test, what in _NOT_REGULAR if test(mode)), "not a regular file")
+
+
+def check_input(path: str | os.PathLike, *, folders: bool = False) -> bool:
+    """Refuse, before anything opens it, an input that is not a regular file (or, with ``folders``, a
+    folder); return whether it is a folder. A FIFO or a terminal would block the read forever and
+    ``/dev/zero`` would fill memory; symlinks count as what they point to."""
+    p = str(path)
+    try:
+        mode = os.stat(p).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError("no such file or folder" if folders else "no such file", path=p) from None
+    except OSError as exc:  # a loop of symlinks, a missing permission, a name too long
+        raise UserError(exc.strerror or type(exc).__name__, path=p) from None
+    if stat.S_ISREG(mode):
+        return False
+    if stat.S_ISDIR(mode):
+        if folders:
+            return True
+        raise UserError("is a folder; give a file", path=p)
+    raise UserError(f"is {_kind_of(mode)}, not a regular file{' or a folder' if folders else ''}; a reader would "
+                    "block on it or never finish", path=p)
+
+
+def check_folder(folder: str | os.PathLike) -> None:
+    """Refuse a folder (a model, a dataset) holding, at its top or one level down, an entry that is
+    neither a regular file nor a folder (what :func:`check_input` refuses), before a library reads it.
+    Broken symlinks are left to the library, which reports a file it needs and cannot open."""
+    pending = [(str(folder), 1)]
+    while pending:
+        top, depth = pending.pop()
+        try:
+            entries = list(os.scandir(top))
+        except OSError as exc:
+            raise UserError(exc.strerror or type(exc).__name__, path=top) from None
+        for entry in entries:
+            try:
+                mode = os.stat(entry.path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISDIR(mode):
+                if depth > 0 and not entry.is_symlink():
+                    pending.append((entry.path, depth - 1))
+            elif not stat.S_ISREG(mode):
+                raise UserError(f"holds {shorten(entry.name, 80)!r}, which is {_kind_of(mode)}, not a regular "
+                                "file; remove it (a reader would block on it or never finish)", path=str(folder))
+
+
 def read_utf8(path: str | os.PathLike) -> tuple[bytes, str]:
     """A whole file as ``(bytes, text)`` without a byte order mark; invalid UTF-8 is an error with its line."""
     p = str(path)
-    if not os.path.isfile(p):
-        raise UserError("no such file", path=p)
+    check_input(p)
     with open(p, "rb") as fh:
         data = fh.read().removeprefix(_BOM)
     try:
@@ -346,22 +503,72 @@ def _iter_csv(path: str) -> Iterator[tuple[Location, dict]]:
             raise UserError(f"invalid CSV: {exc}", path=path, line=counter[0]) from None
 
 
+def _arrow_problem(arrow_type: Any) -> tuple[Any, str] | None:
+    """The part of an Arrow type whose values no record can hold, and what to do about it; ``None``
+    when every value reads as text, a number, a boolean, null, a date or time, or lists and objects of
+    those. A decimal read as Python's ``Decimal``, a duration as ``timedelta`` or bytes would be refused
+    only when written, by a message naming the output; here they are refused where they are."""
+    import pyarrow as pa
+    import pyarrow.types as t
+
+    pending = [arrow_type]
+    while pending:
+        kind = pending.pop()
+        if isinstance(kind, pa.BaseExtensionType):
+            pending.append(kind.storage_type)
+        elif t.is_decimal(kind):
+            return kind, "a decimal has no exact JSON number; cast the column to float64 (or string) first"
+        elif t.is_duration(kind) or t.is_interval(kind):
+            return kind, "a duration has no JSON value; cast the column to int64 (a count of units) or string"
+        elif t.is_binary(kind) or t.is_large_binary(kind) or t.is_fixed_size_binary(kind) or t.is_binary_view(kind):
+            return kind, "bytes are no text; decode the column to string (or drop it)"
+        elif t.is_dictionary(kind):
+            pending.append(kind.value_type)
+        elif t.is_run_end_encoded(kind):
+            pending.append(kind.value_type)
+        elif t.is_map(kind):
+            pending.extend((kind.key_type, kind.item_type))
+        elif isinstance(kind, (pa.ListType, pa.LargeListType, pa.FixedSizeListType, pa.ListViewType,
+                               pa.LargeListViewType)):
+            pending.append(kind.value_type)
+        elif isinstance(kind, (pa.StructType, pa.UnionType)):
+            pending.extend(kind.field(i).type for i in range(kind.num_fields))
+    return None
+
+
+def check_arrow_schema(schema: Any, path: str) -> None:
+    """Refuse a Parquet file or dataset folder with a column :func:`_arrow_problem` names, before a row
+    is read: one line with the input, the column and its actual type."""
+    for field in schema:
+        problem = _arrow_problem(field.type)
+        if problem is not None:
+            part, advice = problem
+            inner = "" if part is field.type or str(part) == str(field.type) else f" (holding {part})"
+            raise UserError(f"column {describe(field.name)} has Arrow type {shorten(str(field.type), 80)}{inner}: "
+                            f"{advice}", path=path)
+
+
 def _iter_parquet(path: str) -> Iterator[tuple[Location, dict]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"cannot read Parquet: {exc}", path=path) from None
+    check_arrow_schema(pf.schema_arrow, path)
+    try:
         row = 0
         for batch in pf.iter_batches(batch_size=4096):
             for rec in batch.to_pylist():
                 row += 1
                 yield Location(path, row), rec
-    except (pa.ArrowException, OSError) as exc:
-        raise UserError(f"cannot read Parquet: {exc}", path=path) from None
+    except (pa.ArrowException, OSError, ValueError, OverflowError) as exc:  # a date past year 9999, say
+        raise UserError(f"cannot read Parquet: {shorten(str(exc), 200)}", path=path) from None
 
 
 def _iter_hf(path: str) -> Iterator[tuple[Location, dict]]:
+    import pyarrow as pa
     from datasets import Dataset, DatasetDict, load_from_disk
 
     try:
@@ -380,12 +587,16 @@ def _iter_hf(path: str) -> Iterator[tuple[Location, dict]]:
         ds = next(iter(ds.values()))
     if not isinstance(ds, Dataset):
         raise UserError(f"is not a dataset folder datasets can read rows from ({type(ds).__name__})", path=path)
+    check_arrow_schema(ds.data.schema, path)
     row = 0
-    for batch in ds.iter(batch_size=1000):
-        columns = list(batch)
-        for values in zip(*(batch[c] for c in columns), strict=True):
-            row += 1
-            yield Location(path, row), dict(zip(columns, values, strict=True))
+    try:
+        for batch in ds.iter(batch_size=1000):
+            columns = list(batch)
+            for values in zip(*(batch[c] for c in columns), strict=True):
+                row += 1
+                yield Location(path, row), dict(zip(columns, values, strict=True))
+    except (pa.ArrowException, ValueError, OverflowError) as exc:
+        raise UserError(f"cannot read the dataset folder: {shorten(str(exc), 200)}", path=path) from None
 
 
 _READERS: dict[str, Callable[[str], Iterator[tuple[Location, dict]]]] = {
@@ -400,9 +611,11 @@ _READERS: dict[str, Callable[[str], Iterator[tuple[Location, dict]]]] = {
 def iter_located_records(path: str | os.PathLike, fmt: str | None = None) -> Iterator[tuple[Location, dict]]:
     """Like :func:`iter_records` but each record comes with its :class:`Location` for error messages."""
     path = str(path)
-    if not os.path.exists(path):
-        raise UserError("no such file or folder", path=path)
-    yield from _READERS[file_format(path, fmt)](path)
+    is_folder = check_input(path, folders=True)
+    kind = file_format(path, fmt)
+    if is_folder:
+        check_folder(path)
+    yield from _READERS[kind](path)
 
 
 def iter_records(path: str | os.PathLike, fmt: str | None = None) -> Iterator[dict]:
@@ -524,6 +737,65 @@ def read_yaml(path: str | os.PathLike) -> Any:
 
 
 # --------------------------------------------------------------------------- writing
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Rust (safetensors) words an errno
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
+
+
+def write_failure(exc: BaseException, path: str | os.PathLike) -> str | None:
+    """Why writing ``path`` failed, when ``exc`` (or what it was raised from) is a failed write: a full
+    disk, a read-only or forbidden folder, a quota, also as safetensors and torch report them; ``None``
+    for anything else."""
+    if isinstance(exc, OSError):
+        return exc.strerror or (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
+    for cause in (exc.__cause__, exc.__context__):  # a library's own error raised from the system's
+        if isinstance(cause, OSError) and cause.errno in _WRITE_ERRNOS:
+            return os.strerror(cause.errno)
+    text = str(exc)
+    if type(exc).__name__ == "SafetensorError" and "I/O error" in text:
+        found = _OS_ERROR.search(text)
+        return os.strerror(int(found[1])) if found else shorten(text.partition("I/O error")[2].strip(": "), 120)
+    if isinstance(exc, RuntimeError) and ("PytorchStreamWriter" in text or "unexpected pos" in text
+                                          or "file write failed" in text):
+        # torch's zip writer drops the errno; a file system with no room left is what it then usually means
+        try:
+            full = os.statvfs(path if os.path.isdir(path) else Path(path).parent).f_bavail == 0
+        except OSError:
+            full = False
+        return os.strerror(errno.ENOSPC) if full else f"the write failed ({shorten(text.splitlines()[0], 100)})"
+    return None
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a failure to write ``path`` (see :func:`write_failure`) into the one-line :class:`UserError`
+    naming it; what the failed write left is the caller's to remove. An ``OSError`` naming a file of
+    its own is placed there, unless that is a temporary (their names start with a dot)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        reason = write_failure(exc, path)
+        if reason is None:
+            raise
+        named = getattr(exc, "filename", None)
+        where = str(path) if named is None or _temporary(str(named), path) else str(named)
+        raise UserError(reason, path=where) from exc
+
+
+def _temporary(named: str, path: str | os.PathLike) -> bool:
+    """Whether ``named`` is a temporary made for writing ``path``: beside it or inside it, under a name
+    starting with a dot (the atomic writers' files, the training run's staging folder)."""
+    target = Path(path)
+    try:
+        parts = Path(named).relative_to(target.parent).parts
+    except ValueError:
+        return False
+    if parts[:1] == (target.name,):  # inside the target folder: look at its own entries
+        parts = parts[1:]
+    return any(part.startswith(".") for part in parts)
 
 
 def _nonfinite(obj: Any) -> bool:
@@ -725,19 +997,21 @@ def _write_hf(final: Path, records: Iterable[dict]) -> int:
                         f"({shorten(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 100)}); "
                         "make each field's values one type, or write JSON lines (.jsonl)", path=str(final)) from None
     _sweep_stale(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{_stem(final)}.{os.getpid()}.tmp-", dir=final.parent))
-    follow_umask(tmp)  # mkdtemp makes it 0700; the finished dataset folder follows the umask
     from datasets.utils import logging as ds_logging
 
+    tmp = None
     was_enabled = ds_logging.is_progress_bar_enabled()
     ds_logging.disable_progress_bar()  # the caller shows its own progress
     try:
-        ds.save_to_disk(str(tmp))
-        _replace_dir(tmp, final)
+        with writing(final):
+            tmp = Path(tempfile.mkdtemp(prefix=f".{_stem(final)}.{os.getpid()}.tmp-", dir=final.parent))
+            follow_umask(tmp)  # mkdtemp makes it 0700; the finished dataset folder follows the umask
+            ds.save_to_disk(str(tmp))
+            _replace_dir(tmp, final)
     finally:
         if was_enabled:
             ds_logging.enable_progress_bar()
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return len(rows)
 
@@ -789,25 +1063,39 @@ def _atomic_file(path: Path, write: Callable[[str], Any]) -> Any:
 
 
 def _atomic_file_in_place(path: Path, write: Callable[[str], Any]) -> Any:
+    _refuse_special(path)
     _sweep_stale(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{_stem(path)}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
-        result = write(tmp)
-        with open(tmp, "rb") as fh:  # make the content durable before the rename publishes it
-            os.fsync(fh.fileno())
-        if path.exists():
-            try:
-                shutil.copymode(path, tmp)
-            except OSError:
-                pass
-        else:
-            os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-        return result
+        with writing(path):
+            fd, tmp = tempfile.mkstemp(prefix=f".{_stem(path)}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            result = write(tmp)
+            with open(tmp, "rb") as fh:  # make the content durable before the rename publishes it
+                os.fsync(fh.fileno())
+            if path.exists():
+                try:
+                    shutil.copymode(path, tmp)
+                except OSError:
+                    pass
+            else:
+                os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+            return result
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _refuse_special(path: Path) -> None:
+    """An output that exists as a FIFO, a device or a socket would be replaced by a plain file (as root,
+    ``/dev/null`` itself); refuse it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UserError(f"is {_kind_of(mode)}, not a regular file; give a file path for the output", path=str(path))
 
 
 def _umask() -> int:
@@ -1027,7 +1315,9 @@ class JsonlLog:
         self._records: dict[str, dict] = {}
         self._fh: IO[bytes] | None = None
         if self.path.exists():
-            self._load()
+            check_input(self.path)
+            with writing(self.path):  # a cut line is cut from the file, so opening can write
+                self._load()
 
     def _load(self) -> None:
         with open(self.path, "rb") as fh:
@@ -1046,9 +1336,10 @@ class JsonlLog:
                 if not isinstance(rec, dict) or "id" not in rec:
                     raise ValueError("a JSON object with an 'id'")
             except (ValueError, UnicodeDecodeError) as exc:
-                # Only the last line can be a write cut short by a kill; elsewhere it is corruption.
+                # Only the last line can be a write cut short by a kill; elsewhere it is corruption. A
+                # repeated key is never a cut: append writes each record whole, from a dict.
                 tail = lineno == len(lines) or (lineno == len(lines) - 1 and not lines[-1])
-                if tail:
+                if tail and not isinstance(exc, DuplicateKey):
                     break
                 raise UserError(f"corrupt log line ({exc}); fix or delete the file", path=str(self.path),
                                 line=lineno) from None
@@ -1075,12 +1366,17 @@ class JsonlLog:
         """Add one record (must have an ``id``) durably: written, flushed and fsynced before returning."""
         if "id" not in record:
             raise ValueError("JsonlLog records need an 'id'")
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "ab")
-        self._fh.write(scrub_bytes(_dumps(record)) + b"\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            line = scrub_bytes(_dumps(record)) + b"\n"
+        except UserError as exc:
+            raise UserError(exc.message, path=str(self.path)) from None
+        with writing(self.path):
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "ab")
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
         self._records[str(record["id"])] = record
 
     def close(self) -> None:

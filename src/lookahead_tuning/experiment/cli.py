@@ -183,7 +183,7 @@ def _align(args: argparse.Namespace) -> int:
         out.symlink_to(path.resolve(), target_is_directory=True)
     print(f"aligned seed: {path}")
     if report_path.is_file():
-        report = json.loads(report_path.read_text())
+        report = read_json(report_path, "a JSON object")
         print(f"RSR (keyword, built-in held-out set): {report['rsr']:.2%}  "
               f"over-refusal (benign set): {report['overrefusal']:.2%}")
     return 0

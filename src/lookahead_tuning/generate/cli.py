@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..chat import TEMPLATES
 from ..errors import UserError
-from ..io import iter_located_records, refuse_overwrite
+from ..io import iter_located_records, read_utf8, refuse_overwrite
 from ..models import add_model_arguments, load_model_from_args, load_tokenizer
 from ..validate import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, TEMPERATURE, TOP_P, text_arg
 from .engine import BACKENDS, DEFAULT_MAX_BATCH_TOKENS, check_prompts, generate, prefill_text
@@ -93,13 +93,9 @@ def read_prompts(path: str | os.PathLike) -> list[dict]:
     """
     p = str(path)
     if p.lower().endswith(".txt"):
-        if not os.path.isfile(p):
-            raise UserError("no such file", path=p)
-        try:
-            # Lines end at \n (and \r\n) only: str.splitlines would also cut at U+2028 inside a prompt.
-            lines = [line.removesuffix("\r") for line in Path(p).read_text(encoding="utf-8-sig").split("\n")]
-        except UnicodeDecodeError as exc:
-            raise UserError(f"invalid UTF-8 ({exc.reason}); save the file as UTF-8", path=p) from None
+        _, text = read_utf8(p)
+        # Lines end at \n (and \r\n) only: str.splitlines would also cut at U+2028 inside a prompt.
+        lines = [line.removesuffix("\r") for line in text.split("\n")]
         rows = [{"id": str(i), "prompt": line.strip()} for i, line in enumerate(x for x in lines if x.strip())]
     else:
         rows = []

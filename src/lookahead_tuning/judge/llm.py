@@ -41,6 +41,7 @@ from typing import Any
 
 from ..endpoint import mask
 from ..errors import UserError
+from ..io import read_utf8
 
 RUBRIC_VERSION = "lt-rubric-1"
 
@@ -155,12 +156,9 @@ def read_text_file(path: str | os.PathLike, what: str) -> str:
     """A UTF-8 text file a judge reads (a template), byte order mark dropped; a missing or undecodable
     file is one line naming it."""
     p = Path(path)
-    if not p.is_file():
+    if not os.path.lexists(p):
         raise UserError(f"no such {what} file", path=str(p))
-    try:
-        return p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"invalid UTF-8 ({exc.reason}); save the {what.split()[-1]} as UTF-8", path=str(p)) from None
+    return read_utf8(p)[1]  # a FIFO or a device is refused there, before it is opened
 
 
 def load_template(path: str | os.PathLike) -> str:

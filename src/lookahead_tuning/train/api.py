@@ -212,26 +212,39 @@ def _save_final(trainer, tokenizer, cfg: TrainConfig, run_dir: Path, state) -> N
     Every process takes part in ``save_model`` (DeepSpeed ZeRO-3 and FSDP gather shards there);
     only the main process writes and moves files.
     """
-    from ..io import follow_umask
+    from ..io import follow_umask, writing
 
     staging = run_dir / ".final-model"
     if state.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
     state.wait_for_everyone()
-    if cfg.lora and cfg.merge_lora:
+    moved: list[Path] = []
+    try:
+        # A full disk, a read-only or forbidden folder: the one-line error naming the run folder, and
+        # neither the staging folder nor some of the model files left in the run folder.
+        with writing(run_dir):
+            if cfg.lora and cfg.merge_lora:
+                if state.is_main_process:
+                    merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+                    merged.save_pretrained(str(staging))
+            else:
+                trainer.save_model(str(staging))
+            state.wait_for_everyone()
+            if state.is_main_process:
+                tokenizer.save_pretrained(str(staging))
+                for name in os.listdir(staging):
+                    if name == "training_args.bin":  # a pickle; the resolved config.yaml says the same
+                        continue
+                    os.replace(staging / name, run_dir / name)
+                    moved.append(run_dir / name)
+                    follow_umask(run_dir / name)  # safetensors writes through a private temporary file (0600)
+    except BaseException:
         if state.is_main_process:
-            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-            merged.save_pretrained(str(staging))
-    else:
-        trainer.save_model(str(staging))
-    state.wait_for_everyone()
+            for path in moved:
+                path.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     if state.is_main_process:
-        tokenizer.save_pretrained(str(staging))
-        for name in os.listdir(staging):
-            if name == "training_args.bin":  # a pickle; the resolved config.yaml says the same
-                continue
-            os.replace(staging / name, run_dir / name)
-            follow_umask(run_dir / name)  # safetensors writes through a private temporary file (0600)
         shutil.rmtree(staging, ignore_errors=True)
     state.wait_for_everyone()
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..io import writing
 from ..methods import LOSSES
 from .losses import (
     answer_logprobs,
@@ -105,9 +108,22 @@ class AnswerLossTrainer(Trainer):
         super().log(scalars, start_time)
         if "loss" in logs and self.log_path is not None and self.is_world_process_zero():
             record = {"step": step, **{k: v for k, v in logs.items() if k != "total_flos"}}
-            with open(self.log_path, "a", encoding="utf-8") as fh:
+            with writing(self.log_path), open(self.log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
                 fh.flush()
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint, with a failed write (a full disk: safetensors, torch.save and JSON
+        all fail their own way) as the one-line error naming the checkpoint, and the checkpoint removed:
+        a resume must never find half of one."""
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        try:
+            with writing(folder):
+                super()._save_checkpoint(model, trial)
+        except BaseException:
+            if self.is_world_process_zero():
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
 
 
 class LossBar(ProgressCallback):
