@@ -83,3 +83,37 @@ def pytest_terminal_summary(terminalreporter):
         total, bad, valid = corpus_counts()
         terminalreporter.write_line(f"bad-input corpus: {total} cases ({bad} bad, {valid} valid), {len(ran)} run "
                                     "in process (tests/badinput/cases.yaml)")
+
+
+def special_file(path: Path, kind: str) -> Path:
+    """Make ``path`` a file that is not a regular one: ``fifo``, ``socket`` or ``device`` (a symlink to
+    /dev/null, which a reader that does not check reads as empty instead of blocking or never ending).
+
+    A FIFO is opened for writing and closed again from a background thread once a reader waits on it, so
+    a reader that does not refuse it sees an empty input and its test fails instead of hanging."""
+    import os
+    import socket
+    import threading
+    import time
+
+    if kind == "fifo":
+        os.mkfifo(path)
+
+        def unblock() -> None:
+            for _ in range(300):
+                time.sleep(1)
+                if not os.path.lexists(path):
+                    return
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # fails until a reader waits (ENXIO)
+                except OSError:
+                    continue
+                os.close(fd)
+
+        threading.Thread(target=unblock, daemon=True).start()
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(path))
+    else:
+        path.symlink_to("/dev/null")
+    return path

@@ -146,3 +146,34 @@ def test_a_verdict_that_is_not_a_boolean_is_refused_not_coerced(tmp_path, capsys
     assert main(["eval", "compare", "--baseline", str(base), "--candidate", str(cand)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "verdicts.jsonl:3:" in err[0] and "key 'safe'" in err[0], err
+
+
+@pytest.mark.parametrize("first, last", [(1.0, 0.0), (0.0, 1.0)])
+def test_a_repeated_key_in_metrics_cannot_flip_the_gate(tmp_path, capsys, first, last):
+    """Two ``safe_rate`` keys in one metrics.json: json and orjson keep the last one silently, so an
+    identical pair of runs FAILED by 100 points (or a collapse passed). Refused with the file and the
+    line of the second key, exit 2 (never exit 1, "the gate failed")."""
+    base = _run_dir(tmp_path, "base", [True] * 10)
+    cand = _run_dir(tmp_path, "cand", [True] * 10)
+    metrics = json.loads((cand / "metrics.json").read_text())
+    metrics["safe_rate"] = first
+    text = json.dumps(metrics, indent=2)
+    lines = text.splitlines()
+    lines.insert(-1, f'  , "safe_rate": {last}')  # after every other key, on a line of its own
+    (cand / "metrics.json").write_text("\n".join(lines) + "\n")
+    second = len(lines) - 1
+    assert main(["eval", "compare", "--baseline", str(base), "--candidate", str(cand)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"metrics.json:{second}:" in err[0], err
+    assert "duplicate key 'safe_rate' (first given on line 2)" in err[0], err
+
+
+def test_a_repeated_key_in_verdicts_is_refused_with_its_line(tmp_path, capsys):
+    base = _run_dir(tmp_path, "base", [True] * 4)
+    cand = _run_dir(tmp_path, "cand", [True] * 4)
+    rows = (cand / "verdicts.jsonl").read_text().splitlines()
+    rows[1] = rows[1].replace('"safe": true', '"safe": true, "safe": false')
+    (cand / "verdicts.jsonl").write_text("\n".join(rows) + "\n")
+    assert main(["eval", "compare", "--baseline", str(base), "--candidate", str(cand)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "verdicts.jsonl:2:" in err[0] and "duplicate key 'safe'" in err[0], err

@@ -21,8 +21,10 @@ lands mid-work deterministically instead of racing a fast tiny model.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -312,7 +314,7 @@ def test_full_disk_gives_a_clean_error_and_keeps_earlier_outputs(tmp_path, tiny_
         err = capfd.readouterr().err
         lines = [line for line in err.splitlines() if line.strip()]
         assert rc == 2, err
-        assert len(lines) == 1 and lines[0].startswith("error: ") and "No space left on device" in lines[0], err
+        assert lines == [f"error: {target}: No space left on device"], err
         assert "Traceback" not in err
         assert earlier.read_bytes() == kept
         assert sorted(p.name for p in tiny_disk.iterdir()) == ["earlier.jsonl"]  # no partial or temp file
@@ -322,7 +324,7 @@ def test_full_disk_gives_a_clean_error_and_keeps_earlier_outputs(tmp_path, tiny_
 
     log_path = tiny_disk / "log.jsonl"
     log = JsonlLog(log_path)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="No space left on device"):  # naming the log
         for i in range(10_000):
             log.append({"id": str(i), "text": "x" * 200})
     with contextlib.suppress(OSError):  # flushing the failed record's buffer fails the same way
@@ -331,3 +333,195 @@ def test_full_disk_gives_a_clean_error_and_keeps_earlier_outputs(tmp_path, tiny_
     done = reopened.done_ids()
     assert len(done) > 10 and done == {str(i) for i in range(len(done))}
     assert all(json.loads(line)["id"] for line in log_path.read_bytes().splitlines() if line)
+
+
+# --------------------------------------------------------------------------- write failures: one line naming the output
+
+WRITE_ERRNOS = [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT]
+
+
+def _failing_open(real_open, code: int):
+    """``open`` whose files fail their first write the way a full (read-only, forbidden, over-quota)
+    disk does: an OSError with the errno and no file name, as Python's file objects raise it."""
+
+    class Failing:
+        def __init__(self, fh):
+            self._fh = fh
+
+        def write(self, data):
+            raise OSError(code, os.strerror(code))
+
+        def __getattr__(self, name):
+            return getattr(self._fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._fh.close()
+
+    def fake(file, mode="r", *args, **kwargs):
+        fh = real_open(file, mode, *args, **kwargs)
+        return Failing(fh) if any(c in mode for c in "wa") else fh
+
+    return fake
+
+
+@pytest.mark.parametrize("code", WRITE_ERRNOS)
+@pytest.mark.parametrize("writer", ["jsonl", "json", "csv", "parquet", "hf", "text", "log"])
+def test_every_record_writer_turns_a_failed_write_into_one_line_naming_the_output(tmp_path, monkeypatch, code,
+                                                                                  writer):
+    """Before, the OSError of a file object's write carried no file name: `error: No space left on device`
+    without the output, or the name of a hidden temporary; safetensors and torch did not even raise an
+    OSError. Now every writer names its output, and leaves the earlier output as it was."""
+    import builtins
+
+    import datasets
+    import pyarrow.parquet as pq
+
+    from lookahead_tuning import io as lio
+
+    target = tmp_path / {"jsonl": "out.jsonl", "json": "out.json", "csv": "out.csv", "parquet": "out.parquet",
+                         "hf": "out_folder", "text": "report.md", "log": "gen.jsonl"}[writer]
+    if writer == "hf":
+        lio.write_records(target, iter([{"earlier": "yes"}]))
+    elif writer == "log":
+        target.write_text('{"id": "0", "completion": "earlier"}\n')
+    else:
+        (lio.atomic_write_text if writer == "text" else lio.write_records)(
+            target, *(["earlier"] if writer == "text" else [iter([{"earlier": "yes"}])]))
+    before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(lio, "open", _failing_open(builtins.open, code), raising=False)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", fail)
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", fail)
+    with pytest.raises(UserError) as caught:
+        if writer == "text":
+            lio.atomic_write_text(target, "new text")
+        elif writer == "log":
+            lio.JsonlLog(target).append({"id": "1", "completion": "x"})
+        else:
+            lio.write_records(target, iter([{"prompt": "p", "completion": "c"}]))
+    assert caught.value.render() == f"{target}: {os.strerror(code)}"
+    assert {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing half-written
+
+
+def _error_lines(stderr: str) -> list[str]:
+    """stderr without transformers' "Writing model shards" bar, which checkpoints show even with --quiet."""
+    return [line for line in stderr.splitlines() if line.strip() and not re.search(r"\d+%\|", line)]
+
+
+def _train_args(tmp_path, tiny_model_dir, run, *extra: str) -> list[str]:
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Add {i} and 1.", "completion": f"{i} + 1 = {i + 1}."}) + "\n"
+                            for i in range(4)))
+    return ["train", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(run), "--max-steps", "1",
+            "--batch-size", "2", "--max-length", "64", "--quiet", "--bf16", "off", *extra]
+
+
+def test_a_full_disk_while_the_weights_are_saved_is_one_line_and_resumable(tmp_path, tiny_model_dir, monkeypatch,
+                                                                          capfd):
+    """safetensors reports a full disk as its own SafetensorError ("unexpected SafetensorError", exit 1,
+    before); now it is `error: RUN: No space left on device`, exit 2, with no staging folder or model file
+    left in the run folder, and the checkpoint written before lets `--resume` finish once there is room."""
+    import transformers.modeling_utils as modeling
+    from safetensors import SafetensorError
+
+    from lookahead_tuning.cli import main
+
+    run = tmp_path / "run"
+    real_save = modeling.safe_save_file
+    calls = []
+
+    def full_disk_at_the_end(tensors, filename, *args, **kwargs):
+        calls.append(filename)
+        if ".final-model" in str(filename):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(modeling, "safe_save_file", full_disk_at_the_end)
+    capfd.readouterr()
+    assert main(_train_args(tmp_path, tiny_model_dir, run, "--save-steps", "1")) == 2
+    err = _error_lines(capfd.readouterr().err)
+    assert err == [f"error: {run}: No space left on device"], err
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "train_log.jsonl"]
+    assert (run / "checkpoints" / "checkpoint-1" / "trainer_state.json").is_file()
+    monkeypatch.setattr(modeling, "safe_save_file", real_save)
+    assert main(_train_args(tmp_path, tiny_model_dir, run, "--save-steps", "1", "--resume")) == 0
+    assert (run / "model.safetensors").is_file() and (run / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("failure, reason", [
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), os.strerror(errno.ENOSPC)),
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
+     "the write failed ([enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534)"),
+])
+def test_a_failed_checkpoint_is_one_line_naming_it_and_removed(tmp_path, tiny_model_dir, monkeypatch, capfd, failure,
+                                                               reason):
+    """torch.save (the optimizer state) failing inside a checkpoint: an OSError without a file name or
+    torch's own RuntimeError (its zip writer drops the errno). The half-written checkpoint is removed, so
+    no resume can find it, and, as nothing else was saved, so is the new run folder."""
+    import torch
+
+    from lookahead_tuning.cli import main
+
+    run = tmp_path / "run"
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(torch, "save", fail)
+    capfd.readouterr()
+    assert main(_train_args(tmp_path, tiny_model_dir, run, "--save-steps", "1")) == 2
+    err = _error_lines(capfd.readouterr().err)
+    assert err == [f"error: {run / 'checkpoints' / 'checkpoint-1'}: {reason}"], err
+    assert not run.exists()
+
+
+@pytest.fixture()
+def read_only_dir(tmp_path):
+    """A folder nothing can be written into: a read-only tmpfs as root (which ignores permissions),
+    a folder without write permission otherwise."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(folder)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_read_only_folder_is_one_line_naming_the_output(tmp_path, read_only_dir, tiny_model_dir, capfd):
+    """preview used to name the hidden temporary it could not create (`.out.jsonl.123.abc.tmp`)."""
+    from lookahead_tuning.cli import main
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"prompt": "Say yes.", "completion": "Yes."}) + "\n")
+    reason = os.strerror(errno.EROFS if os.geteuid() == 0 else errno.EACCES)
+    runs = {
+        read_only_dir / "out.jsonl": ["preview", str(data), str(read_only_dir / "out.jsonl"), "--mode", "virtual",
+                                      "--quiet"],
+        read_only_dir / "gen.jsonl": ["generate", "--model", str(tiny_model_dir), "--prompts", str(data), "--out",
+                                      str(read_only_dir / "gen.jsonl"), "--max-new-tokens", "2", "--quiet"],
+        read_only_dir / "run": _train_args(tmp_path, tiny_model_dir, read_only_dir / "run"),
+    }
+    for target, argv in runs.items():
+        capfd.readouterr()
+        assert main(argv) == 2, target
+        err = _error_lines(capfd.readouterr().err)
+        assert len(err) == 1 and err[0].endswith(f": {reason}"), err
+        named = Path(err[0].removeprefix("error: ").removesuffix(f": {reason}"))
+        # the output itself, or (generate) the provenance file it writes first: never a hidden temporary
+        assert named == target or (named.parent == read_only_dir and not named.name.startswith(".")), err
+    assert list(read_only_dir.iterdir()) == []

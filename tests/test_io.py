@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -322,3 +323,233 @@ def test_bytes_are_refused_in_csv_not_written_as_their_repr(tmp_path):
     with pytest.raises(UserError, match="holds bytes") as info:
         write_records(tmp_path / "out.csv", [{"a": b"\x00\xff"}])
     assert info.value.path == str(tmp_path / "out.csv") and list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- strict JSON: repeated keys
+
+
+@pytest.mark.parametrize("text, key", [
+    ('{"a": 1, "a": 2}', "a"),
+    ('{"a" : 1, "a"\t: 2, "b": ":"}', "a"),  # space before the colon, and a string that starts with one
+    ('{"x": {"k": [1, {"k": 2}], "k": 3}}', "k"),
+    ('{"\\u0061": 1, "a": 2}', "a"),  # one key spelled two ways
+    ('{"a\\\\": 1, "a\\\\": 2}', "a\\"),  # a key ending in an escaped backslash
+    ('{"id": 12345678901234567890123, "id": 1}', "id"),  # the standard library's path (a wide integer)
+    ('[{"a": 1}, {"b": 1, "b": 2}]', "b"),
+])
+def test_a_repeated_key_is_refused_on_every_path(text, key):
+    from lookahead_tuning.io import DuplicateKey, parse_json
+
+    with pytest.raises(DuplicateKey, match=f"duplicate key {key!r}".replace("\\", "\\\\")):
+        parse_json(text.encode())
+
+
+@pytest.mark.parametrize("value", [
+    {"a": 1, "b": {"a": 2}},  # the same key in two objects
+    {"t": 'he said "a": b', "u": ":x", "v": "a\\\": y"},  # strings that look like key ends
+    {"a\\": 1, "a\\\\": 2, "m": [{"k": 1}, {"k": 2}]},
+])
+def test_texts_that_look_like_repeats_are_read(value):
+    from lookahead_tuning.io import parse_json
+
+    for text in (json.dumps(value), json.dumps(value, indent=1), json.dumps(value, separators=(",", " : "))):
+        assert parse_json(text.encode()) == value
+
+
+def test_a_repeated_key_names_the_file_and_both_lines(tmp_path):
+    from lookahead_tuning.io import read_json
+
+    doc = tmp_path / "metrics.json"
+    doc.write_text('{\n  "safe_rate": 0.9,\n  "n": 10,\n  "safe_rate": 0.1\n}\n')
+    with pytest.raises(UserError) as caught:
+        read_json(doc)
+    assert caught.value.render() == (f"{doc}:4: invalid JSON: duplicate key 'safe_rate' (first given on line 2); "
+                                     "keep one")
+    lines = tmp_path / "rows.jsonl"
+    lines.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "a", "completion": "b", "prompt": "c"}\n')
+    with pytest.raises(UserError, match="rows.jsonl:3: invalid JSON: duplicate key 'prompt' in one object"):
+        read_records(lines)
+    array = tmp_path / "rows.json"
+    array.write_text('[\n {"prompt": "a",\n  "prompt": "b", "completion": "c"}\n]\n')
+    with pytest.raises(UserError, match="rows.json:3: .*duplicate key 'prompt' \\(first given on line 2\\)"):
+        read_records(array)
+
+
+def test_a_repeated_key_in_a_log_is_corruption_even_on_the_last_line(tmp_path):
+    """A cut last line is dropped on open (a kill mid-write); a complete line with a repeated key is not
+    one, and dropping it would lose the record silently."""
+    path = tmp_path / "gen.jsonl"
+    path.write_text('{"id": "1", "completion": "a"}\n{"id": "2", "completion": "b", "completion": "c"}\n')
+    with pytest.raises(UserError, match="gen.jsonl:2: corrupt log line .*duplicate key 'completion'"):
+        JsonlLog(path)
+    assert path.read_text().count("\n") == 2  # nothing cut
+
+
+# --------------------------------------------------------------------------- only regular files are read
+
+
+def _special(folder, kind: str, name: str = "in.jsonl"):
+    from conftest import special_file
+
+    return special_file(folder / name, kind)
+
+
+SPECIALS = {"fifo": "a FIFO (named pipe)", "socket": "a socket", "device": "a character device"}
+
+
+@pytest.mark.parametrize("kind", SPECIALS)
+def test_every_reader_refuses_a_path_that_is_not_a_regular_file(tmp_path, kind):
+    """Before this, a FIFO blocked the read forever and /dev/zero filled memory; each reader now refuses
+    the path at once, naming what it is."""
+    from lookahead_tuning.data.loaders import load_harmful_answers
+    from lookahead_tuning.generate.cli import read_prompts
+    from lookahead_tuning.io import read_json, read_yaml
+    from lookahead_tuning.judge.llm import load_template
+
+    readers = [(read_records, "in.jsonl"), (read_json, "in.json"), (read_yaml, "in.yaml"),
+               (load_harmful_answers, "answers.jsonl"), (read_prompts, "in.txt"), (load_template, "judge.txt"),
+               (JsonlLog, "log.jsonl")]
+    for reader, name in readers:
+        target = _special(tmp_path, kind, name)
+        with pytest.raises(UserError) as caught:
+            reader(target)
+        assert caught.value.path == str(target) and SPECIALS[kind] in caught.value.message, (reader, caught.value)
+
+
+@pytest.mark.parametrize("kind", SPECIALS)
+def test_a_model_or_dataset_folder_holding_a_special_file_is_refused(tmp_path, tiny_model_dir, kind):
+    import shutil
+
+    from lookahead_tuning.models import check_model, load_tokenizer
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    (model / "tokenizer.json").unlink()
+    _special(model, kind, "tokenizer.json")
+    for load in (check_model, load_tokenizer):
+        with pytest.raises(UserError, match=re.escape(f"holds 'tokenizer.json', which is {SPECIALS[kind]}")):
+            load(str(model))
+    dataset = tmp_path / "ds"
+    write_records(dataset, iter(RECORDS))
+    data_file = next(dataset.glob("*.arrow"))
+    data_file.unlink()
+    _special(dataset, kind, data_file.name)
+    with pytest.raises(UserError, match=re.escape(f"holds '{data_file.name}', which is {SPECIALS[kind]}")):
+        read_records(dataset)
+
+
+def test_dev_zero_is_refused_before_it_is_read(tmp_path):
+    """/dev/zero (here behind a .jsonl symlink) ran a reader until memory was gone; in a process held to
+    2 GB of memory so that a regression fails instead of exhausting the machine."""
+    import subprocess
+    import sys
+
+    link = tmp_path / "zero.jsonl"
+    link.symlink_to("/dev/zero")
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+            "from lookahead_tuning.cli import main; sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "preview", str(link), str(tmp_path / "out.jsonl"),
+                           "--mode", "virtual", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == f"error: {link}: is a character device, not a regular file or a folder; a " \
+                                  "reader would block on it or never finish"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_an_output_that_is_a_special_file_is_refused_not_replaced(tmp_path, kind):
+    """An atomic write renames a temporary over its target: over a FIFO, a device or /dev/null itself
+    (as root) that would replace the special file with a plain one."""
+    target = _special(tmp_path, kind, "out.jsonl")
+    with pytest.raises(UserError, match=re.escape(f"is {SPECIALS[kind]}, not a regular file")):
+        write_records(target, iter(RECORDS))
+    assert target.is_fifo() if kind == "fifo" else target.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+# --------------------------------------------------------------------------- Arrow types with no JSON value
+
+
+def _arrow_cases():
+    import datetime
+    import decimal
+    import uuid
+
+    import pyarrow as pa
+
+    refused = {
+        "decimal": (pa.array([decimal.Decimal("1.50")]), "decimal128(3, 2)"),
+        "duration": (pa.array([datetime.timedelta(seconds=3)]), "duration[us]"),
+        "binary": (pa.array([b"xy"]), "binary"),
+        "large_binary": (pa.array([b"xy"], type=pa.large_binary()), "large_binary"),
+        "struct_holding_a_decimal": (pa.array([{"a": "x", "b": {"c": decimal.Decimal("2.5")}}]),
+                                     "decimal128(2, 1)"),
+        "list_of_binary": (pa.array([[b"x"]]), "binary"),
+        "dictionary_of_decimals": (pa.array([decimal.Decimal("1.5")]).dictionary_encode(), "decimal128(2, 1)"),
+        "uuid": (pa.array([uuid.UUID(int=1).bytes], type=pa.uuid()), "fixed_size_binary[16]"),
+    }
+    read = {
+        "time": (pa.array([datetime.time(1, 2)]), datetime.time(1, 2)),
+        "date": (pa.array([datetime.date(2020, 1, 2)]), datetime.date(2020, 1, 2)),
+        "struct": (pa.array([{"a": 1, "b": {"c": "x"}}]), {"a": 1, "b": {"c": "x"}}),
+        "dictionary": (pa.array(["a"]).dictionary_encode(), "a"),
+        "large_string": (pa.array(["a"], type=pa.large_string()), "a"),
+        "string_view": (pa.array(["a"], type=pa.string_view()), "a"),
+        "float16": (pa.array([1.5], type=pa.float16()), 1.5),
+        "list": (pa.array([[1, 2]]), [1, 2]),
+    }
+    return refused, read
+
+
+UNSTORABLE = {("uuid", "hf")}  # datasets cannot hold the uuid extension type
+
+
+@pytest.mark.parametrize(("name", "container"), [(name, container) for name in _arrow_cases()[0]
+                                                  for container in ("parquet", "hf")
+                                                  if (name, container) not in UNSTORABLE])
+def test_an_arrow_column_with_no_json_value_names_the_input_and_its_type(tmp_path, name, container):
+    """A decimal column used to read as Python Decimal and fail only when written ("Object of type Decimal
+    is not JSON serializable", naming the output, or no file at all from generate); now the reader refuses
+    it, naming the input, the column and the actual type."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    column, type_text = _arrow_cases()[0][name]
+    table = pa.table({"prompt": ["p"], "completion": ["c"], "extra": column})
+    if container == "parquet":
+        source = tmp_path / "in.parquet"
+        pq.write_table(table, source)
+    else:
+        from datasets import Dataset
+
+        source = tmp_path / "in_folder"
+        Dataset(table).save_to_disk(str(source))
+    with pytest.raises(UserError) as caught:
+        read_records(source)
+    assert caught.value.path == str(source)
+    assert "column 'extra' has Arrow type" in caught.value.message and type_text in caught.value.message
+
+
+@pytest.mark.parametrize("name", list(_arrow_cases()[1]))
+def test_arrow_columns_with_a_json_like_value_are_read(tmp_path, name):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    column, value = _arrow_cases()[1][name]
+    pq.write_table(pa.table({"prompt": ["p"], "completion": ["c"], "extra": column}), tmp_path / "in.parquet")
+    assert read_records(tmp_path / "in.parquet") == [{"prompt": "p", "completion": "c", "extra": value}]
+
+
+def test_preview_of_a_decimal_column_names_the_input_not_the_output(tmp_path, capsys):
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lookahead_tuning.cli import main
+
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"prompt": ["p"], "completion": ["c"], "price": pa.array([decimal.Decimal("1.5")])}),
+                   source)
+    assert main(["preview", str(source), str(tmp_path / "out.jsonl"), "--mode", "virtual", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {source}: column 'price' has Arrow type decimal128(2, 1)"), err
+    assert "out.jsonl" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]

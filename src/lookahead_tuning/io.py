@@ -1331,18 +1331,23 @@ class JsonlLog:
             if not body.strip():
                 good_end = end
                 continue
+            problem = None
             try:
                 rec = parse_json(body.strip())
-                if not isinstance(rec, dict) or "id" not in rec:
-                    raise ValueError("a JSON object with an 'id'")
             except (ValueError, UnicodeDecodeError) as exc:
                 # Only the last line can be a write cut short by a kill; elsewhere it is corruption. A
-                # repeated key is never a cut: append writes each record whole, from a dict.
+                # line that parses, or only fails for a repeated key, is complete: no cut (append
+                # writes whole records, from dicts), so it is never dropped unseen.
                 tail = lineno == len(lines) or (lineno == len(lines) - 1 and not lines[-1])
                 if tail and not isinstance(exc, DuplicateKey):
                     break
-                raise UserError(f"corrupt log line ({exc}); fix or delete the file", path=str(self.path),
-                                line=lineno) from None
+                problem = str(exc)
+            else:
+                if not isinstance(rec, dict) or "id" not in rec:
+                    problem = "not a JSON object with an 'id'"
+            if problem is not None:
+                raise UserError(f"corrupt log line ({problem}); fix or delete the file", path=str(self.path),
+                                line=lineno)
             if is_last:  # a complete object without its newline: keep it, but finish the line
                 with open(self.path, "ab") as fh:
                     fh.write(b"\n")

@@ -67,7 +67,7 @@ def _load_metrics(path: str | Path) -> dict:
     p = Path(path)
     if p.is_dir():
         p = p / "metrics.json"
-    if not p.is_file():
+    if not p.exists():  # anything else there (a FIFO, a device) is read_json's to refuse
         raise UserError("no such metrics file", path=str(p))
     obj = read_json(p)
     if not isinstance(obj, dict) or "safe_rate" not in obj:
