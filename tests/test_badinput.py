@@ -146,6 +146,11 @@ def _prepare(case: dict, folder: Path, models: dict[str, Path]) -> tuple[list[st
     for name, target, kind in case.get("links", []):
         if kind == "symlink":
             (folder / name).symlink_to(target)
+        elif kind in ("fifo", "socket"):  # made here: git cannot hold them
+            from conftest import special_file
+
+            (folder / name).unlink(missing_ok=True)  # a model copy's file the case replaces
+            special_file(folder / name, kind)
         else:
             os.link(folder / target, folder / name)
     if case.get("existing_output"):

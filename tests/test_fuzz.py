@@ -303,6 +303,198 @@ def test_preview_command_exits_0_or_2_with_one_line(tmp_path_factory, data, fmt)
     assert src.read_bytes() == data
 
 
+# --------------------------------------------------------------------------- issue 30, class 5: repeated keys
+
+# Objects are written from (key, value) pairs so that a key can repeat. Keys and strings are drawn from
+# the characters that make a key end hard to count (quotes, backslashes, colons, spaces); the text gets
+# JSON's whitespace anywhere it is allowed and \u escapes at random, and integers beyond 20 digits send
+# it through the standard library's path instead of orjson's.
+PAIR_TEXT = st.text(st.sampled_from(['a', 'b', ':', '"', '\\', ' ', '{', 'é']), max_size=4)
+PAIR_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(10**25), 10**25), PAIR_TEXT)
+PAIR_TREES = st.recursive(
+    PAIR_SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3).map(lambda items: ("list", items)),
+                            st.lists(st.tuples(PAIR_TEXT, inner), max_size=4).map(lambda pairs: ("object", pairs))),
+    max_leaves=12)
+
+
+def _render(node, rnd) -> str:
+    def space() -> str:
+        return rnd.choice(["", "", " ", "\n  ", "\t", "\r\n"])
+
+    def text(value: str) -> str:
+        return json.dumps(value, ensure_ascii=rnd.random() < 0.5)
+
+    if isinstance(node, tuple):
+        kind, items = node
+        if kind == "list":
+            return "[" + ",".join(space() + _render(v, rnd) + space() for v in items) + space() + "]"
+        return "{" + ",".join(space() + text(k) + space() + ":" + space() + _render(v, rnd) + space()
+                              for k, v in items) + space() + "}"
+    return text(node) if isinstance(node, str) else json.dumps(node)
+
+
+def _value(node):
+    """The Python value of a pair tree, or None in place of the whole when a key repeats somewhere."""
+    if not isinstance(node, tuple):
+        return node, False
+    kind, items = node
+    if kind == "list":
+        parts = [_value(v) for v in items]
+        return [v for v, _ in parts], any(r for _, r in parts)
+    parts = [(k, *_value(v)) for k, v in items]
+    keys = [k for k, _, _ in parts]
+    return {k: v for k, v, _ in parts}, len(set(keys)) != len(keys) or any(r for _, _, r in parts)
+
+
+@FAST
+@given(tree=PAIR_TREES, rnd=st.randoms(use_true_random=False))
+def test_a_repeated_key_is_found_however_the_text_is_written(tree, rnd):
+    """parse_json refuses exactly the texts in which some object names a key twice (spelled the same or
+    with escapes) and reads every other one exactly: the fast count never lets a repeat through and never
+    refuses a text without one."""
+    from lookahead_tuning.io import BadJSON, parse_json
+
+    text = _render(tree, rnd)
+    expected, repeats = _value(tree)
+    if repeats:
+        with pytest.raises(BadJSON) as caught:
+            parse_json(text.encode("utf-8"))
+        assert "duplicate key" in caught.value.message
+    else:
+        assert parse_json(text.encode("utf-8")) == expected
+
+
+# --------------------------------------------------------------------------- issue 30, class 7: inputs and writes
+
+ARROW_OK = ["string", "large_string", "int64", "float64", "bool", "date32", "time64[us]", "timestamp[ms]"]
+ARROW_BAD = ["decimal128(5, 2)", "duration[s]", "binary", "large_binary"]
+
+
+def _arrow_leaf(name: str):
+    import pyarrow as pa
+
+    return {"string": pa.string(), "large_string": pa.large_string(), "int64": pa.int64(),
+            "float64": pa.float64(), "bool": pa.bool_(), "date32": pa.date32(), "time64[us]": pa.time64("us"),
+            "timestamp[ms]": pa.timestamp("ms"), "decimal128(5, 2)": pa.decimal128(5, 2),
+            "duration[s]": pa.duration("s"), "binary": pa.binary(), "large_binary": pa.large_binary()}[name]
+
+
+ARROW_TYPES = st.recursive(
+    st.sampled_from(ARROW_OK + ARROW_BAD).map(lambda name: ("leaf", name)),
+    lambda inner: st.one_of(st.tuples(st.just("list"), inner), st.tuples(st.just("large_list"), inner),
+                            st.tuples(st.just("struct"), st.lists(inner, min_size=1, max_size=3)),
+                            st.tuples(st.just("dictionary"), st.sampled_from(["string", "int64"]))),
+    max_leaves=5)
+
+
+def _arrow_type(node):
+    import pyarrow as pa
+
+    kind, arg = node
+    if kind == "leaf":
+        return _arrow_leaf(arg), arg in ARROW_BAD
+    if kind == "dictionary":
+        return pa.dictionary(pa.int32(), _arrow_leaf(arg)), False
+    if kind == "struct":
+        parts = [_arrow_type(child) for child in arg]
+        return pa.struct([(f"f{i}", t) for i, (t, _) in enumerate(parts)]), any(bad for _, bad in parts)
+    inner, bad = _arrow_type(arg)
+    return (pa.list_(inner) if kind == "list" else pa.large_list(inner)), bad
+
+
+@FAST
+@given(node=ARROW_TYPES)
+def test_a_column_type_no_record_can_hold_is_named_at_the_input(tmp_path_factory, node):
+    """However a decimal, a duration or bytes are nested (lists, structs), the Parquet reader names the
+    input, the column and its type, one line; every other type reads."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lookahead_tuning.io import read_records
+
+    arrow_type, bad = _arrow_type(node)
+    path = tmp_path_factory.mktemp("arrow") / "in.parquet"
+    pq.write_table(pa.table({"prompt": ["p"], "x": pa.nulls(1, type=arrow_type)}), path)
+    try:
+        records = read_records(path)
+    except UserError as exc:
+        assert_one_bounded_line(exc)
+        assert bad and exc.path == str(path) and "column 'x' has Arrow type" in exc.message
+    else:
+        assert not bad and records == [{"prompt": "p", "x": None}]
+
+
+@FAST
+@given(code=st.sampled_from(["ENOSPC", "EROFS", "EACCES", "EDQUOT"]), after=st.integers(0, 300),
+       kind=st.sampled_from(["out.jsonl", "out.json", "out.csv", "report.md", "log"]),
+       rows=st.lists(st.dictionaries(st.sampled_from(["prompt", "completion", "id"]), TEXT, min_size=3),
+                     min_size=1, max_size=20))
+def test_a_write_that_fails_part_way_is_one_line_naming_the_output(tmp_path_factory, code, after, kind, rows):
+    """A disk that fills up (or turns read-only, or runs out of quota) after ``after`` bytes: every writer
+    raises the one-line error naming its output (never the temporary), the earlier output stays byte for
+    byte, and no temporary is left."""
+    import builtins
+    import errno
+    import os
+    from unittest import mock
+
+    from lookahead_tuning import io as lio
+
+    number = getattr(errno, code)
+    folder = tmp_path_factory.mktemp("disk")
+    target = folder / ("gen.jsonl" if kind == "log" else kind)
+    target.write_bytes(b'{"id": "earlier"}\n')
+    real_open = builtins.open
+
+    class Filling:
+        def __init__(self, fh):
+            self.fh, self.left = fh, after
+
+        def write(self, data):
+            if len(data) > self.left:
+                self.fh.write(data[: self.left])
+                self.left = 0
+                raise OSError(number, os.strerror(number))
+            self.left -= len(data)
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        fh = real_open(file, mode, *args, **kwargs)
+        return Filling(fh) if "w" in mode or "a" in mode else fh
+
+    with mock.patch.object(lio, "open", fake_open, create=True):
+        try:
+            if kind == "log":
+                log = lio.JsonlLog(target)
+                for i, row in enumerate(rows):
+                    log.append({**row, "id": str(i)})
+                log.close()
+            elif kind == "report.md":
+                lio.atomic_write_text(target, "".join(str(r) for r in rows))
+            else:
+                lio.write_records(target, iter(rows))
+        except UserError as exc:
+            assert exc.render() == f"{target}: {os.strerror(number)}"
+        else:  # everything fitted in ``after`` bytes
+            return
+    if kind == "log":  # the records that fitted are kept, the one cut short is dropped on the next open
+        kept = lio.JsonlLog(target).records()
+        assert kept[0] == {"id": "earlier"} and all(r["id"] != "earlier" for r in kept[1:])
+    else:
+        assert target.read_bytes() == b'{"id": "earlier"}\n'
+    assert sorted(p.name for p in folder.iterdir()) == [target.name]
+
+
 @pytest.mark.parametrize(("name", "value"), [
     ("POSITIVE_INT", -1), ("POSITIVE_INT", 0), ("POSITIVE_INT", True), ("POSITIVE_INT", 1.5),
     ("POSITIVE_INT", 10**5000), ("SEED", -1), ("SEED", 2**32), ("LEARNING_RATE", float("nan")),

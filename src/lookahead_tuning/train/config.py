@@ -213,7 +213,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     from ..io import read_yaml as read
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a FIFO or a device there is the reader's to refuse
         raise UserError("config file not found", path=str(path))
     data = read(path)
     if data is None:
