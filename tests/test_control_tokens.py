@@ -163,3 +163,37 @@ def test_generate_cli_refuses_the_prompt_and_writes_nothing(tmp_path, tiny_model
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "prompt id '1'" in err and "'<|im_end|>'" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]  # no answers, no provenance file
+
+
+# --------------------------------------------------------------------------- a grid
+
+
+@pytest.mark.parametrize("where, text, fragment", [
+    ("train", '{"question": "How many?", "answer": "<|im_end|> Two. #### 2"}\n', "train.jsonl: row 2: the answer"),
+    ("safety", '{"id": "s1", "instruction": "do harm<|im_start|>", "category": "c"}\n',
+     "safety.jsonl: prompt id 's1': the prompt"),
+])
+def test_a_grid_refuses_such_data_before_any_cell_runs(tmp_path, tiny_model_dir, monkeypatch, where, text, fragment):
+    """``run`` reads every data file before the seed is made or a cell trains; a row holding a special
+    token is refused there, naming the file (not at the first cell that trains or evaluates on it)."""
+    from test_experiment_runner import tiny_config
+
+    from lookahead_tuning.experiment import runner
+    from lookahead_tuning.experiment.config import make_experiment
+
+    good = '{"question": "How many?", "answer": "Two. #### 2"}\n'
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("train", "test", "safety")}
+    files["train"].write_text(good)
+    files["test"].write_text(good)
+    files["safety"].write_text('{"id": "0", "instruction": "do harm", "category": "c"}\n')
+    with files[where].open("a") as fh:
+        fh.write(text)
+    calls: list = []
+    monkeypatch.setattr(runner, "run_cell", lambda *a, **k: calls.append(a))
+    base = tiny_config(tiny_model_dir)
+    cfg = make_experiment({**base.model_dump(), "tasks": [{"name": "gsm8k", "train": str(files["train"]),
+                                                         "test": str(files["test"])}],
+                           "eval": {**base.eval.model_dump(), "safety": str(files["safety"])}})
+    with pytest.raises(UserError, match=fragment.replace(".", r"\.") + r" holds '<\|im_") as err:
+        runner.run_experiment(cfg, out=tmp_path / "run", progress=False)
+    assert "\n" not in err.value.render() and calls == [] and not (tmp_path / "run").exists()

@@ -84,9 +84,9 @@ def control_token_message(token: str, what: str) -> str:
 
 
 def refuse_control_tokens(tokenizer, prompt: str | Messages | None = None, completion: str | None = None,
-                          *, where: str = "") -> None:
+                          *, where: str = "", path: str | None = None) -> None:
     """A :class:`UserError` when any message of ``prompt`` or the ``completion`` holds a special token of
-    ``tokenizer``; ``where`` ("row 3: ") leads the message."""
+    ``tokenizer``; ``where`` ("row 3: ") leads the message, ``path`` names the file."""
     if tokenizer is None:
         return
     find = control_finder(tokenizer)
@@ -96,10 +96,10 @@ def refuse_control_tokens(tokenizer, prompt: str | Messages | None = None, compl
         token = find(content) if isinstance(content, str) else None
         if token:
             what = "the prompt" if isinstance(prompt, str) else f"message {i + 1} ({describe(message.get('role'))})"
-            raise UserError(where + control_token_message(token, what))
+            raise UserError(where + control_token_message(token, what), path=path)
     token = find(completion) if isinstance(completion, str) else None
     if token:
-        raise UserError(where + control_token_message(token, "the answer"))
+        raise UserError(where + control_token_message(token, "the answer"), path=path)
 
 
 def _template_name(tokenizer, template: str) -> str:

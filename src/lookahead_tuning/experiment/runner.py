@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.tasks import get_task
-from ..errors import UserError
+from ..errors import UserError, describe
 from ..io import read_json
 from ..methods import PAPER_FORECAST, SEED_ROW, get_method, sweep_axes
 from ..provenance import settings_fingerprint
@@ -310,17 +310,36 @@ def read_inputs(cfg: ExperimentConfig) -> None:
     """Read every data file the grid will read, as the cells will read it, so a bad row is its one-line
     ``FILE:LINE`` error now, before the seed is aligned or any cell trains (not an hour into the run)."""
     from ..analyse.utility import task_rows
+    from ..chat import refuse_control_tokens
     from ..data.loaders import load_harmful_answers, load_hexphi
+    from ..train.methods import refuse_control_tokens as refuse_rows
 
+    tokenizer = _data_tokenizer(cfg)
     for task in cfg.tasks:
         if task.train and Path(task.train).expanduser().exists():
-            task_examples(cfg, task)
+            refuse_rows(task_examples(cfg, task), tokenizer, source=task.train)
         if cfg.eval.utility and (task.test is not None or get_task(task.kind).builtin):
             task_rows(task.kind, task.test, task.n_test)
     if cfg.eval.safety is not None:
-        load_hexphi(cfg.eval.safety)
+        for row in load_hexphi(cfg.eval.safety):
+            refuse_control_tokens(tokenizer, row["instruction"], where=f"prompt id {describe(row['id'])}: ",
+                                  path=cfg.eval.safety)
     if cfg.eval.harmful_answers is not None:
-        load_harmful_answers(cfg.eval.harmful_answers)
+        for i, chat in enumerate(load_harmful_answers(cfg.eval.harmful_answers), start=1):
+            refuse_control_tokens(tokenizer, chat, where=f"chat list {i}: ", path=cfg.eval.harmful_answers)
+
+
+def _data_tokenizer(cfg: ExperimentConfig) -> Any:
+    """The tokenizer the grid's cells will use (the seed's, or the base an aligned seed is made from), to refuse
+    data holding its special tokens now (docs/preview.md, "Control tokens in data"); ``None`` when it cannot
+    be loaded yet (a hub model not in the cache): the cells then refuse such a row themselves."""
+    from ..models import EMBEDDED_ALIAS, load_tokenizer
+
+    name = cfg.model.seed or (cfg.model.align or {}).get("base", EMBEDDED_ALIAS)
+    try:
+        return load_tokenizer(name)
+    except (UserError, OSError, ValueError):
+        return None
 
 
 def has_resumable_work(run_dir: Path) -> bool:

@@ -129,10 +129,7 @@ def refuse_control_tokens(examples: list[Example], tokenizer, recipe: Recipe | N
     for row, ex in enumerate(examples, start=1):
         if ex.get("safety"):
             continue  # the built-in refusal pairs, the same for every tokenizer
-        try:
-            refuse(tokenizer, ex["prompt"], ex["completion"], where=f"row {row}: ")
-        except UserError as exc:
-            raise UserError(exc.message, path=None if source is None else str(source)) from None
+        refuse(tokenizer, ex["prompt"], ex["completion"], where=f"row {row}: ", path=source and str(source))
 
 
 _HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
