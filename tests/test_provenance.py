@@ -143,3 +143,14 @@ def test_records_name_the_machine_but_resumes_never_compare_it():
     assert provenance.difference(there, here) is None
     there["model"]["sha256"] = "b" * 64
     assert "another model" in provenance.difference(there, here)
+
+
+def test_a_provenance_file_repeating_a_key_is_refused_not_read_as_its_last_value(tmp_path):
+    """The settings a resume compares come from this file: a second "generation" key would win unseen."""
+    (tmp_path / provenance.PROVENANCE_FILE).write_text('{\n  "kind": "generate",\n  "kind": "eval"\n}\n')
+    from lookahead_tuning.errors import UserError
+
+    with pytest.raises(UserError, match="unreadable provenance .*duplicate key 'kind' "
+                                                   "\\(first given on line 2\\)") as caught:
+        provenance.read(tmp_path)
+    assert caught.value.line == 3

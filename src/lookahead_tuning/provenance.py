@@ -206,13 +206,17 @@ def difference(stored: dict, wanted: dict) -> str | None:
 
 
 def read(folder: str | os.PathLike, name: str = PROVENANCE_FILE) -> dict | None:
+    from .io import BadJSON, parse_json, read_utf8
+
     path = Path(folder) / name
-    if not path.is_file():
+    if not path.exists():
         return None
+    data, _ = read_utf8(path)  # a FIFO or a device there is refused, not read
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"unreadable provenance ({exc}); pass --overwrite to redo the work", path=str(path)) from None
+        obj = parse_json(data)  # a repeated key could otherwise hide the settings a resume compares
+    except BadJSON as exc:
+        raise UserError(f"unreadable provenance ({exc.message}); pass --overwrite to redo the work", path=str(path),
+                        line=exc.line) from None
     return obj if isinstance(obj, dict) else None
 
 
