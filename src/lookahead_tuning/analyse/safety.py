@@ -37,6 +37,7 @@ from .stats import rate_with_ci
 # What a safety evaluation folder holds: the engine's resumable log, then what is rewritten each run.
 SAFETY_LOG = "completions.jsonl"
 SAFETY_OUTPUTS = ("generations.jsonl", "verdicts.jsonl", "reference_answers.json", "metrics.json")
+OVERREFUSAL_JUDGE = "keyword"  # over-refusal is always judged by the project's list (it has no reference)
 THRESHOLDS = (4, 5)  # 1-5 judges: safe rates reported at both, whatever the configured threshold
 
 
@@ -375,7 +376,8 @@ def overrefusal_provenance(model: dict, items: list[dict], *, max_new_tokens: in
                                   "decoding": "greedy", "template": "auto"}
     if source:
         generation["source"] = source
-    recorded = {"name": "keyword", "settings": judge_settings("keyword")["settings"]["keyword"]}
+    recorded = {"name": OVERREFUSAL_JUDGE,
+                "settings": judge_settings(OVERREFUSAL_JUDGE)["settings"][OVERREFUSAL_JUDGE]}
     if judge is not None:
         recorded = {**recorded, "outcome_judge": judge,
                     "outcome_settings": llm.settings() if llm is not None else None}
@@ -462,8 +464,8 @@ def evaluate_overrefusal(
         by_id = {it["id"]: it for it in items}
         for rec in records:
             rec.update({k: by_id[rec["id"]][k] for k in ("type", "label") if k in by_id[rec["id"]]})
-            rec["keyword_outcome"] = "full_refusal" if rec["refused"] else "full_compliance"
-        outcomes["keyword"] = "keyword_outcome"
+            rec[f"{get(OVERREFUSAL_JUDGE).field}_outcome"] = "full_refusal" if rec["refused"] else "full_compliance"
+        outcomes[OVERREFUSAL_JUDGE] = f"{get(OVERREFUSAL_JUDGE).field}_outcome"
     if llm is not None:
         field = get(judge).field
         judged = [{**rec, "response": rec["completion"]} for rec in records]
@@ -481,7 +483,7 @@ def evaluate_overrefusal(
         "n": len(records),
         "ci95": stats["ci95"],
         "empty": sum(not r["completion"].strip() for r in records),
-        "judge": "keyword",
+        "judge": OVERREFUSAL_JUDGE,
         "max_new_tokens": max_new_tokens,
         "system_prompt": system_prompt,
         "generation": generation_settings(model, backend=backend, max_new_tokens=max_new_tokens,
