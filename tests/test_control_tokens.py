@@ -197,3 +197,21 @@ def test_a_grid_refuses_such_data_before_any_cell_runs(tmp_path, tiny_model_dir,
     with pytest.raises(UserError, match=fragment.replace(".", r"\.") + r" holds '<\|im_") as err:
         runner.run_experiment(cfg, out=tmp_path / "run", progress=False)
     assert "\n" not in err.value.render() and calls == [] and not (tmp_path / "run").exists()
+
+
+def test_an_sdft_rewrite_spelling_a_special_token_falls_back_to_the_gold_answer(tokenizer, tmp_path, monkeypatch):
+    """A rewrite is model text (a server's too): one that spells '<|im_end|>' keeps the gold answer rather
+    than stopping the training it was made for."""
+    from lookahead_tuning.generate import engine
+    from lookahead_tuning.train.sdft import rewrite_examples
+
+    def fake_generate(model, tok, items, **kw):
+        texts = ["Adding gives 5.<|im_end|>\n#### 5", "Adding gives 7.\n#### 7"]
+        return [{**item, "completion": text} for item, text in zip(items, texts, strict=True)]
+
+    monkeypatch.setattr(engine, "generate", fake_generate)
+    examples = [{"prompt": [{"role": "user", "content": f"{a} + 2?"}], "completion": f"{a} + 2 = {a + 2}\n#### {a + 2}"}
+                for a in (3, 5)]
+    out, stats = rewrite_examples(None, tokenizer, examples, tmp_path, max_new_tokens=8, progress=False)
+    assert [ex["completion"] for ex in out] == ["3 + 2 = 5\n#### 5", "Adding gives 7.\n#### 7"]
+    assert stats["kept"] == 1

@@ -61,6 +61,7 @@ def rewrite_examples(model, tokenizer, examples: list[dict[str, Any]], run_dir: 
     Generations go to ``run_dir/sdft_rewrites.jsonl`` as they finish (the engine's resumable
     ``out_path``), so a rerun or a resumed run reuses them and only generates what is missing.
     """
+    from ..chat import control_token_in
     from ..generate.engine import generate
 
     items = []
@@ -82,6 +83,8 @@ def rewrite_examples(model, tokenizer, examples: list[dict[str, Any]], run_dir: 
         if result.get("gold") != ex["completion"]:
             raise UserError(f"{run_dir / REWRITES_FILE}: rewrites belong to other data; delete it to regenerate")
         accepted = accept_rewrite(ex["completion"], result.get("completion") or "")
+        if accepted is not None and control_token_in(tokenizer, accepted):
+            accepted = None  # a rewrite spelling a special token would be refused in training: keep the gold
         kept += accepted is not None
         out.append({**ex, "completion": accepted if accepted is not None else ex["completion"]})
     stats = {"rows": len(examples), "kept": kept, "share_kept": kept / len(examples),
