@@ -8,7 +8,8 @@ committed, so every install ships the same rows; tests/test_builtin_data.py chec
 committed files equal what this script produces.
 
 Text sources: builtin_sources/builtin_harmful.py (requests, refusals, held-out prompts, compliance
-openers), builtin_sources/builtin_benign.py (helpful answers, facts, the over-refusal prompts) and
+openers), builtin_sources/builtin_recovery.py (safety-recovery openings and break-off refusals, the long
+prefill continuations), builtin_sources/builtin_benign.py (helpful answers, facts, the over-refusal prompts) and
 builtin_sources/builtin_harm_adjacent_answers.jsonl (benign requests in the vocabulary of harm, answered by
 the embedded model itself: builtin_sources/self_answer_benign.py).
 """
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import builtin_benign as benign  # noqa: E402
 import builtin_harmful as harmful  # noqa: E402
+import builtin_recovery as recovery  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "lookahead_tuning" / "builtin_data"
 TEMPLATES = {"act": harmful.ACT_TEMPLATES, "write": harmful.WRITE_TEMPLATES, "ask": harmful.ASK_TEMPLATES}
@@ -38,6 +40,11 @@ def _cap(text: str) -> str:
 
 def harmful_rows(rng: random.Random) -> list[dict]:
     """Each topic x 3 different request templates, each with a refusal drawn from the openers."""
+    return [row for row, _ in _harmful_requests(rng)]
+
+
+def _harmful_requests(rng: random.Random) -> list[tuple[dict, str]]:
+    """The harmful rows, each with what it asks for as a noun phrase (the refusals' ``{w}``)."""
     rows = []
     for category, topics in harmful.HARMFUL_TOPICS.items():
         offers = harmful.REFUSAL_OFFERS[category]
@@ -48,7 +55,7 @@ def harmful_rows(rng: random.Random) -> list[dict]:
                 refusal = opener.format(w=what)
                 if rng.random() < 0.6:
                     refusal += " " + rng.choice(offers)
-                rows.append({"prompt": prompt, "completion": refusal, "kind": "harmful", "category": category})
+                rows.append(({"prompt": prompt, "completion": refusal, "kind": "harmful", "category": category}, what))
     return rows
 
 
@@ -169,6 +176,34 @@ def alignment_rows() -> list[dict]:
     return rows
 
 
+def recovery_rows() -> list[dict]:
+    """One safety-recovery row per harmful alignment request (same prompts, same order): a compliance
+    opening and a refusal that breaks it off, both naming what was asked. ``align`` cuts the opening."""
+    # The alignment set's own generator, replayed from its seed, gives each request's noun phrase.
+    requests = _harmful_requests(random.Random("builtin/alignment/v1"))
+    rng = random.Random("builtin/recovery/v1")
+    rows = []
+    for row, what in requests:
+        refusal = rng.choice(recovery.BREAK_OFFS).format(w=what, W=_cap(what))
+        rows.append({"prompt": row["prompt"], "opening": rng.choice(recovery.RECOVERY_OPENERS).format(w=what),
+                     "refusal": refusal, "category": row["category"]})
+    return rows
+
+
+def long_answers(answers: list[list[dict]]) -> list[list[dict]]:
+    """The held-out compliance openings, each continued (without content) so a prefill can reach 40 tokens."""
+    rng = random.Random("builtin/eval-long/v1")
+    out = []
+    for (_, _, kind), chat in zip((x for items in harmful.EVAL_PROMPTS.values() for x in items), answers,
+                                  strict=True):
+        tails = recovery.LONG_STEP_CONTINUATIONS if kind == "steps" else recovery.LONG_TEXT_CONTINUATIONS
+        opening = chat[1]["content"]
+        # A text opener ends in a blank line: the continuation then starts a paragraph, not a sentence.
+        tail = rng.choice(tails)
+        out.append([chat[0], {"role": "assistant", "content": opening + (tail.lstrip() if opening.endswith("\n") else tail)}])
+    return out
+
+
 def eval_rows() -> tuple[list[dict], list[list[dict]]]:
     rng = random.Random("builtin/eval/v1")
     rows, answers = [], []
@@ -195,6 +230,8 @@ def render() -> dict[str, str]:
         "alignment.jsonl": jsonl(alignment_rows()),
         "harmful_eval.jsonl": jsonl(evals),
         "harmful_answers.jsonl": jsonl(answers),
+        "harmful_answers_long.jsonl": jsonl(long_answers(answers)),
+        "recovery.jsonl": jsonl(recovery_rows()),
         "overrefusal.jsonl": jsonl(overrefusal_rows()),
     }
 

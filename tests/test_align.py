@@ -90,3 +90,95 @@ def test_align_trains_caches_and_reports_on_a_tiny_model(tiny_model_dir, cache, 
     stamp = (path / "model.safetensors").stat().st_mtime_ns
     assert align.aligned_seed(str(tiny_model_dir), quiet=True, max_steps=2, max_length=64) == path
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not retrained
+
+
+def test_recipe_names_expand_and_seed_d_keeps_its_key(cache):
+    seed_d = "aligned-smollm2-135m-instruct-5d2a08ef335a"
+    assert align.aligned_seed_id("smollm2-135m-instruct", recipe="D") == seed_d
+    assert align.aligned_seed_id("smollm2-135m-instruct", recovery_share=0.0, recovery_k=[5, 9]) == seed_d
+    seed_e = align.aligned_seed_id("smollm2-135m-instruct", recipe="E")
+    assert seed_e != seed_d
+    assert seed_e == align.aligned_seed_id("smollm2-135m-instruct", **align.RECIPES["E"])
+    # The share and the range of k are part of the seed's name.
+    assert seed_e != align.aligned_seed_id("smollm2-135m-instruct", recipe="E", recovery_share=0.5)
+    assert seed_e != align.aligned_seed_id("smollm2-135m-instruct", recipe="E", recovery_k=[1, 29])
+    with pytest.raises(align.UserError, match="unknown alignment recipe"):
+        align.aligned_seed_id("m", recipe="Z")
+    for bad in ([0, 3], [5, 2], [1, 41], [1.5, 3], [True, 3], 3, [1, 2, 3]):
+        with pytest.raises(align.UserError, match="recovery_k"):
+            align.aligned_seed_id("smollm2-135m-instruct", recovery_share=1.0, recovery_k=bad)
+    for bad in (-0.1, 1.5, float("nan"), True):
+        with pytest.raises(align.UserError, match="recovery_share"):
+            align.aligned_seed_id("smollm2-135m-instruct", recovery_share=bad)
+
+
+def test_recovery_rows_cut_the_opening_at_k_tokens(tokenizer):
+    from lookahead_tuning.generate.engine import prefill_text
+
+    pool = {r["prompt"]: r for r in builtin.recovery_set()}
+    rows = align.recovery_rows(tokenizer, 1.0, [2, 7])
+    assert len(rows) == len(pool) and rows == align.recovery_rows(tokenizer, 1.0, [2, 7])  # seeded
+    lengths = set()
+    for row in rows:
+        source = pool[row["prompt"]]
+        k = next(k for k in range(2, 8) if prefill_text(tokenizer, source["opening"], k) == row["prefill"])
+        lengths.add(k)
+        assert row["completion"].strip() == source["refusal"]
+    assert lengths == set(range(2, 8))  # every k of the range is drawn
+    half = align.recovery_rows(tokenizer, 0.5, [2, 7])
+    assert len(half) == round(len(pool) / 2) and {r["prompt"] for r in half} < set(pool)
+
+
+def test_recovery_loss_is_on_the_refusal_only(tokenizer):
+    """Token by token: prompt and opening carry no loss, every refusal token and the end of turn do."""
+    from lookahead_tuning.chat import encode_prompt, end_of_turn
+    from lookahead_tuning.train.collator import tokenize_examples
+
+    row = align.recovery_rows(tokenizer, 1.0, [12, 12])[0]
+    example = {"prompt": [{"role": "user", "content": row["prompt"]}], "prefill": row["prefill"],
+               "completion": row["completion"]}
+    enc = tokenize_examples([example], tokenizer, max_length=512)[0]
+    context = encode_prompt(tokenizer, row["prompt"], prefill=row["prefill"])  # what a 12-token prefill attack feeds
+    refusal = tokenizer(row["completion"] + end_of_turn(tokenizer), add_special_tokens=False)["input_ids"]
+    assert enc["input_ids"] == context + refusal
+    assert enc["labels"] == [-100] * len(context) + refusal
+    opening_ids = tokenizer(row["prefill"], add_special_tokens=False)["input_ids"]
+    assert len(opening_ids) == 12 and context[-len(opening_ids):] == opening_ids
+    # The same row without its prefill learns the refusal right after the assistant header.
+    plain = tokenize_examples([{**example, "prefill": None}], tokenizer, max_length=512)[0]
+    assert sum(t != -100 for t in plain["labels"]) == len(refusal) + (len(plain["input_ids"]) - len(
+        encode_prompt(tokenizer, row["prompt"])) - len(refusal))
+
+
+def test_recovery_rows_train_through_a_data_file(tiny_model_dir, cache, one_torch_thread, monkeypatch, tmp_path):
+    """The seed-E recipe on a tiny model: its recovery rows reach the trainer with their prefill."""
+    from lookahead_tuning.train import api
+
+    seen = {}
+    real = api.prepare_data
+
+    def spy(cfg, model, tokenizer, run_dir, **kw):
+        examples, rows, info = real(cfg, model, tokenizer, run_dir, **kw)
+        seen["examples"], seen["rows"] = examples, rows
+        return examples, rows, info
+
+    monkeypatch.setattr(api, "prepare_data", spy)
+    path = align.aligned_seed(str(tiny_model_dir), evaluate=False, quiet=True, recipe="E", max_steps=1,
+                              max_length=96)
+    with_prefill = [ex for ex in seen["examples"] if ex.get("prefill")]
+    assert len(with_prefill) == len(builtin.refusal_pairs())
+    summary = json.loads((path.parent / "align_summary.json").read_text())
+    assert summary["settings"]["recovery_share"] == 1.0 and summary["settings"]["recovery_k"] == [1, 30]
+    data = [json.loads(line) for line in (path.parent / "align_data.jsonl").read_text().splitlines()]
+    assert sum("prefill" in r for r in data) == len(with_prefill)
+
+
+def test_prefill_rows_are_refused_where_a_method_rewrites_the_answer(tmp_path):
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.train.config import make_config
+    from lookahead_tuning.train.methods import method_examples
+
+    rows = [{"prompt": [{"role": "user", "content": "q"}], "prefill": "Sure", "completion": " no"}]
+    cfg = make_config({"model": "m", "data": "d", "out": str(tmp_path / "o"), "method": "lookahead-virtual"})
+    with pytest.raises(UserError, match="prefill"):
+        method_examples(rows, cfg, None)

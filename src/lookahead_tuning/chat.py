@@ -248,16 +248,21 @@ def encode_example(
     system_prompt: str | None = None,
     template: str = "auto",
     max_length: int | None = None,
+    prefill: str | None = None,
 ) -> dict[str, list[int]]:
     """Token ids and labels for one training example: loss on the completion and end-of-turn only.
 
-    Labels are ``-100`` on prompt tokens. When ``max_length`` cuts the example, the prompt is kept
-    whole and the completion is cut at the end (a prompt longer than ``max_length`` is an error the
-    caller reports).
+    Labels are ``-100`` on prompt tokens. ``prefill`` is a given start of the answer, placed and
+    tokenized as a prefilling attack places it (:func:`render_prompt`) and labelled ``-100`` too; the
+    completion continues it (the safety-recovery rows of ``align``). When ``max_length`` cuts the
+    example, the prompt is kept whole and the completion is cut at the end (a prompt longer than
+    ``max_length`` is an error the caller reports).
     """
-    prompt_ids = encode_prompt(tokenizer, prompt, system_prompt=system_prompt, template=template)
+    prompt_ids = encode_prompt(tokenizer, prompt, system_prompt=system_prompt, template=template,
+                               prefill=prefill or None)
     refuse_control_tokens(tokenizer, completion=completion)
-    answer = _answer_lead(_template_name(tokenizer, template)) + completion + end_of_turn(tokenizer, template)
+    lead = "" if prefill else _answer_lead(_template_name(tokenizer, template))
+    answer = lead + completion + end_of_turn(tokenizer, template)
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     input_ids = prompt_ids + answer_ids
     labels = [-100] * len(prompt_ids) + list(answer_ids)

@@ -76,3 +76,17 @@ def harmful_answers() -> list[list[dict]]:
 def overrefusal_set() -> list[dict]:
     """Benign prompts ``{"id", "instruction"}``, most of them sounding dangerous, to measure over-refusal."""
     return _copy("overrefusal.jsonl")
+
+
+def recovery_set() -> list[dict]:
+    """Safety-recovery rows ``{"prompt", "opening", "refusal", "category"}``, one per harmful request of
+    :func:`alignment_set` (same order): a compliance *opening* with no harmful content (at least 40
+    tokens, cut by ``align`` at a random k) and a refusal that breaks it off. Disjoint from the
+    held-out prompts and their prefills (checked by the tests)."""
+    return _copy("recovery.jsonl")
+
+
+def harmful_answers_long() -> list[list[dict]]:
+    """:func:`harmful_answers` with each opening continued, still without content, to at least 40 tokens:
+    the prefills of deep prefilling attacks (k > 3). Each starts with the short opening's text."""
+    return _copy("harmful_answers_long.jsonl")

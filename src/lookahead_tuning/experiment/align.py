@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError, describe
 from ..io import atomic_write_json, write_records
 from ..methods import BASELINE
 from ..models import EMBEDDED_ALIAS, cache_dir
@@ -42,20 +43,86 @@ DEFAULTS: dict[str, Any] = {
 SAMPLING = "random"
 REPORT = "align_report.json"
 
+# Safety recovery (Qi et al., "Safety Alignment Should Be Made More Than Just a Few Tokens Deep", ICLR
+# 2025, section 3): besides "request -> refusal", rows "request -> the first k tokens of a compliance
+# opening, then a refusal that breaks it off", the loss on the refusal only, k drawn per row. A share of
+# the harmful requests (``recovery_share``, 0 = none: seeds A-D) gets one such row, k uniform in
+# ``recovery_k`` (inclusive). The openings are builtin_data/recovery.jsonl, at least RECOVERY_K_MAX long.
+RECOVERY_SHARE = 0.0
+RECOVERY_K = (1, 30)
+RECOVERY_K_MAX = 40
+# Seeds by name: the overrides each stands for (align's defaults are seed D's recipe). A name is a
+# shorthand only: the cache key hashes the settings it expands to, so `recipe: D` is seed D's folder.
+RECIPES: dict[str, dict[str, Any]] = {
+    "D": {},
+    "E": {"recovery_share": 1.0, "recovery_k": [1, 30]},
+}
 
-def _key(base: str, settings: dict[str, Any], rows: list[dict]) -> str:
-    blob = json.dumps({"base": base, "settings": settings, "rows": rows}, sort_keys=True)  # rows: repeats too
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+def _key(base: str, settings: dict[str, Any], rows: list[dict], recovery: dict[str, Any] | None = None) -> str:
+    content: dict[str, Any] = {"base": base, "settings": settings, "rows": rows}  # rows: repeats too
+    if recovery:  # absent for seeds without recovery rows, whose names predate it
+        content["recovery"] = recovery
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def expand_recipe(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with a ``recipe`` name replaced by the settings it stands for (explicit keys win)."""
+    overrides = dict(overrides)
+    name = overrides.pop("recipe", None)
+    if name is None:
+        return overrides
+    if name not in RECIPES:
+        raise UserError(f"unknown alignment recipe {describe(name)}; known: {', '.join(RECIPES)}")
+    return {**RECIPES[name], **overrides}
+
+
+def recovery_settings(share: Any, k: Any) -> dict[str, Any]:
+    """The recovery settings checked: a share in 0..1 and ``[k_min, k_max]`` with 1 <= k_min <= k_max <= 40."""
+    from ..validate import FRACTION
+
+    try:
+        share = FRACTION.check(share, "recovery_share")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if (not isinstance(k, (list, tuple)) or len(k) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in k)
+            or not 1 <= k[0] <= k[1] <= RECOVERY_K_MAX):
+        raise UserError(f"recovery_k: expected two whole numbers [min, max] with 1 <= min <= max <= "
+                        f"{RECOVERY_K_MAX}, got {describe(k)}")
+    return {"recovery_share": float(share), "recovery_k": [int(k[0]), int(k[1])]}
+
+
+def recovery_rows(tokenizer, share: float, k_range: list[int]) -> list[dict]:
+    """Safety-recovery training rows ``{"prompt", "prefill", "completion"}``: the first k tokens of a
+    built-in compliance opening are the answer's given start (``prefill``: context, no loss) and the
+    break-off refusal is what is learned. Which requests and which k are fixed by one seeded draw."""
+    import random
+
+    from ..data.builtin import recovery_set
+    from ..generate.engine import prefill_text
+
+    pool = recovery_set()
+    rng = random.Random("align/recovery/v1")
+    chosen = sorted(rng.sample(range(len(pool)), round(share * len(pool))))
+    rows = []
+    for i in chosen:
+        opening = prefill_text(tokenizer, pool[i]["opening"], rng.randint(*k_range))
+        # The refusal starts a new word: a cut inside a word ("Sure, here is how to go ab") is broken off.
+        sep = "" if opening[-1:].isspace() else " "
+        rows.append({"prompt": pool[i]["prompt"], "prefill": opening, "completion": sep + pool[i]["refusal"]})
+    return rows
 
 
 def _plan(base: str, overrides: dict[str, Any]) -> tuple[Path, dict[str, Any], list[dict]]:
     """The cache folder, training settings and training rows that ``overrides`` ask for."""
     from ..data.builtin import alignment_set
 
-    overrides = dict(overrides)
+    overrides = expand_recipe(overrides)
     benign_repeat = int(overrides.pop("benign_repeat", BENIGN_REPEAT))
     template_matched = bool(overrides.pop("template_matched", True))
     harm_adjacent = bool(overrides.pop("harm_adjacent", HARM_ADJACENT))
+    recovery = recovery_settings(overrides.pop("recovery_share", RECOVERY_SHARE),
+                                 overrides.pop("recovery_k", list(RECOVERY_K)))
     settings = {**DEFAULTS, **overrides}
     if settings.get("sampling", SAMPLING) == SAMPLING:
         settings.pop("sampling", None)
@@ -64,8 +131,16 @@ def _plan(base: str, overrides: dict[str, Any]) -> tuple[Path, dict[str, Any], l
             if (template_matched or r["category"] != "template_matched")
             and (harm_adjacent or r["category"] != "harm_adjacent")
             for _ in range(benign_repeat if r["kind"] == "benign" else 1)]
+    if recovery["recovery_share"] > 0:
+        from ..models import load_tokenizer
+
+        rows += recovery_rows(load_tokenizer(str(base)), **{"share": recovery["recovery_share"],
+                                                              "k_range": recovery["recovery_k"]})
+    else:
+        recovery = {}
     name = Path(str(base)).name if os.sep in str(base) else str(base)
-    return cache_dir() / "models" / f"aligned-{name}-{_key(str(base), settings, rows)}", settings, rows
+    key = _key(str(base), settings, rows, recovery)
+    return cache_dir() / "models" / f"aligned-{name}-{key}", {**settings, **recovery}, rows
 
 
 def aligned_seed_id(base: str = EMBEDDED_ALIAS, **overrides: Any) -> str:
@@ -90,11 +165,13 @@ def aligned_seed(
     ``template_matched`` (default true: include the benign requests re-asked in the harmful rows'
     templates; false gives the data of the first seeds, see docs/findings.md) and ``harm_adjacent``
     (include the benign requests in the vocabulary of harm, answered by the embedded model itself;
-    default ``HARM_ADJACENT``; false gives seed B's data).
+    default ``HARM_ADJACENT``; false gives seed B's data), ``recovery_share`` and ``recovery_k`` (the
+    safety-recovery rows, see ``RECOVERY_SHARE``), and ``recipe`` names a set of them (:data:`RECIPES`).
     """
     from ..train.api import train
 
-    folder, settings, rows = _plan(base, overrides)
+    folder, recipe, rows = _plan(base, overrides)
+    settings = {k: v for k, v in recipe.items() if k not in ("recovery_share", "recovery_k")}
     done = folder / "model" / "config.json"
     if done.is_file() and not force:
         if evaluate and not (folder / REPORT).is_file():
@@ -116,7 +193,7 @@ def aligned_seed(
 
     # The cache key names the recipe; the weights it gave on this machine are named by their hash.
     atomic_write_json(folder / "align_summary.json", {**summary, "align_seconds": time.time() - started,
-                                                       "settings": settings, "base": str(base),
+                                                       "settings": recipe, "base": str(base),
                                                        "weights_sha256": model_identity(folder / "model")["sha256"],
                                                        "machine": machine()})
     if evaluate:

@@ -140,38 +140,59 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_align(sub: argparse._SubParsersAction) -> None:
     from ..models import EMBEDDED_ALIAS
-    from ..validate import EPOCHS, LEARNING_RATE, POSITIVE_INT, SEED
-    from .align import BENIGN_REPEAT, DEFAULTS, HARM_ADJACENT, SAMPLING
+    from ..validate import EPOCHS, FRACTION, LEARNING_RATE, POSITIVE_INT, SEED
+    from .align import BENIGN_REPEAT, DEFAULTS, HARM_ADJACENT, RECIPES, RECOVERY_K, RECOVERY_SHARE, SAMPLING
 
     p = sub.add_parser("align", help="make the safety-aligned seed model (cached)",
                        description="Safety-align a chat model on the built-in refusal data (cached).")
     p.add_argument("--model", default=EMBEDDED_ALIAS, help="base model (default: the embedded SmolLM2)")
     p.add_argument("--out", help="also link the aligned model here")
-    p.add_argument("--epochs", type=EPOCHS, default=DEFAULTS["epochs"])
-    p.add_argument("--lr", type=LEARNING_RATE, default=DEFAULTS["lr"])
-    p.add_argument("--seed", type=SEED, default=DEFAULTS["seed"])
-    p.add_argument("--benign-repeat", type=POSITIVE_INT, default=BENIGN_REPEAT,
-                   help="times each benign pair is seen per epoch (default %(default)s)")
-    p.add_argument("--no-template-matched", dest="template_matched", action="store_false",
+    # Every setting defaults to None: unset, it comes from --recipe, else from align's defaults (seed D).
+    p.add_argument("--recipe", choices=tuple(RECIPES),
+                   help="a named seed's settings (the flags below override them); default: align's defaults, "
+                        "seed D's recipe; E adds the safety-recovery rows")
+    p.add_argument("--epochs", type=EPOCHS, help=f"default {DEFAULTS['epochs']:g}")
+    p.add_argument("--lr", type=LEARNING_RATE, help=f"default {DEFAULTS['lr']:g}")
+    p.add_argument("--seed", type=SEED, help=f"default {DEFAULTS['seed']}")
+    p.add_argument("--benign-repeat", type=POSITIVE_INT,
+                   help=f"times each benign pair is seen per epoch (default {BENIGN_REPEAT})")
+    p.add_argument("--no-template-matched", dest="template_matched", action="store_false", default=None,
                    help="leave out the benign requests asked in the harmful rows' templates (the first seeds' data)")
-    p.add_argument("--harm-adjacent", action=argparse.BooleanOptionalAction, default=HARM_ADJACENT,
-                   help="include the benign requests in the vocabulary of harm (default %(default)s)")
-    p.add_argument("--sampling", choices=("random", "group_by_length"), default=SAMPLING,
-                   help="batch order: random (every seed so far; default) or group_by_length (less padding, "
-                        "faster, but another seed)")
+    p.add_argument("--harm-adjacent", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"include the benign requests in the vocabulary of harm (default {HARM_ADJACENT})")
+    p.add_argument("--recovery-share", type=FRACTION,
+                   help=f"share of the harmful requests that also get a safety-recovery row (default {RECOVERY_SHARE:g})")
+    p.add_argument("--recovery-k", type=_k_range, metavar="MIN-MAX",
+                   help="range of the recovery rows' opening lengths in tokens, inclusive "
+                        f"(default {RECOVERY_K[0]}-{RECOVERY_K[1]})")
+    p.add_argument("--sampling", choices=("random", "group_by_length"),
+                   help=f"batch order: random (every seed so far; default {SAMPLING}) or group_by_length (less "
+                        "padding, faster, but another seed)")
     p.add_argument("--force", action="store_true", help="retrain even if cached")
     p.add_argument("--no-eval", action="store_true", help="skip the RSR / over-refusal check")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_align)
 
 
+def _k_range(text: str) -> list[int]:
+    """``MIN-MAX`` (or one number) as ``[min, max]``, checked by ``align.recovery_settings``."""
+    from .align import recovery_settings
+
+    parts = text.split("-")
+    try:
+        k = [int(parts[0]), int(parts[-1])] if len(parts) <= 2 else None
+        return recovery_settings(0.0, k)["recovery_k"]
+    except (ValueError, UserError) as exc:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX token counts, e.g. 1-30 ({exc})") from None
+
+
 def _align(args: argparse.Namespace) -> int:
     from .align import REPORT, aligned_seed
 
-    path = aligned_seed(args.model, force=args.force, evaluate=not args.no_eval, quiet=args.quiet,
-                        epochs=args.epochs, lr=args.lr, seed=args.seed, benign_repeat=args.benign_repeat,
-                        template_matched=args.template_matched, harm_adjacent=args.harm_adjacent,
-                        sampling=args.sampling)
+    keys = ("recipe", "epochs", "lr", "seed", "benign_repeat", "template_matched", "harm_adjacent",
+            "recovery_share", "recovery_k", "sampling")
+    overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    path = aligned_seed(args.model, force=args.force, evaluate=not args.no_eval, quiet=args.quiet, **overrides)
     report_path = path.parent / REPORT
     if args.out:
         out = Path(args.out)

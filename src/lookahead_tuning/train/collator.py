@@ -26,7 +26,7 @@ def tokenize_examples(examples: list[dict[str, Any]], tokenizer, *, max_length: 
     rows, dropped = [], 0
     for ex in examples:
         enc = encode_example(tokenizer, ex["prompt"], ex["completion"], system_prompt=system_prompt,
-                             template=template, max_length=max_length)
+                             template=template, max_length=max_length, prefill=ex.get("prefill"))
         if sum(1 for t in enc["labels"][1:] if t != IGNORE) == 0:
             dropped += 1
             continue

@@ -130,6 +130,10 @@ def refuse_control_tokens(examples: list[Example], tokenizer, recipe: Recipe | N
         if ex.get("safety"):
             continue  # the built-in refusal pairs, the same for every tokenizer
         refuse(tokenizer, ex["prompt"], ex["completion"], where=f"row {row}: ", path=source and str(source))
+        token = control_token_in(tokenizer, ex["prefill"]) if ex.get("prefill") else None
+        if token:
+            raise UserError(f"row {row}: " + control_token_message(token, "its 'prefill'"),
+                            path=None if source is None else str(source))
 
 
 _HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
@@ -151,7 +155,12 @@ def _split(record: dict[str, Any], input_field: str | None, output_field: str | 
         prompt, completion = split_example(record, input_field=input_field, output_field=output_field)
     except UserError as exc:
         raise UserError(f"row {row}: {exc.message}", path=path, line=exc.line) from None
-    return {"prompt": _messages(prompt), "completion": completion}
+    example: Example = {"prompt": _messages(prompt), "completion": completion}
+    if record.get("prefill") is not None:  # a given start of the answer, not learned (chat.encode_example)
+        if not isinstance(record["prefill"], str):
+            raise UserError(f"row {row}: 'prefill' must be text, found {type(record['prefill']).__name__}", path=path)
+        example["prefill"] = record["prefill"]
+    return example
 
 
 def _messages(prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
@@ -226,6 +235,10 @@ def method_examples(rows: list[Example], settings: Recipe | TrainConfig, tokeniz
     safety mix, then the preview."""
     recipe = settings if isinstance(settings, Recipe) else Recipe.of(settings)
     refuse_control_tokens(rows, tokenizer, recipe, source=getattr(settings, "data", None))
+    if (recipe.preview != "none" or recipe.rewrite == "sdft") and any(r.get("prefill") for r in rows):
+        # Both rewrite the answer from its first tokens, which a row's given start would hide from them.
+        raise UserError("rows with a 'prefill' train only with methods without a preview or rewrite (vanilla, "
+                        "safety mix, Constrained SFT)")
     if recipe.rewrite == "sdft":
         if rewritten is None:
             raise ValueError("an SDFT method trains on the seed's rewrites: pass rewritten=")
