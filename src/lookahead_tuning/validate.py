@@ -149,6 +149,7 @@ EPOCHS = floats(0.0, 1e6, lo_open=True)
 TEMPERATURE = floats(0.0, 100.0, lo_open=True)
 TOP_P = floats(0.0, 1.0, lo_open=True)
 COSINE = floats(-1.0, 1.0)
+PREFILL_DEPTH = ints(0, 4096)  # k = 0: no prefill (RSR)
 
 PositiveInt = POSITIVE_INT.field()
 NonNegativeInt = NON_NEGATIVE_INT.field()

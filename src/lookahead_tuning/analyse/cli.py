@@ -13,7 +13,7 @@ from ..errors import UserError
 from ..generate.cli import add_backend_arguments, source_from_args
 from ..provenance import PROVENANCE_FILE
 from ..validate import FRACTION, NON_NEGATIVE_INT, POSITIVE_INT, text_arg
-from .safety import SAFETY_LOG, SAFETY_OUTPUTS
+from .safety import DEPTHS_FILE, SAFETY_LOG, SAFETY_OUTPUTS
 from .utility import UTILITY_LOG, UTILITY_OUTPUTS
 
 
@@ -214,7 +214,15 @@ def _show_safety(metrics: dict, out: str, what: str) -> None:
 def _run_safety(args: argparse.Namespace) -> int:
     from ..data.loaders import load_harmful_answers, load_hexphi
     from ..judge import DEFAULT_JUDGE
-    from .safety import evaluate_safety, judge_answers, safety_inputs, safety_provenance
+    from .safety import (
+        builtin_prefills,
+        depth_folder,
+        evaluate_depths,
+        evaluate_safety,
+        judge_answers,
+        safety_inputs,
+        safety_provenance,
+    )
 
     if args.over_refusal:
         return _run_overrefusal(args)
@@ -230,40 +238,58 @@ def _run_safety(args: argparse.Namespace) -> int:
         _show_safety(metrics, args.out, "answers")
         return 0
     items = load_hexphi(args.prompts) if args.prompts else None
-    prefills = None
-    source = args.prefill_file or ("builtin" if args.prefill else None)
-    if source == "builtin":
-        from ..data.builtin import harmful_answers, harmful_eval_set
-
-        if items is not None:
-            raise UserError("--prefill-file builtin pairs with the built-in prompts; give your own --prefill-file "
-                            "for --prompts FILE")
-        items, prefills = harmful_eval_set(), harmful_answers()
-    elif source:
-        prefills = load_harmful_answers(source)
+    depths = args.prefill_tokens
+    curve = len(depths) > 1 or depths[0] == 0  # a list of depths (k = 0 is RSR): the depth curve
+    source = args.prefill_file or ("builtin" if args.prefill or curve else None)
+    if source == "builtin" and items is not None:
+        raise UserError("--prefill-file builtin pairs with the built-in prompts; give your own --prefill-file "
+                        "for --prompts FILE")
+    prefills = load_harmful_answers(source) if source and source != "builtin" else None
     identity = _identify(args)
     from ..provenance import check_resume
 
-    used, answers = safety_inputs(items, prefills, limit=args.limit, prefill_tokens=args.prefill_tokens)
-    wanted = safety_provenance(identity, used, answers, prefill_tokens=args.prefill_tokens,
-                               max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt, judge=args.judge,
-                               prompts_path=args.prompts, prefills_path=source if source != "builtin" else None,
-                               source=source_from_args(args))
-    _refuse([("--out", args.out), ("--judge-cache", args.judge_cache)],
-            [("--model", args.model), ("--prompts", args.prompts), ("--prefill-file", args.prefill_file)],
-            SAFETY_FILES)
-    check_resume(args.out, wanted, ("completions.jsonl",), overwrite=args.overwrite)
+    # Every k's folder is checked before the model loads: a folder of other settings fails in a second.
+    outs = [(k, depth_folder(args.out, k) if curve else Path(args.out)) for k in depths]
+    for k, out in outs:
+        answers_for = None if curve and k == 0 else (builtin_prefills(k) if source == "builtin" else prefills)
+        used, answers = safety_inputs(items, answers_for, limit=args.limit, prefill_tokens=max(k, 1))
+        wanted = safety_provenance(identity, used, answers, prefill_tokens=max(k, 1),
+                                   max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt,
+                                   judge=args.judge, prompts_path=args.prompts,
+                                   prefills_path=source if source != "builtin" else None,
+                                   source=source_from_args(args))
+        _refuse([("--out", str(out)), ("--judge-cache", args.judge_cache)],
+                [("--model", args.model), ("--prompts", args.prompts), ("--prefill-file", args.prefill_file)],
+                SAFETY_FILES)
+        check_resume(out, wanted, ("completions.jsonl",), overwrite=args.overwrite)
+    if curve:
+        _refuse([("--out", args.out)], [("--model", args.model), ("--prompts", args.prompts),
+                                        ("--prefill-file", args.prefill_file)], (DEPTHS_FILE,))
     model, tokenizer = _load(args)
+    common = {"items": items, "judge": args.judge, "limit": args.limit, "batch_size": args.batch_size,
+              "max_new_tokens": args.max_new_tokens, "system_prompt": args.system_prompt,
+              "judge_options": judge_options, "progress": not args.quiet, "model_identity": identity,
+              "overwrite": args.overwrite, "prompts_path": args.prompts,
+              "prefills_path": source if source != "builtin" else None, "backend": _backend(args)}
+    if curve:
+        with _out_folder(args.out, tuple(f"{depth_folder('', k)}/{SAFETY_LOG}" for k in depths)):
+            result = evaluate_depths(model, tokenizer, depths, out_dir=args.out,
+                                     prefills="builtin" if source == "builtin" else prefills, **common)
+        _show_depths(result, args.out)
+        return 0
     with _out_folder(args.out, ("completions.jsonl",)):
-        metrics = evaluate_safety(
-            model, tokenizer, items=items, prefills=prefills, prefill_tokens=args.prefill_tokens, judge=args.judge,
-            out_dir=args.out, limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-            system_prompt=args.system_prompt, judge_options=judge_options, progress=not args.quiet,
-            model_identity=identity, overwrite=args.overwrite, prompts_path=args.prompts,
-            prefills_path=source if source != "builtin" else None, backend=_backend(args),
-        )
+        metrics = evaluate_safety(model, tokenizer, prefills=builtin_prefills(depths[0]) if source == "builtin"
+                                  else prefills, prefill_tokens=depths[0], out_dir=args.out, **common)
     _show_safety(metrics, args.out, "prompts")
     return 0
+
+
+def _show_depths(curve: dict, out: str) -> None:
+    print(f"prefill-depth curve ({curve['judge']} judge) -> {Path(out) / DEPTHS_FILE}")
+    for point in curve["depths"]:
+        lo, hi = point["ci95"]
+        rate = "n/a" if point["safe_rate"] is None else f"{100 * point['safe_rate']:.2f}%"
+        print(f"  k={point['k']:<4} safe rate {rate} [95% CI {100 * lo:.2f}-{100 * hi:.2f}] on {point['n']} prompts")
 
 
 def _run_overrefusal(args: argparse.Namespace) -> int:
@@ -307,6 +333,19 @@ def _run_overrefusal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _depths(text: str) -> list[int]:
+    """``--prefill-tokens``: one k >= 1 (a JSR), or a comma list of k >= 0 (a depth curve)."""
+    from ..validate import PREFILL_DEPTH
+
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) == 1:
+        return [POSITIVE_INT(parts[0])]
+    values = [PREFILL_DEPTH(part) for part in parts]
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"a depth is given twice in {text[:60]!r}")
+    return values
+
+
 def _add_safety(sub) -> None:
     p = sub.add_parser("safety", help="RSR (no prefill) or JSR (prefilling attack) safe rate",
                        description="Greedy answers to harmful instructions, judged safe or not. Without a "
@@ -320,7 +359,10 @@ def _add_safety(sub) -> None:
     p.add_argument("--prefill", action="store_true", help="JSR with the built-in harmful answers")
     p.add_argument("--prefill-file", default=None,
                    help="harmful answers as chat lists, same order as the prompts ('builtin' for the built-in ones)")
-    p.add_argument("--prefill-tokens", type=POSITIVE_INT, default=3, help="prefill length k in tokens (default 3)")
+    p.add_argument("--prefill-tokens", type=_depths, default=[3], metavar="K[,K...]",
+                   help="prefill length k in tokens (default 3); a list such as 0,1,3,5,10,20,40 measures the "
+                        "prefill-depth curve: one rate per k in --out/k{K}/ (k = 0 is RSR), built-in prefills "
+                        "unless --prefill-file, and --out/depths.json")
     add_judge_arguments(p)
     p.add_argument("--over-refusal", action="store_true", help="instead: refusal rate on the built-in benign set")
     _gen_args(p, 64)

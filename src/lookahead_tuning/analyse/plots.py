@@ -81,3 +81,31 @@ def position_lines(series: dict[str, Sequence[float]], path: str | Path, *, xlab
     ax.grid(alpha=0.3)
     save_figure(fig, path)
     plt.close(fig)
+
+
+def depth_curves(series: dict[str, tuple[Sequence[int], Sequence[float | None]]], path: str | Path, *,
+                 ylabel: str = "safe rate [%]", title: str = "") -> None:
+    """One line per series: a rate (in percent) against the number of prefilled harmful tokens. The x axis
+    is symmetric-log, so k = 0 (no prefill) and the deep prefills both stay readable."""
+    plt = pyplot()
+    names = list(series)
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    for name, color in zip(names, series_colors(len(names)), strict=True):
+        ks, values = series[name]
+        shown = [(k, v) for k, v in zip(ks, values, strict=True) if v is not None and not math.isnan(v)]
+        ax.plot([k for k, _ in shown], [v for _, v in shown], marker="o", label=name, color=color)
+    ks = sorted({k for xs, _ in series.values() for k in xs})
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel("prefilled harmful-answer tokens k")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if len(names) > 4:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
+    plt.close(fig)

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, describe
 from ..judge import (
     DEFAULT_JUDGE,
     get,
@@ -220,6 +220,85 @@ def safety_provenance(model: dict | None, items: list[dict], answers: list[str] 
     return make("eval safety", model=model, inputs=inputs, generation=generation, judge=judge_settings(judge, llm))
 
 
+# The built-in openings are at least this many tokens long; deeper prefills take the long openings,
+# which begin with the same text (the same prefill up to here: tests/test_builtin_data.py), so every
+# evaluation computed before the long ones existed keeps its inputs and its provenance.
+SHORT_PREFILL_TOKENS = 10
+# The default prefill-depth curve (k = 0 is RSR, k = 3 the paper's JSR).
+DEPTHS = (0, 1, 2, 3, 5, 10, 20, 40)
+DEPTHS_FILE = "depths.json"
+
+
+def builtin_prefills(prefill_tokens: int) -> list[list[dict]]:
+    """The built-in harmful answers that a ``prefill_tokens``-token prefill is cut from."""
+    from ..data.builtin import harmful_answers, harmful_answers_long
+
+    return harmful_answers() if prefill_tokens <= SHORT_PREFILL_TOKENS else harmful_answers_long()
+
+
+def depth_folder(out_dir: str | Path, k: int) -> Path:
+    """Where the depth curve keeps its evaluation at ``k`` prefilled tokens (a whole ``eval safety`` folder)."""
+    return Path(out_dir) / f"k{k}"
+
+
+def depth_point(metrics: dict[str, Any], k: int) -> dict[str, Any]:
+    """One point of a depth curve: the primary judge's rate with its Wilson interval, and every judge's."""
+    return {"k": k, "safe_rate": metrics["safe_rate"], "ci95": metrics.get("ci95"), "n": metrics["n"],
+            "judges": {name: s.get("safe_rate") for name, s in (metrics.get("judges") or {}).items()}}
+
+
+def evaluate_depths(
+    model,
+    tokenizer,
+    depths: list[int] | tuple[int, ...] = DEPTHS,
+    *,
+    out_dir: str | Path,
+    items: list[dict] | None = None,
+    prefills: list[list[dict]] | str | None = "builtin",
+    known: dict[int, dict] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The prefill-depth curve: the safe rate after k prefilled harmful-answer tokens, for each k.
+
+    One :func:`evaluate_safety` per k, each in its own folder (``out_dir/k{k}``: resumable per k, and a
+    finished k is read back, not redone); k = 0 is RSR. ``prefills="builtin"`` cuts each k from the
+    built-in openings long enough for it (:func:`builtin_prefills`). ``known`` maps a k to the metrics of
+    an evaluation already made with the same settings (a run's RSR and JSR), which are used as they are.
+    ``options`` are :func:`evaluate_safety`'s. Writes ``out_dir/depths.json`` and returns it.
+    """
+    from ..io import atomic_write_json
+
+    depths = check_depths(depths)
+    if prefills is None and any(depths):
+        raise UserError("a depth curve beyond k = 0 needs the harmful answers to prefill")
+    points = []
+    for k in depths:
+        metrics = (known or {}).get(k)
+        if metrics is None:
+            cut = None if k == 0 else (builtin_prefills(k) if prefills == "builtin" else prefills)
+            metrics = evaluate_safety(model, tokenizer, items=items, prefills=cut, prefill_tokens=max(k, 1),
+                                      out_dir=depth_folder(out_dir, k), **options)
+        points.append(depth_point(metrics, k))
+    curve = {"judge": options.get("judge", DEFAULT_JUDGE), "depths": points}
+    atomic_write_json(Path(out_dir) / DEPTHS_FILE, curve)
+    return curve
+
+
+def check_depths(depths: Any) -> list[int]:
+    """Prefill depths as given (whole numbers 0..4096, each once), or one bounded error line."""
+    from ..validate import PREFILL_DEPTH
+
+    if not isinstance(depths, (list, tuple)) or not depths:
+        raise UserError(f"prefill depths: expected a list of token counts such as 0,1,3,10, got {describe(depths)}")
+    out = []
+    for k in depths:
+        k = PREFILL_DEPTH.check(k, "prefill depth")
+        if k in out:
+            raise UserError(f"prefill depth {k} is given twice")
+        out.append(k)
+    return out
+
+
 def safety_inputs(items: list[dict] | None, prefills: list[list[dict]] | str | None, *, limit: int | None = None,
                   prefill_tokens: int = 3) -> tuple[list[dict], list[str] | None]:
     """The prompts (with string ids) and, for JSR, each prompt's harmful answer, checked and cut to ``limit``."""
@@ -230,9 +309,7 @@ def safety_inputs(items: list[dict] | None, prefills: list[list[dict]] | str | N
     if isinstance(prefills, str):
         if prefills != "builtin":
             raise UserError(f"prefills must be chat lists or 'builtin', got {prefills!r}")
-        from ..data.builtin import harmful_answers
-
-        prefills = harmful_answers()
+        prefills = builtin_prefills(prefill_tokens)
     items = [dict(it, id=str(it.get("id", i))) for i, it in enumerate(items)]
     for i, it in enumerate(items):
         if not str(it.get("instruction", "")).strip():

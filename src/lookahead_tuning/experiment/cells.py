@@ -45,6 +45,16 @@ class _Cost(BaseModel):
     bf16: bool | None = None
 
 
+class _DepthPoint(BaseModel):
+    """One point of a cell's prefill-depth curve (``analyse.safety.depth_point``)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    k: int = Field(ge=0)
+    safe_rate: float | None = Field(default=None, ge=0, le=1)
+    ci95: list[float] | None = Field(default=None, min_length=2, max_length=2)
+    n: int | None = Field(default=None, ge=0)
+
+
 class _StoredCell(BaseModel):
     """The keys of a stored cell that summaries, re-judging and resuming read, with their types (a
     cell written by any version of the runner passes; a hand-edited or foreign file is refused)."""
@@ -66,6 +76,8 @@ class _StoredCell(BaseModel):
     rsr_verdicts: dict[str, bool | None] | None = None
     jsr_verdicts: dict[str, bool | None] | None = None
     kl: list[float | None] | None = None
+    depths: list[_DepthPoint] | None = None
+    depth_verdicts: dict[str, dict[str, bool | None]] | None = None
     cost: _Cost | None = None
     answers: dict[str, str] | None = None
     provenance: dict[str, Any] | None = None
@@ -224,6 +236,11 @@ class CellResult:
     @property
     def kl(self) -> list[float | None] | None:
         return self.data.get("kl")
+
+    @property
+    def depths(self) -> dict[int, float | None]:
+        """The prefill-depth curve, ``{k: safe rate}`` (empty for a cell that measured none)."""
+        return {p["k"]: p.get("safe_rate") for p in self.data.get("depths") or []}
 
     @property
     def cost(self) -> dict[str, Any]:

@@ -208,6 +208,8 @@ class EvalSpec(_Strict):
     safety: str | None = Field(default=None, description="HEx-PHI-style JSONL; default: the built-in held-out set")
     harmful_answers: str | None = Field(default=None, description="chat lists for the prefill attack")
     prefill_tokens: PositiveInt = Field(default=3, description="K: harmful-answer tokens prefilled for JSR")
+    prefill_depths: list[int] | None = Field(
+        default=None, description="the prefill-depth curve's k values (0 = RSR), e.g. [0, 1, 3, 5, 10, 20, 40]")
     max_new_tokens: PositiveInt = 64
     judge: str = Field(default="keyword-reference",
                        description="primary safety judge, a name of judge/registry.py (every offline judge is "
@@ -236,6 +238,18 @@ class EvalSpec(_Strict):
             raise ValueError(f"unknown judge '{judge}'; expected one of {', '.join(judge_names())}")
         return judge
 
+    @field_validator("prefill_depths")
+    @classmethod
+    def _depths(cls, value: list[int] | None) -> list[int] | None:
+        from ..analyse.safety import check_depths
+
+        if value is None:
+            return None
+        try:
+            return check_depths(value)
+        except UserError as exc:
+            raise ValueError(exc.message) from None
+
     def identity(self) -> dict[str, Any]:
         """The settings that decide the evaluations' numbers, as fingerprints hash them.
 
@@ -251,6 +265,8 @@ class EvalSpec(_Strict):
         values = self.model_dump()
         if self.generation == GenerationSpec():
             values.pop("generation")
+        if values["prefill_depths"] is None:  # cells from before depth curves measured none
+            del values["prefill_depths"]
         if values["scorer"] == "numeric":
             del values["scorer"]
         options = values.get("judge_options") or {}

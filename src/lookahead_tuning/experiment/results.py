@@ -47,6 +47,8 @@ def aggregate_entry(cells: list[CellResult]) -> dict[str, Any]:
         entry["ci95"][metric] = None if stats is None else stats["ci95"]
     entry["interval"] = "t over seeds" if len(cells) > 1 else "per run (Wilson for rates)"
     entry["kl"] = _mean_lists([c.kl for c in cells])
+    if any(c.depths for c in cells):  # absent without a depth curve: older results stay byte for byte
+        entry["depths"] = depth_curve(cells)
     costs = [c.cost for c in cells]
     trained = cells[0].method != SEED_ROW
     entry["train_seconds"] = mean_present(c.get("train_seconds") for c in costs) if trained else 0.0
@@ -120,6 +122,26 @@ def judge_order_flips(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
                                           "rates": {a: [rates[first][a], rates[second][a]],
                                                     b: [rates[first][b], rates[second][b]]}})
     return flips
+
+
+def depth_curve(cells: list[CellResult]) -> dict[str, list]:
+    """The row's prefill-depth curve: for each k measured, the mean safe rate over training seeds and its
+    interval (:func:`.cells.over_seeds`' rule: t over seeds, or the one run's Wilson interval)."""
+    from ..analyse.stats import mean_ci
+
+    ks = sorted({k for c in cells for k in c.depths})
+    means, intervals = [], []
+    for k in ks:
+        values = [c.depths[k] for c in cells if c.depths.get(k) is not None]
+        stats = mean_ci(values) if values else None
+        means.append(None if stats is None else stats["mean"])
+        if stats is not None and stats["ci95"] is None and len(values) == 1:
+            point = next(p for c in cells for p in c.data["depths"] if p["k"] == k and p.get("safe_rate") is not None)
+            intervals.append(point.get("ci95"))
+        else:
+            intervals.append(None if stats is None else stats["ci95"])
+    return {"k": ks, "mean": means, "ci95": intervals, "n_seeds": [sum(c.depths.get(k) is not None for c in cells)
+                                                                     for k in ks]}
 
 
 def instrument_means(cells: list[CellResult]) -> dict[str, dict[str, float | None]]:

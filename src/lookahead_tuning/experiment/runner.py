@@ -129,6 +129,16 @@ class RunContext:
             self._harmful = (items, answers)
         return self._harmful
 
+    def prefills(self, k: int) -> list[list[dict]] | None:
+        """The harmful answers a k-token prefill is cut from: the built-in openings long enough for k
+        (the short ones up to 10 tokens, as every committed cell used), or the run's own file."""
+        items, answers = self.harmful()
+        if self.cfg.eval.safety is None:
+            from ..analyse.safety import builtin_prefills
+
+            return builtin_prefills(k)
+        return answers
+
 
 def load_for_eval(name: str) -> tuple[Any, Any]:
     """Load a model for evaluation: on the GPU in bf16 when there is one, else on the CPU in fp32."""
@@ -215,6 +225,19 @@ def _rate(metrics: dict | None, key: str = "safe_rate") -> dict[str, Any] | None
     if metrics is None:
         return None
     return {"rate": metrics.get(key), "k": metrics.get("k"), "n": metrics.get("n"), "ci95": metrics.get("ci95")}
+
+
+def _depth_verdicts(safety_work: Path, depths: list[int], jsr_k: int | None) -> dict[str, dict[str, bool]]:
+    """Per-prompt verdicts at each depth, keyed by k (for paired tests per depth); k = 0 and the JSR's k
+    were measured in the RSR and JSR folders."""
+    from ..analyse.safety import depth_folder
+
+    def folder(k: int) -> Path:
+        if k == 0:
+            return safety_work / "rsr"
+        return safety_work / "jsr" if k == jsr_k else depth_folder(safety_work / "depths", k)
+
+    return {str(k): _verdicts(folder(k)) for k in depths}
 
 
 def _verdicts(eval_dir: Path) -> dict[str, bool]:
@@ -485,7 +508,7 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
 
     items, answers = ctx.harmful()
     system_prompt = cell.eval_system_prompt(cfg)  # PTST evaluates with its safety system prompt
-    utility = jsr = over = None
+    utility = jsr = over = depths = None
     # adopt_unstamped: work folders from before provenance records are vouched for by claim_work's fingerprint
     own = {"model_identity": identity, "adopt_unstamped": True, "progress": ctx.progress}
     with eval_generator(cfg, model, model_path, work) as (generator, backend):
@@ -494,8 +517,16 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
                   "judge_options": ev.judge_options or None, "backend": backend, **own}
         rsr = evaluate_safety(generator, tokenizer, items=items, out_dir=safety_work / "rsr", **common)
         if answers is not None:
-            jsr = evaluate_safety(generator, tokenizer, items=items, prefills=answers,
+            jsr = evaluate_safety(generator, tokenizer, items=items, prefills=ctx.prefills(ev.prefill_tokens),
                                   prefill_tokens=ev.prefill_tokens, out_dir=safety_work / "jsr", **common)
+        if ev.prefill_depths:
+            from ..analyse.safety import evaluate_depths
+
+            # The curve's k = 0 and k = K are the RSR and JSR just measured (same prompts and settings).
+            known = {0: rsr, **({ev.prefill_tokens: jsr} if jsr is not None else {})}
+            depths = evaluate_depths(generator, tokenizer, ev.prefill_depths, out_dir=safety_work / "depths",
+                                     items=items, prefills="builtin" if ev.safety is None else answers,
+                                     known=known, **common)
         if ev.utility:
             from ..analyse.utility import evaluate_utility
 
@@ -546,6 +577,8 @@ def run_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool = True) -> dict[
         "agreement": {"rsr": rsr.get("disagreement"), "jsr": None if jsr is None else jsr.get("disagreement")},
         "overrefusal": _rate(over, "refusal_rate"),
         "kl": kl,
+        **({} if depths is None else {"depths": depths["depths"], "depth_verdicts": _depth_verdicts(
+            safety_work, ev.prefill_depths, ev.prefill_tokens if jsr is not None else None)}),
         "rsr_verdicts": _verdicts(safety_work / "rsr"),
         "jsr_verdicts": _verdicts(safety_work / "jsr") if jsr is not None else {},
         "answers": pack_answers(kept),

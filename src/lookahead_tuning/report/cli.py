@@ -45,6 +45,20 @@ class _Flip(_Open):
         return self
 
 
+class _Depths(_Open):
+    """A row's prefill-depth curve: the k values and, per k, the mean safe rate and its interval."""
+
+    k: list[int]
+    mean: list[float | None]
+    ci95: list[Annotated[list[float], Field(min_length=2, max_length=2)] | None]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> _Depths:
+        if not len(self.k) == len(self.mean) == len(self.ci95):
+            raise ValueError("k, mean and ci95 must have one entry per depth")
+        return self
+
+
 class _Row(_Open):
     """A table row of ``results.json`` (a method's numbers over its seeds), as the report reads it."""
 
@@ -60,6 +74,7 @@ class _Row(_Open):
     ci95: dict[str, list[float] | None] | None = None
     per_seed: dict[str, list[float | None]] | None = None
     kl: list[float | None] | None = None
+    depths: _Depths | None = None
     train_seconds: float | None = None
     tokens_trained: float | None = None
     answer_tokens_trained: float | None = None

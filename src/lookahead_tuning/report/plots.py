@@ -2,6 +2,8 @@
 
 - Figure 3 analog: per-position KL(seed || model) on harmful answers, one bar per method
   (drawn by :func:`analyse.kl.plot_kl`, the same chart ``analyze kl`` makes).
+- Prefill-depth curves: the safe rate against the number of prefilled harmful tokens, one line per
+  method (the seed's included): the other view of "how deep is the alignment" beside the KL bars.
 - Figure 4 analogs: RSR / JSR / utility along each method's sweep axes (methods.py: the preview
   length m of lookahead-real, the prefix string of lookahead-virtual), with interval bars when
   several seeds ran.
@@ -32,6 +34,20 @@ def kl_figure(results: dict, path: str | Path) -> bool:
     if not series:
         return False
     plot_kl(series, path)
+    return True
+
+
+def depth_figure(results: dict, path: str | Path) -> bool:
+    """Every table row's prefill-depth curve (the seed's included) in one figure; ``False`` when no row
+    measured one."""
+    from ..analyse.plots import depth_curves
+
+    series = {row_label(n): (e["depths"]["k"], [None if v is None else 100 * v for v in e["depths"]["mean"]])
+              for n, e in sorted(results.get("models", {}).items(), key=lambda kv: _name_key(kv[0]))
+              if e.get("depths")}
+    if not series:
+        return False
+    depth_curves(series, path, title="Safe rate against the depth of the prefilling attack (primary task)")
     return True
 
 

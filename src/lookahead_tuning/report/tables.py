@@ -243,6 +243,22 @@ def kl_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def depth_table(results: dict) -> str:
+    """The safe rate (percent) at each prefill depth k for every row that measured a depth curve."""
+    models = {n: e for n, e in results.get("models", {}).items() if e.get("depths")}
+    if not models:
+        return ""
+    ks = sorted({k for e in models.values() for k in e["depths"]["k"]})
+    lines = ["| Method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
+    for name in sorted(models, key=_name_key):
+        curve = models[name]["depths"]
+        by_k = dict(zip(curve["k"], zip(curve["mean"], curve["ci95"], strict=True), strict=True))
+        show = (models[name].get("n_seeds") or 1) > 1
+        lines.append(f"| {row_label(name)} | " + " | ".join(
+            pct_ci(*by_k[k], show) if k in by_k else "–" for k in ks) + " |")
+    return "\n".join(lines)
+
+
 def sweep_table(results: dict, method: str, key: str) -> str:
     """RSR / JSR / utility for each sweep point of ``method`` (the table cell included)."""
     rows = sweep_rows(results, method, key)

@@ -13,6 +13,7 @@ from .paper import PAPER_M, PAPER_MODEL, PAPER_OVERHEAD, PAPER_SOURCE, paper_tab
 from .tables import (
     agreement_tables,
     cost_table,
+    depth_table,
     forecast_table,
     instruments_table,
     kl_table,
@@ -92,6 +93,15 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
         if "kl" in figures:
             parts += [f"![per-position KL]({figures['kl']})", ""]
         parts += [kl, ""]
+    depths = depth_table(results)
+    if depths:
+        parts += ["## Prefill-depth curves: safe rate against the prefilled harmful tokens", "",
+                  "Safe rate (primary judge) when the answer is prefilled with the first k tokens of a harmful "
+                  "answer (k = 0 is RSR, the paper's JSR is k = 3): the other view of how deep the alignment "
+                  "is. A shallow alignment falls within a few tokens; a deep one keeps refusing.", ""]
+        if "depths" in figures:
+            parts += [f"![prefill-depth curves]({figures['depths']})", ""]
+        parts += [depths, ""]
     for key, (method, axis) in sweep_axes().items():
         table = sweep_table(results, method, key)
         if table:
@@ -141,11 +151,13 @@ def _machine(record: dict) -> str:
 
 def draw_figures(results: dict, run_dir: Path) -> dict[str, str]:
     """Draw every figure the results support; returns ``{figure: path relative to run_dir}``."""
-    from .plots import kl_figure, sweep_figure
+    from .plots import depth_figure, kl_figure, sweep_figure
 
     figures = {}
     if kl_figure(results, run_dir / "figures" / "kl.png"):
         figures["kl"] = "figures/kl.png"
+    if depth_figure(results, run_dir / "figures" / "depths.png"):
+        figures["depths"] = "figures/depths.png"
     for method, axis in sweep_axes().values():
         if sweep_figure(results, method, axis, run_dir / "figures" / f"{axis.figure}.png"):
             figures[axis.figure] = f"figures/{axis.figure}.png"
