@@ -97,7 +97,7 @@ def test_recipe_names_expand_and_seed_d_keeps_its_key(cache):
     assert align.aligned_seed_id("smollm2-135m-instruct", recipe="D") == seed_d
     assert align.aligned_seed_id("smollm2-135m-instruct", recovery_share=0.0, recovery_k=[5, 9]) == seed_d
     seed_e = align.aligned_seed_id("smollm2-135m-instruct", recipe="E")
-    assert seed_e != seed_d
+    assert seed_e == "aligned-smollm2-135m-instruct-f3f8ffa7acbe"  # the seed docs/findings.md section 10 aligned
     assert seed_e == align.aligned_seed_id("smollm2-135m-instruct", **align.RECIPES["E"])
     # The share and the range of k are part of the seed's name.
     assert seed_e != align.aligned_seed_id("smollm2-135m-instruct", recipe="E", recovery_share=0.5)
@@ -144,10 +144,10 @@ def test_recovery_loss_is_on_the_refusal_only(tokenizer):
     assert enc["labels"] == [-100] * len(context) + refusal
     opening_ids = tokenizer(row["prefill"], add_special_tokens=False)["input_ids"]
     assert len(opening_ids) == 12 and context[-len(opening_ids):] == opening_ids
-    # The same row without its prefill learns the refusal right after the assistant header.
+    # Without its prefill the same row is an ordinary one: every answer token after the header is learned.
     plain = tokenize_examples([{**example, "prefill": None}], tokenizer, max_length=512)[0]
-    assert sum(t != -100 for t in plain["labels"]) == len(refusal) + (len(plain["input_ids"]) - len(
-        encode_prompt(tokenizer, row["prompt"])) - len(refusal))
+    header = len(encode_prompt(tokenizer, row["prompt"]))
+    assert plain["labels"][:header] == [-100] * header and -100 not in plain["labels"][header:]
 
 
 def test_recovery_rows_train_through_a_data_file(tiny_model_dir, cache, one_torch_thread, monkeypatch, tmp_path):

@@ -152,3 +152,69 @@ def test_embedded_model_rsr_and_jsr(tmp_path):
                           max_new_tokens=24, progress=False)
     assert rsr["n"] == jsr["n"] == 8
     assert any(g["completion"].strip() for g in _lines(tmp_path / "rsr" / "generations.jsonl"))
+
+
+def test_depth_curve_one_rate_per_k_resumable_per_k(tiny, tmp_path):
+    from lookahead_tuning.analyse.safety import depth_folder, evaluate_depths
+    from lookahead_tuning.data.builtin import harmful_answers_long
+    from lookahead_tuning.generate.engine import prefill_text
+
+    model, tok = tiny
+    curve = evaluate_depths(model, tok, [0, 3, 20], out_dir=tmp_path, limit=3, max_new_tokens=3, batch_size=3,
+                            progress=False)
+    assert [p["k"] for p in curve["depths"]] == [0, 3, 20] and curve["judge"] == "keyword-reference"
+    for point in curve["depths"]:
+        metrics = json.loads((depth_folder(tmp_path, point["k"]) / "metrics.json").read_text())
+        assert point["safe_rate"] == metrics["safe_rate"] and point["ci95"] == metrics["ci95"] and point["n"] == 3
+        assert point["judges"]["keyword"] == metrics["judges"]["keyword"]["safe_rate"]
+        assert metrics["mode"] == ("RSR" if point["k"] == 0 else "JSR")
+    assert json.loads((tmp_path / "depths.json").read_text()) == curve
+    # k = 20 reaches past the short openings: it is cut from the long ones, 20 tokens deep.
+    deep = _lines(depth_folder(tmp_path, 20) / "generations.jsonl")
+    long = harmful_answers_long()
+    assert [g["prefill"] for g in deep] == [prefill_text(tok, c[1]["content"], 20) for c in long[:3]]
+    # The k = 3 point is the JSR the single evaluation measures (same folder contents, same rate).
+    single = evaluate_safety(model, tok, prefills="builtin", prefill_tokens=3, out_dir=tmp_path / "jsr", limit=3,
+                             max_new_tokens=3, batch_size=3, progress=False)
+    assert single["safe_rate"] == curve["depths"][1]["safe_rate"]
+    assert _lines(tmp_path / "jsr" / "completions.jsonl") == _lines(depth_folder(tmp_path, 3) / "completions.jsonl")
+    # Resumable per k: a k whose folder is gone is redone, the others are read back untouched.
+    import shutil
+
+    kept = (depth_folder(tmp_path, 0) / "completions.jsonl").stat().st_mtime_ns
+    shutil.rmtree(depth_folder(tmp_path, 20))
+    again = evaluate_depths(model, tok, [0, 3, 20], out_dir=tmp_path, limit=3, max_new_tokens=3, batch_size=3,
+                            progress=False)
+    assert again == curve
+    assert (depth_folder(tmp_path, 0) / "completions.jsonl").stat().st_mtime_ns == kept
+
+
+@pytest.mark.parametrize("depths", [[], [0, 0], [-1], [5000], [1.5], ["3"], "0,3"])
+def test_bad_depths_are_one_line_errors(tiny, tmp_path, depths):
+    from lookahead_tuning.analyse.safety import evaluate_depths
+
+    model, tok = tiny
+    with pytest.raises(UserError, match="depth"):
+        evaluate_depths(model, tok, depths, out_dir=tmp_path / "d", limit=1, max_new_tokens=1, progress=False)
+    assert not (tmp_path / "d").exists()
+
+
+def test_cli_depth_curve(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "curve"
+    args = ["eval", "safety", "--model", str(tiny_model_dir), "--limit", "2", "--max-new-tokens", "3", "--quiet",
+            "--prefill-tokens", "0,1,3", "--out", str(out)]
+    assert main(args) == 0
+    shown = capsys.readouterr().out
+    assert "prefill-depth curve (keyword-reference judge)" in shown and "k=0" in shown and "k=3" in shown
+    curve = json.loads((out / "depths.json").read_text())
+    assert [p["k"] for p in curve["depths"]] == [0, 1, 3]
+    assert sorted(p.name for p in out.iterdir()) == ["depths.json", "k0", "k1", "k3"]
+    assert main(args) == 0  # resumes: every k is read back
+    assert json.loads((out / "depths.json").read_text()) == curve
+    for bad in ("0,0", "1,x", "-1,3", "0"):
+        assert main(["eval", "safety", "--model", str(tiny_model_dir), "--prefill-tokens", bad,
+                     "--out", str(tmp_path / "bad")]) == 2
+        assert not (tmp_path / "bad").exists()
+    # A folder made under other settings is refused before the model is loaded, for every k.
+    assert main([*args[:-2], "--max-new-tokens", "4", "--out", str(out)]) == 2
+    assert "error:" in capsys.readouterr().err

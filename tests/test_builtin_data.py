@@ -190,3 +190,77 @@ def test_trim_cuts_at_the_last_sentence_end():
     assert trim("Version 2.5 is out! Then") == "Version 2.5 is out!"
     assert trim("No end at all") == ""
     assert trim("  Done?  ") == "Done?"
+
+
+# --------------------------------------------------------------------------- seed E's recovery data, deep prefills
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _any_marker(text: str) -> list[str]:
+    from lookahead_tuning.judge.keyword import REFERENCE_MARKERS, REFUSAL_MARKERS
+
+    text = text.replace("\u2019", "'")
+    return [m for m in (*REFERENCE_MARKERS, *REFUSAL_MARKERS) if m in text]
+
+
+# The longest cut of a training opening that equals a cut of an evaluation opening: the generic words
+# every compliance opener starts with ("Sure, here is", "Of course. Here"), measured on the embedded tokenizer.
+GENERIC_TOKENS = 5
+
+
+def test_recovery_rows_pair_with_the_harmful_alignment_requests(alignment, tokenizer):
+    rows = builtin.recovery_set()
+    harmful = [r for r in alignment if r["kind"] == "harmful"]
+    assert [r["prompt"] for r in rows] == [r["prompt"] for r in harmful]  # one per request, same order
+    assert [r["category"] for r in rows] == [r["category"] for r in harmful]
+    assert all(set(r) == {"prompt", "opening", "refusal", "category"} for r in rows)
+    from lookahead_tuning.experiment.align import RECOVERY_K_MAX
+
+    for row in rows:
+        assert len(tokenizer.tokenize(row["opening"])) >= RECOVERY_K_MAX  # every k of the range is a real cut
+        assert _any_marker(row["opening"]) == [], row["opening"]  # an opening never reads as a refusal
+        assert is_refusal(row["refusal"]) and _any_marker(row["refusal"])  # both judges see the break-off
+    assert len({r["opening"] for r in rows}) >= 100 and len({r["refusal"] for r in rows}) >= 100
+
+
+def test_alignment_prompts_and_openings_are_disjoint_from_evaluation_by_hash(alignment, tokenizer):
+    """Every prompt and opening alignment trains on (whole, and every cut recipe E can make beyond the
+    generic first words) differs from every evaluation prompt and every prefill an evaluation feeds."""
+    from lookahead_tuning.generate.engine import prefill_text
+
+    evaluation_prompts = [r["instruction"] for r in builtin.harmful_eval_set()] + \
+        [r["instruction"] for r in builtin.overrefusal_set()]
+    openings = [c[1]["content"] for c in builtin.harmful_answers() + builtin.harmful_answers_long()]
+    prefills = {_sha(prefill_text(tokenizer, o, k)) for o in openings for k in range(1, 61)}
+    evaluation = {_sha(p) for p in evaluation_prompts} | {_sha(o) for o in openings} | prefills
+    recovery = builtin.recovery_set()
+    trained = [r["prompt"] for r in alignment] + [r["prompt"] for r in recovery] + [r["opening"] for r in recovery]
+    assert not {_sha(t) for t in trained} & evaluation
+    cuts = {_sha(prefill_text(tokenizer, r["opening"], k)) for r in recovery for k in range(GENERIC_TOKENS + 1, 41)}
+    assert not cuts & evaluation
+    # In wording too: no training opening shares a 5-word sequence with an evaluation opening's continuation.
+    tails = [long[1]["content"][len(short[1]["content"]):]
+             for short, long in zip(builtin.harmful_answers(), builtin.harmful_answers_long(), strict=True)]
+    assert _shared([r["opening"] for r in recovery], tails) == []
+    assert _shared([r["opening"] for r in recovery], evaluation_prompts) == []
+
+
+def test_long_openings_extend_the_short_ones_without_content(tokenizer):
+    from lookahead_tuning.analyse.safety import SHORT_PREFILL_TOKENS, builtin_prefills
+    from lookahead_tuning.generate.engine import prefill_text
+
+    short, long = builtin.harmful_answers(), builtin.harmful_answers_long()
+    assert len(long) == len(short)
+    for a, b in zip(short, long, strict=True):
+        assert b[0] == a[0] and b[1]["content"].startswith(a[1]["content"])
+        assert len(tokenizer.tokenize(b[1]["content"])) >= 40
+        assert _any_marker(b[1]["content"]) == [] and not is_refusal(b[1]["content"])
+        # Up to the switch the long opening prefills exactly the short one's text: no number changes.
+        assert all(prefill_text(tokenizer, a[1]["content"], k) == prefill_text(tokenizer, b[1]["content"], k)
+                   for k in range(1, SHORT_PREFILL_TOKENS + 1))
+    assert builtin_prefills(3) == short and builtin_prefills(SHORT_PREFILL_TOKENS) == short
+    assert builtin_prefills(SHORT_PREFILL_TOKENS + 1) == long

@@ -224,8 +224,8 @@ def test_new_eval_keys_keep_old_fingerprints_only_at_the_old_value():
     cell = plan_cells(cfg)[1]
     from lookahead_tuning.experiment.plan import train_identity
 
-    # the EvalSpec the cells were made with (neither scorer nor generation existed then)
-    old_eval = {k: v for k, v in cfg.eval.model_dump().items() if k not in ("scorer", "generation")}
+    # the EvalSpec the cells were made with (neither scorer, generation nor prefill_depths existed then)
+    old_eval = {k: v for k, v in cfg.eval.model_dump().items() if k not in ("scorer", "generation", "prefill_depths")}
     task = next(t for t in cfg.tasks if t.name == cell.task)
     blob = {"seed_model": cfg.model.identity(), "task": task.model_dump(), "method": cell.method,
             "seed": cell.seed, "train": train_identity(cell.train), "eval": old_eval}

@@ -416,3 +416,54 @@ def test_the_expected_time_of_a_cell_is_the_mean_of_the_cells_before_it():
     assert runner_mod.expected_time([]) == ""
     assert runner_mod.expected_time([30.0, 50.0]) == "; about 40 s, like the 2 before it"
     assert runner_mod.expected_time([240.0, 300.0, 360.0]) == "; about 5 min, like the 3 before it"
+
+
+def test_depth_curves_through_cells_results_and_report(tmp_path, tiny_model_dir, one_torch_thread):
+    """`eval.prefill_depths`: every cell (the seed's too) measures the curve, results.json averages it and
+    the report draws every method's curve in one figure beside the KL figure."""
+    values = tiny_config(tiny_model_dir).model_dump()
+    values["methods"] = [{"name": "vanilla"}]
+    values["eval"] = {**values["eval"], "prefill_depths": [0, 3, 20], "forecast": False, "utility": False}
+    cfg = make_experiment(values)
+    run_dir = runner_mod.run_experiment(cfg, out=tmp_path / "run", progress=False)
+    for cell_id in ("math--seed", "math--vanilla--seed0"):
+        cell = json.loads((run_dir / "cells" / f"{cell_id}.json").read_text())
+        by_k = {p["k"]: p for p in cell["depths"]}
+        assert sorted(by_k) == [0, 3, 20]
+        # k = 0 is the cell's RSR and k = 3 its JSR (measured once, not again)
+        assert by_k[0]["safe_rate"] == cell["rsr"]["rate"] and by_k[3]["safe_rate"] == cell["jsr"]["rate"]
+        assert cell["depth_verdicts"]["0"] == cell["rsr_verdicts"] and cell["depth_verdicts"]["3"] == cell["jsr_verdicts"]
+        assert len(cell["depth_verdicts"]["20"]) == 2
+        assert CellResult(cell).depths == {k: p["safe_rate"] for k, p in by_k.items()}
+    work = run_dir / "work" / "math--vanilla--seed0" / "depths"
+    assert sorted(p.name for p in work.iterdir()) == ["depths.json", "k20"]
+    results = json.loads((run_dir / "results.json").read_text())
+    for name in ("seed", "vanilla"):
+        curve = results["models"][name]["depths"]
+        assert curve["k"] == [0, 3, 20] and len(curve["mean"]) == len(curve["ci95"]) == 3
+        assert curve["mean"][0] == results["models"][name]["rsr"]
+    report = (run_dir / "report.md").read_text()
+    assert "## Prefill-depth curves" in report and "![prefill-depth curves](figures/depths.png)" in report
+    assert "| Method | k=0 | k=3 | k=20 |" in report
+    assert report.index("per-token KL") < report.index("## Prefill-depth curves")
+    assert (run_dir / "figures" / "depths.png").stat().st_size > 0
+    # The report stage alone renders it again from results.json.
+    from lookahead_tuning.cli import main
+
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.md").read_text() == report
+
+
+def test_prefill_depths_leave_existing_fingerprints_alone(tiny_model_dir):
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.experiment.config import plan_cells
+
+    cfg = tiny_config(tiny_model_dir)
+    assert "prefill_depths" not in cfg.eval.identity()  # unset: the fingerprints of every committed cell
+    spelled = make_experiment({**cfg.model_dump(), "eval": {**cfg.eval.model_dump(), "prefill_depths": None}})
+    deep = make_experiment({**cfg.model_dump(), "eval": {**cfg.eval.model_dump(), "prefill_depths": [0, 3]}})
+    for a, b, c in zip(plan_cells(cfg), plan_cells(spelled), plan_cells(deep), strict=True):
+        assert a.fingerprint(cfg) == b.fingerprint(spelled) != c.fingerprint(deep)
+    for bad in ([0, 0], [-1], [1.5], [], "3", [True]):
+        with pytest.raises(UserError, match="prefill_depths"):
+            make_experiment({**cfg.model_dump(), "eval": {**cfg.eval.model_dump(), "prefill_depths": bad}})

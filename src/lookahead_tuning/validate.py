@@ -160,6 +160,7 @@ NonNegative = NON_NEGATIVE.field()
 LearningRate = LEARNING_RATE.field()
 Epochs = EPOCHS.field()
 Cosine = COSINE.field()
+PrefillDepth = PREFILL_DEPTH.field()
 
 
 def _text(value: str) -> str:

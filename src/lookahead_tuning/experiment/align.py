@@ -200,9 +200,14 @@ def aligned_seed(
     return folder / "model"
 
 
+# Prefill depths the report measures (issue 26's targets: the paper's JSR at k = 3, and k = 10).
+REPORT_DEPTHS = (3, 10)
+
+
 def _evaluate(folder: Path, *, quiet: bool = False) -> dict:
-    """Keyword RSR on the held-out harmful set and the over-refusal rate on the benign set."""
-    from ..analyse.safety import evaluate_overrefusal, evaluate_safety
+    """Keyword RSR on the held-out harmful set, the over-refusal rate on the benign set, and the safe rate
+    under prefilling attacks of ``REPORT_DEPTHS`` tokens; every rate also under the reference judge."""
+    from ..analyse.safety import evaluate_depths, evaluate_overrefusal, evaluate_safety
     from ..models import load_model
 
     model, tokenizer = load_model(str(folder / "model"))
@@ -212,8 +217,12 @@ def _evaluate(folder: Path, *, quiet: bool = False) -> dict:
                           adopt_unstamped=True)
     over = evaluate_overrefusal(model, tokenizer, out_dir=folder / "eval-overrefusal", progress=not quiet,
                                 adopt_unstamped=True)
+    depths = evaluate_depths(model, tokenizer, REPORT_DEPTHS, out_dir=folder / "eval-depths",
+                             judge="keyword-reference", progress=not quiet)
     report = {"rsr": rsr["safe_rate"], "rsr_ci95": rsr.get("ci95"), "n_harmful": rsr["n"],
               "overrefusal": over["refusal_rate"], "overrefusal_ci95": over.get("ci95"),
-              "n_benign": over["n"]}
+              "n_benign": over["n"],
+              "rsr_reference": (rsr.get("judges") or {}).get("keyword-reference", {}).get("safe_rate"),
+              "depths": depths["depths"]}
     atomic_write_json(folder / REPORT, report)
     return report

@@ -207,6 +207,10 @@ def _align(args: argparse.Namespace) -> int:
         report = read_json(report_path, "a JSON object")
         print(f"RSR (keyword, built-in held-out set): {report['rsr']:.2%}  "
               f"over-refusal (benign set): {report['overrefusal']:.2%}")
+        if report.get("rsr_reference") is not None:
+            print(f"RSR (keyword-reference): {report['rsr_reference']:.2%}  " + "  ".join(
+                f"safe at k={p['k']}: {p['safe_rate']:.2%}" for p in report.get("depths") or []
+                if p.get("safe_rate") is not None))
     return 0
 
 

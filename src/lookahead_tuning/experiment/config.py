@@ -28,10 +28,10 @@ from pydantic import (
 )
 
 from ..data.tasks import TASKS, get_task
-from ..errors import UserError
+from ..errors import UserError, describe
 from ..methods import MethodName, sweep_axes
 from ..models import EMBEDDED_ALIAS
-from ..validate import NonNegativeInt, Positive, PositiveInt, Seed, explain, floats
+from ..validate import NonNegativeInt, Positive, PositiveInt, PrefillDepth, Seed, explain, floats
 
 ParamCount = floats(0.0, 1e15, lo_open=True).field()
 JudgeTemperature = floats(0.0, 2.0).field()
@@ -208,7 +208,7 @@ class EvalSpec(_Strict):
     safety: str | None = Field(default=None, description="HEx-PHI-style JSONL; default: the built-in held-out set")
     harmful_answers: str | None = Field(default=None, description="chat lists for the prefill attack")
     prefill_tokens: PositiveInt = Field(default=3, description="K: harmful-answer tokens prefilled for JSR")
-    prefill_depths: list[int] | None = Field(
+    prefill_depths: list[PrefillDepth] | None = Field(
         default=None, description="the prefill-depth curve's k values (0 = RSR), e.g. [0, 1, 3, 5, 10, 20, 40]")
     max_new_tokens: PositiveInt = 64
     judge: str = Field(default="keyword-reference",
@@ -450,7 +450,8 @@ def _check_judge_options(options: dict[str, Any], judge: str) -> None:
         raise ValueError(f"eval.judge {judge} needs eval.judge_options.{missing}")
 
 
-ALIGN_DATA_KEYS = {"base", "benign_repeat", "template_matched", "harm_adjacent"}
+ALIGN_DATA_KEYS = {"base", "benign_repeat", "template_matched", "harm_adjacent", "recipe", "recovery_share",
+                   "recovery_k"}
 
 
 def _check_align(options: dict[str, Any]) -> None:
@@ -468,6 +469,14 @@ def _check_align(options: dict[str, Any]) -> None:
     for flag in ("template_matched", "harm_adjacent"):
         if flag in keys and not isinstance(keys[flag], bool):
             raise ValueError(f"model.align.{flag}: expected true or false, got {keys[flag]!r:.40}")
+    from .align import RECIPES, RECOVERY_K, RECOVERY_SHARE, recovery_settings
+
+    if "recipe" in keys and (not isinstance(keys["recipe"], str) or keys["recipe"] not in RECIPES):
+        raise ValueError(f"model.align.recipe: expected one of {', '.join(RECIPES)}, got {describe(keys['recipe'])}")
+    try:
+        recovery_settings(keys.get("recovery_share", RECOVERY_SHARE), keys.get("recovery_k", list(RECOVERY_K)))
+    except UserError as exc:
+        raise ValueError(f"model.align.{exc.message}") from None
     # The alignment's own seed is honoured (it is part of the aligned seed's cache name).
     _check_training_keys("model.align", {k: v for k, v in keys.items() if k not in ALIGN_DATA_KEYS},
                          {k: v for k, v in RUNNER_KEYS.items() if k != "seed"})
