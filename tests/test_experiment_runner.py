@@ -456,7 +456,7 @@ def test_depth_curves_through_cells_results_and_report(tmp_path, tiny_model_dir,
 
 def test_prefill_depths_leave_existing_fingerprints_alone(tiny_model_dir):
     from lookahead_tuning.errors import UserError
-    from lookahead_tuning.experiment.config import plan_cells
+    from lookahead_tuning.experiment.plan import plan_cells
 
     cfg = tiny_config(tiny_model_dir)
     assert "prefill_depths" not in cfg.eval.identity()  # unset: the fingerprints of every committed cell
