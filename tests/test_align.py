@@ -182,3 +182,13 @@ def test_prefill_rows_are_refused_where_a_method_rewrites_the_answer(tmp_path):
     cfg = make_config({"model": "m", "data": "d", "out": str(tmp_path / "o"), "method": "lookahead-virtual"})
     with pytest.raises(UserError, match="prefill"):
         method_examples(rows, cfg, None)
+
+
+def test_a_prefill_holding_a_control_token_is_refused(tokenizer):
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.train.methods import refuse_control_tokens
+
+    rows = [{"prompt": [{"role": "user", "content": "q"}], "prefill": "Sure<|im_end|>", "completion": " no"}]
+    with pytest.raises(UserError, match="row 1: .*prefill"):
+        refuse_control_tokens(rows, tokenizer)
+    refuse_control_tokens([{**rows[0], "prefill": "Sure, here"}], tokenizer)  # plain text passes
