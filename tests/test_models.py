@@ -245,3 +245,24 @@ def test_a_converted_model_folder_follows_the_umask(tmp_path):
         os.umask(old)
     modes = {p.relative_to(final).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in (final, *final.rglob("*"))}
     assert modes == {".": 0o755, "sub": 0o755, "model.safetensors": 0o644, "sub/x.json": 0o644}
+
+
+def test_a_full_disk_while_the_model_cache_is_written_is_one_line_and_leaves_nothing(tmp_path):
+    """The embedded model's safetensors copy is built in a temporary folder beside the cache entry: a
+    full disk (safetensors' own SafetensorError) is the one-line error naming the entry, and neither the
+    entry nor the temporary is left."""
+    from safetensors import SafetensorError
+
+    from lookahead_tuning.errors import UserError
+    from lookahead_tuning.models import _atomic_dir
+
+    final = tmp_path / "cache" / "models" / "smollm2-135m-instruct"
+
+    def build(tmp):
+        (tmp / "config.json").write_text("{}")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    with pytest.raises(UserError) as caught:
+        _atomic_dir(final, build)
+    assert caught.value.render() == f"{final}: No space left on device"
+    assert list(final.parent.iterdir()) == []
