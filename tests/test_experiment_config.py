@@ -172,7 +172,7 @@ def test_demo_cells_are_the_studys_seed0_cells():
 def test_reference_precision_enters_fingerprints_only_where_a_frozen_reference_runs():
     """The key decides numbers only for the constrained loss with full fine-tuning; there the committed
     cells' fp32 keeps their fingerprints and the new default changes them. Elsewhere it is left out."""
-    from lookahead_tuning.experiment.plan import train_identity
+    from lookahead_tuning.train.config import train_identity
 
     def ident(**train):
         return train_identity({"method": "vanilla", "seed": 0, **train})
@@ -222,7 +222,7 @@ def test_new_eval_keys_keep_old_fingerprints_only_at_the_old_value():
 
     cfg = load_experiment(ROOT / "study" / "seedD-lr5e-5.yaml")
     cell = plan_cells(cfg)[1]
-    from lookahead_tuning.experiment.plan import train_identity
+    from lookahead_tuning.train.config import train_identity
 
     # the EvalSpec the cells were made with (neither scorer, generation nor prefill_depths existed then)
     old_eval = {k: v for k, v in cfg.eval.model_dump().items() if k not in ("scorer", "generation", "prefill_depths")}

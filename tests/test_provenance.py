@@ -92,7 +92,7 @@ def test_a_folder_without_provenance_is_not_trusted(tiny_model_dir, tmp_path, ca
     out.mkdir()
     (out / "completions.jsonl").write_text('{"id": "0", "completion": "old answer"}\n')
     assert _safety(tiny_model_dir, out) == 2
-    assert "no provenance.json" in capsys.readouterr().err
+    assert "holds files lookahead-tuning did not write (completions.jsonl" in capsys.readouterr().err
 
 
 def test_eval_utility_refuses_other_test_rows(tiny_model_dir, tmp_path, capsys, one_torch_thread):

@@ -23,7 +23,7 @@ def test_fingerprints_hash_the_effective_batch_order():
     new_default = _cell({"lr": 5e-5})
     assert new_default != old  # the new default is never taken for a cell trained the old way
     assert new_default == _cell({"lr": 5e-5, "sampling": "group_by_length"})
-    from lookahead_tuning.experiment.plan import train_identity
+    from lookahead_tuning.train.config import train_identity
 
     assert train_identity({"lr": 5e-5, "sampling": "random"}) == {"lr": 5e-5}
     assert train_identity({"lr": 5e-5}) == {"lr": 5e-5, "sampling": "group_by_length"}

@@ -270,10 +270,12 @@ def test_sdft_rewrites_are_saved_and_reused(tiny_model_dir, data_file, tmp_path,
     assert len(rewrites) == 4 and {r["id"] for r in rewrites} == {"0", "1", "2", "3"}
     stats = json.loads((out / "sdft.json").read_text())
     assert stats["rows"] == 4 and 0 <= stats["kept"] <= 4 and summary["sdft"]["kept"] == stats["kept"]
-    # A rerun in a fresh folder holding the same rewrites generates nothing.
+    # A rerun in a folder holding the same rewrites (and the config.yaml that says what made them)
+    # generates nothing.
     again = tmp_path / "sdft2"
     again.mkdir()
-    (again / "sdft_rewrites.jsonl").write_bytes((out / "sdft_rewrites.jsonl").read_bytes())
+    for name in ("sdft_rewrites.jsonl", "config.yaml"):
+        (again / name).write_bytes((out / name).read_bytes())
 
     def no_generation(*args, **kwargs):
         raise AssertionError("rewrites should have been reused")

@@ -1301,6 +1301,66 @@ def refuse_overwrite(outputs: Iterable[tuple[str, str | os.PathLike | None]],
                                 "so choose another output path", path=str(out))
 
 
+# --------------------------------------------------------------------------- exclusive locks
+# (the ownership and lock section: provenance.py chooses where each output's lock lives and what it
+# records; this is only the primitive)
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        raw = os.pread(fd, 4096, 0)
+        holder = json.loads(raw.decode("utf-8")) if raw else {}
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """``pid 1234, lookahead-tuning run, since 2026-01-01T10:00:00`` (what a lock's file records)."""
+    parts = [f"pid {holder['pid']}" if isinstance(holder.get("pid"), int) else "another process"]
+    if isinstance(holder.get("command"), str):
+        parts.append(shorten(holder["command"], 80))
+    if isinstance(holder.get("since"), str):
+        parts.append(f"since {shorten(holder['since'], 40)}")
+    return ", ".join(parts)
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | os.PathLike, holder: dict[str, Any], *, target: str, wait: bool = False,
+                   on_wait: Callable[[dict[str, Any]], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` for the block, recording ``holder`` in the file.
+
+    The kernel drops the lock when its process ends however it ends (SIGKILL included), so a lock
+    left by a dead process never blocks anyone and nothing needs cleaning up; the lock file itself is
+    never deleted (deleting it would let a waiter and a newcomer lock two different files). Held by
+    another process: a one-line :class:`UserError` on ``target`` naming the holder, or, with ``wait``,
+    block until it is free (``on_wait`` is told who holds it first).
+    """
+    import fcntl
+
+    Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = _read_holder(fd)
+            if not wait:
+                raise UserError(f"is in use by {describe_holder(other)}; wait for it to finish, or pass --wait "
+                                "to wait for it", path=target) from None
+            if on_wait is not None:
+                on_wait(other)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
 # --------------------------------------------------------------------------- resumable log
 
 

@@ -19,16 +19,19 @@ identity; a hub id by its name only (``"verified": false``). A model object with
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import hashlib
 import json
 import os
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, shorten
 
 PROVENANCE_FILE = "provenance.json"
 IDENTITY_METHOD = "files-sampled-sha256-v1"
@@ -83,6 +86,12 @@ def _file_digest(path: Path) -> str:
             fh.seek((size - BLOCK_SIZE) * i // (BLOCKS - 1))
             h.update(fh.read(BLOCK_SIZE))
     return h.hexdigest()
+
+
+def is_model_file(name: str) -> bool:
+    """True for a file name a model folder is read from (config, tokenizer, weights, a shard index)."""
+    return (name in _MODEL_FILES or name.endswith(".index.json")
+            or (name.endswith(_WEIGHT_SUFFIXES) and not name.startswith("training_args")))
 
 
 def _folder_digest(folder: Path) -> str:
@@ -258,3 +267,164 @@ def claim(folder: str | os.PathLike, wanted: dict, resumable: tuple[str, ...], o
             (folder / f).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / name, wanted)
+
+
+# --------------------------------------------------------------------------- output ownership and locks
+#
+# Every command that writes an output (a folder, or ``generate``'s answers file) takes it through
+# :func:`take_output`: an exclusive lock for the whole command, then (for folders) the ownership check.
+# docs/reliability.md, "Outputs: ownership, resume, locks", states the contract.
+
+LOCK_FOLDER = "locks"
+_held: dict[str, int] = {}  # outputs this process holds, so a nested take of one output is not a deadlock
+
+
+def _lock_key(path: str | os.PathLike) -> str:
+    target = Path(path).expanduser()
+    try:
+        return str(target.resolve())  # every spelling (./x, x/, a symlink) of one output is one lock
+    except (OSError, RuntimeError):
+        return os.path.abspath(target)
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike, command: str, *, wait: bool = False) -> Iterator[None]:
+    """Hold the exclusive lock of the output ``path`` for the block (re-entrant within one process).
+
+    The lock is a file in the project cache (``<cache>/locks/<hash of the resolved path>.lock``), not
+    beside the output, so it works for an output that does not exist yet or sits in a folder this user
+    cannot add files to, and it leaves nothing in the user's folders. It records the holder's pid,
+    command and start time, which the refusal names.
+    """
+    from .io import describe_holder, exclusive_lock
+    from .models import cache_dir
+
+    key = _lock_key(path)
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    lock = cache_dir() / LOCK_FOLDER / f"{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:32]}.lock"
+    holder = {"pid": os.getpid(), "command": f"lookahead-tuning {command}",
+              "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    def tell(other: dict[str, Any]) -> None:
+        print(f"waiting for {describe_holder(other)} to finish with {path}", file=sys.stderr, flush=True)
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(lock, holder, target=str(path), wait=wait, on_wait=tell))
+        except OSError as exc:
+            raise UserError(f"cannot lock this output: {lock.parent}: {exc.strerror or exc} (set "
+                            "LOOKAHEAD_TUNING_CACHE to a folder this user can write)", path=str(path)) from None
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            _held.pop(key, None)
+
+
+def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--wait``: the same flag wherever a command takes an output."""
+    parser.add_argument("--wait", action="store_true",
+                        help="if another lookahead-tuning process is writing this output, wait until it has "
+                             "finished instead of stopping (default: stop with one line naming it)")
+
+
+_TRAIN_KEYS = {"model", "data", "out", "method"}
+_RUN_KEYS = {"model", "tasks", "methods", "eval"}
+
+
+def owner(folder: str | os.PathLike) -> str | None:
+    """The command that made ``folder``, from the record it wrote: the ``kind`` of its provenance.json
+    (``eval safety``, ``eval utility math``, ``analyze kl``, ...), else its config.yaml (``train``,
+    ``run``: folders from before provenance records), Trainer checkpoints (``train``), cell files
+    (``run``), ``study-summary`` or ``forecast``; ``None`` when nothing says (another tool's folder, a
+    model, a damaged record)."""
+    from .io import read_yaml
+
+    folder = Path(folder)
+    try:
+        stored = read(folder)
+    except UserError:
+        stored = None
+    if stored is not None and isinstance(stored.get("kind"), str):
+        return stored["kind"]
+    if (folder / "config.yaml").is_file():
+        try:
+            config = read_yaml(folder / "config.yaml")
+        except (UserError, OSError):
+            config = None
+        if isinstance(config, dict) and _TRAIN_KEYS <= set(config):
+            return "train"
+        if isinstance(config, dict) and _RUN_KEYS <= set(config):
+            return "run"
+        return None
+    # A prefill-depth curve: one `eval safety` folder per depth (k0/, k3/, ...) and depths.json.
+    if (folder / "depths.json").is_file() or any(owner(sub) == "eval safety" for sub in folder.glob("k[0-9]*")
+                                                  if sub.is_dir()):
+        return "eval safety"
+    # Older folders without a config.yaml, told by what only these commands make.
+    if (folder / "checkpoints").is_dir() and any((folder / "checkpoints").glob("checkpoint-*")):
+        return "train"
+    if (folder / "cells").is_dir() and any((folder / "cells").glob("*.json")):
+        return "run"
+    if (folder / "summary.json").is_file() and (folder / "summary.md").is_file():
+        return "study-summary"
+    if (folder / "forecast.json").is_file():
+        return "forecast"
+    return None
+
+
+def _entries(folder: Path) -> list[str]:
+    """What ``folder`` holds, less the hidden temporary files a killed atomic write leaves."""
+    return sorted(n for n in os.listdir(folder) if not (n.startswith(".") and n.endswith(".tmp")))
+
+
+def check_owner(folder: str | os.PathLike, kind: str, *, overwrite: bool = False,
+                inputs: tuple[str | os.PathLike, ...] = ()) -> bool:
+    """Refuse to write into an existing folder that ``lookahead-tuning {kind}`` did not make.
+
+    A missing or empty folder is fine; so is one whose record (:func:`owner`) names ``kind`` (whether
+    its *settings* match is the command's own check: :func:`check_resume`, the training config, the
+    cells' fingerprints). Anything else, another command's output, a model, an unrelated folder with
+    files, is one line, unless ``overwrite``. Returns True when the folder holds something the command
+    is about to replace (``overwrite`` and not empty). The command's own ``inputs`` lying in the folder
+    do not count (``eval safety --generations DIR/answers.jsonl --out DIR`` writes beside its input).
+    """
+    from .io import same_place
+
+    folder = Path(folder).expanduser()
+    if not folder.exists() and not folder.is_symlink():
+        return False
+    if not folder.is_dir():
+        raise UserError("exists and is not a folder; choose another output folder", path=str(folder))
+    held = [n for n in _entries(folder) if not any(same_place(folder / n, p) for p in inputs)]
+    if not held:
+        return False
+    if overwrite:
+        return True
+    found = owner(folder)
+    if found == kind:
+        return False
+    if found is not None:
+        what = f"the output of `lookahead-tuning {found}`"
+    elif any(is_model_file(n) for n in held):
+        what = "a model"
+    else:
+        what = f"files lookahead-tuning did not write ({shorten(held[0], 60)}, ...)"
+    raise UserError(f"holds {what}, not the output of `lookahead-tuning {kind}`; choose another output folder, "
+                    "or pass --overwrite to replace it", path=str(folder))
+
+
+@contextlib.contextmanager
+def take_output(path: str | os.PathLike, command: str, *, kind: str | None = None, wait: bool = False,
+                overwrite: bool = False, folder: bool = True) -> Iterator[bool]:
+    """The one way a command takes its output: the lock (:func:`output_lock`) for the whole block, then,
+    for a folder, :func:`check_owner` (``kind`` defaults to ``command``). Yields whether the folder
+    holds something ``--overwrite`` replaces."""
+    with output_lock(path, command, wait=wait):
+        yield check_owner(path, kind or command, overwrite=overwrite) if folder else False

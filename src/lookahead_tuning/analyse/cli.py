@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..data.tasks import get_task, load_task, task_kinds
 from ..errors import UserError
 from ..generate.cli import add_backend_arguments, source_from_args
-from ..provenance import PROVENANCE_FILE
+from ..provenance import PROVENANCE_FILE, add_lock_arguments
 from ..validate import FRACTION, NON_NEGATIVE_INT, POSITIVE_INT, text_arg
 from .safety import DEPTHS_FILE, SAFETY_LOG, SAFETY_OUTPUTS
 from .utility import UTILITY_LOG, UTILITY_OUTPUTS
@@ -34,8 +34,23 @@ def _gen_args(p: argparse.ArgumentParser, max_new_tokens: int | None) -> None:
     p.add_argument("--out", required=True, help="output folder (reused to resume an interrupted run of the same "
                    "settings; one made with other settings is refused)")
     p.add_argument("--overwrite", action="store_true",
-                   help="redo the work in --out even if it holds answers made with other settings")
+                   help="redo the work in --out even if it holds answers made with other settings, or "
+                        "another command's files")
+    add_lock_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _taking(run, kind) -> Callable[[argparse.Namespace], int]:
+    """``run`` with its ``--out`` locked for the whole command (:func:`lookahead_tuning.provenance.take_output`);
+    ``args.kind`` is what the folder must have been made by (``kind(args)``), checked by :func:`_refuse`."""
+    from ..provenance import take_output
+
+    def taken(args: argparse.Namespace) -> int:
+        args.kind = kind(args)
+        with take_output(args.out, args.kind, wait=args.wait, folder=False):
+            return run(args)
+
+    return taken
 
 
 def add_judge_arguments(p: argparse.ArgumentParser, *, default_text: str | None = None) -> None:
@@ -164,14 +179,22 @@ KL_FILES = ("kl.json", "kl.png", PROVENANCE_FILE)
 FORECAST_FILES = ("forecast.json", "forecast.md", "forecast.png")
 
 
-def _refuse(outputs: list[tuple[str, str | None]], inputs: list[tuple[str, str | None]],
+def _refuse(args: argparse.Namespace, outputs: list[tuple[str, str | None]], inputs: list[tuple[str, str | None]],
             writes: tuple[str, ...] = ()) -> None:
-    """Refuse an output that is an input, or an ``--out`` folder whose files ``writes`` include an input."""
+    """Refuse an output that is an input, or an ``--out`` folder whose files ``writes`` include an input;
+    then an ``--out`` that holds something ``lookahead-tuning {args.kind}`` did not make
+    (:func:`lookahead_tuning.provenance.check_owner`; ``--overwrite`` writes there anyway)."""
     from ..io import refuse_overwrite
+    from ..provenance import check_owner
 
     files = [(f"{what} (its {name})", str(Path(out) / name))
              for what, out in outputs if what == "--out" and out for name in writes]
-    refuse_overwrite(outputs + files, [(what, _local(p)) for what, p in inputs])
+    local = [(what, _local(p)) for what, p in inputs]
+    refuse_overwrite(outputs + files, local)
+    folder = next((out for what, out in outputs if what == "--out" and out), None)
+    if getattr(args, "kind", None) and folder:  # a command writing an --out folder (eval compare writes one file)
+        check_owner(folder, args.kind, overwrite=getattr(args, "overwrite", False),
+                    inputs=tuple(p for _, p in local if p is not None))
 
 
 def _one_source(args: argparse.Namespace, flag: str) -> None:
@@ -230,7 +253,7 @@ def _run_safety(args: argparse.Namespace) -> int:
     _one_source(args, "--generations")
     judge_options = judge_options_from_args(args)  # before minutes of model loading
     if args.generations:
-        _refuse([("--out", args.out), ("--judge-cache", args.judge_cache)], [("--generations", args.generations)],
+        _refuse(args, [("--out", args.out), ("--judge-cache", args.judge_cache)], [("--generations", args.generations)],
                 SAFETY_FILES)
         with _out_folder(args.out):
             metrics = judge_answers(args.generations, judge=args.judge, out_dir=args.out, judge_options=judge_options,
@@ -258,12 +281,12 @@ def _run_safety(args: argparse.Namespace) -> int:
                                    judge=args.judge, prompts_path=args.prompts,
                                    prefills_path=source if source != "builtin" else None,
                                    source=source_from_args(args))
-        _refuse([("--out", str(out)), ("--judge-cache", args.judge_cache)],
+        _refuse(args, [("--out", str(out)), ("--judge-cache", args.judge_cache)],
                 [("--model", args.model), ("--prompts", args.prompts), ("--prefill-file", args.prefill_file)],
                 SAFETY_FILES)
         check_resume(out, wanted, ("completions.jsonl",), overwrite=args.overwrite)
     if curve:
-        _refuse([("--out", args.out)], [("--model", args.model), ("--prompts", args.prompts),
+        _refuse(args, [("--out", args.out)], [("--model", args.model), ("--prompts", args.prompts),
                                         ("--prefill-file", args.prefill_file)], (DEPTHS_FILE,))
     model, tokenizer = _load(args)
     common = {"items": items, "judge": args.judge, "limit": args.limit, "batch_size": args.batch_size,
@@ -309,7 +332,7 @@ def _run_overrefusal(args: argparse.Namespace) -> int:
     identity = _identify(args)
     wanted = overrefusal_provenance(identity, overrefusal_inputs(items, args.limit), max_new_tokens=args.max_new_tokens,
                                     system_prompt=args.system_prompt, source=source_from_args(args))
-    _refuse([("--out", args.out), ("--judge-cache", args.judge_cache)],
+    _refuse(args, [("--out", args.out), ("--judge-cache", args.judge_cache)],
             [("--model", args.model), ("--prompts", args.prompts)], SAFETY_FILES)
     check_resume(args.out, wanted, ("completions.jsonl",), overwrite=args.overwrite)
     model, tokenizer = _load(args)
@@ -367,7 +390,7 @@ def _add_safety(sub) -> None:
     p.add_argument("--over-refusal", action="store_true", help="instead: refusal rate on the built-in benign set")
     _gen_args(p, 64)
     add_backend_arguments(p)
-    p.set_defaults(func=_run_safety)
+    p.set_defaults(func=_taking(_run_safety, lambda a: "eval overrefusal" if a.over_refusal else "eval safety"))
 
     o = sub.add_parser("overrefusal", help="refusal rate on benign requests; XSTest's three-way outcome",
                        description="Answer benign requests (the built-in set, or an XSTest-style --prompts file with "
@@ -381,7 +404,7 @@ def _add_safety(sub) -> None:
     add_judge_arguments(o, default_text="keyword")
     _gen_args(o, 64)
     add_backend_arguments(o)
-    o.set_defaults(func=_run_overrefusal)
+    o.set_defaults(func=_taking(_run_overrefusal, lambda a: "eval overrefusal"))
 
 
 # ---------------------------------------------------------------- eval utility
@@ -395,7 +418,7 @@ def _run_utility(args: argparse.Namespace) -> int:
     if args.predictions:
         if args.data:
             raise UserError("--data goes with --model; --predictions holds each row's ground_truth")
-        _refuse([("--out", args.out)], [("--predictions", args.predictions)], UTILITY_FILES)
+        _refuse(args, [("--out", args.out)], [("--predictions", args.predictions)], UTILITY_FILES)
         with _out_folder(args.out):
             metrics = score_predictions(args.predictions, args.task, out_dir=args.out, scorer=args.scorer,
                                         overwrite=args.overwrite)
@@ -406,7 +429,7 @@ def _run_utility(args: argparse.Namespace) -> int:
                                     max_new_tokens=args.max_new_tokens or get_task(args.task).max_new_tokens,
                                     system_prompt=args.system_prompt, scorer=args.scorer,
                                     source=source_from_args(args))
-        _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)], UTILITY_FILES)
+        _refuse(args, [("--out", args.out)], [("--model", args.model), ("--data", args.data)], UTILITY_FILES)
         check_resume(args.out, wanted, ("generations.jsonl",), overwrite=args.overwrite)
         model, tokenizer = _load(args)
         with _out_folder(args.out, ("generations.jsonl",)):
@@ -443,7 +466,7 @@ def _add_utility(sub) -> None:
                         "numeric = the project's (first ####, compared as a number); both are recorded")
     _gen_args(p, None)
     add_backend_arguments(p)
-    p.set_defaults(func=_run_utility)
+    p.set_defaults(func=_taking(_run_utility, lambda a: f"eval utility {a.task}"))
 
 
 # ---------------------------------------------------------------- eval compare
@@ -454,7 +477,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from .compare import compare, format_comparison
 
     if args.json:
-        _refuse([("--json", args.json)], [(flag, p) for flag, given in (("--baseline", args.baseline),
+        _refuse(args, [("--json", args.json)], [(flag, p) for flag, given in (("--baseline", args.baseline),
                                                                         ("--candidate", args.candidate))
                                           for p in (given, str(Path(given) / "metrics.json"),
                                                     str(Path(given).with_name("generations.jsonl")),
@@ -498,7 +521,7 @@ def _run_kl(args: argparse.Namespace) -> int:
         pairs = harmful_answers()
     if args.limit:
         pairs = pairs[: args.limit]
-    _refuse([("--out", args.out)], [("--seed", args.seed), ("--data", args.data)]
+    _refuse(args, [("--out", args.out)], [("--seed", args.seed), ("--data", args.data)]
             + [("--models", m) for m in args.models], KL_FILES)
     from .. import provenance
 
@@ -542,8 +565,9 @@ def _add_kl(sub) -> None:
     p.add_argument("--system-prompt", type=text_arg, default=None)
     p.add_argument("--allow-pickle", action="store_true")
     p.add_argument("--out", required=True)
+    add_lock_arguments(p)
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_run_kl)
+    p.set_defaults(func=_taking(_run_kl, lambda a: "analyze kl"))
 
 
 # ---------------------------------------------------------------- forecast
@@ -555,7 +579,7 @@ def _run_forecast(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for method in methods:  # an unknown or unforecastable method fails before the model loads
         method_settings(method)
-    _refuse([("--out", args.out)], [("--model", args.model), ("--data", args.data)], FORECAST_FILES)
+    _refuse(args, [("--out", args.out)], [("--model", args.model), ("--data", args.data)], FORECAST_FILES)
     rows = load_task(args.data, n=args.limit, split="train")
     if args.limit:
         rows = rows[: args.limit]
@@ -586,8 +610,9 @@ def _add_forecast(sub) -> None:
     p.add_argument("--batch-size", type=POSITIVE_INT, default=8)
     p.add_argument("--system-prompt", type=text_arg, default=None)
     p.add_argument("--out", required=True)
+    add_lock_arguments(p)
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_run_forecast)
+    p.set_defaults(func=_taking(_run_forecast, lambda a: "forecast"))
 
 
 def add_parser(subparsers) -> None:

@@ -167,9 +167,18 @@ def aligned_seed(
     default ``HARM_ADJACENT``; false gives seed B's data), ``recovery_share`` and ``recovery_k`` (the
     safety-recovery rows, see ``RECOVERY_SHARE``), and ``recipe`` names a set of them (:data:`RECIPES`).
     """
-    from ..train.api import train
+    from ..provenance import output_lock
 
     folder, recipe, rows = _plan(base, overrides)
+    # Two runs that need one seed: the second waits for the first to train it, then finds it cached.
+    with output_lock(folder, "align", wait=True):
+        return _aligned(base, folder, recipe, rows, force=force, evaluate=evaluate, quiet=quiet)
+
+
+def _aligned(base: str, folder: Path, recipe: dict[str, Any], rows: list[dict], *, force: bool, evaluate: bool,
+             quiet: bool) -> Path:
+    from ..train.api import train
+
     settings = {k: v for k, v in recipe.items() if k not in ("recovery_share", "recovery_k")}
     done = folder / "model" / "config.json"
     if done.is_file() and not force:

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..io import read_json
 from ..methods import SEED_ROW
+from ..provenance import add_lock_arguments
 
 
 def _finish(run_dir: Path, started: float) -> None:
@@ -47,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
     command = ["lookahead-tuning", "run", args.config, "--out", str(out)]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
-    run_dir = run_experiment(cfg, out=out, progress=not args.quiet, command=command, config_text=text)
+    run_dir = run_experiment(cfg, out=out, progress=not args.quiet, command=command, config_text=text,
+                             overwrite=args.overwrite, wait=args.wait)
     _finish(run_dir, started)
     return 0
 
@@ -75,7 +77,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.gsm8k_dir:
         command += ["--gsm8k-dir", args.gsm8k_dir]
     run_dir = run_experiment(cfg, out=out, progress=not args.quiet, command=command,
-                             config_text=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+                             config_text=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
+                             overwrite=args.overwrite, wait=args.wait)
     _finish(run_dir, started)
     return 0
 
@@ -89,7 +92,7 @@ def _rejudge(args: argparse.Namespace) -> int:
     options = judge_options_from_args(args) if args.judge else None
     started = time.perf_counter()
     target = rejudge(args.run_dir, judge=args.judge, scorer=args.scorer, judge_options=options, out=args.out,
-                     progress=not args.quiet)
+                     progress=not args.quiet, wait=args.wait)
     _finish(target, started)
     return 0
 
@@ -105,6 +108,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan, data sizes, token counts and estimated cost; load no weights")
     p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a run folder that holds another command's files or a run (deletes the "
+                        "files a run writes there)")
+    add_lock_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -117,6 +124,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--full", action="store_true", help="add the second task (built-in dialogue summaries, ROUGE-1) with the same rows")
     d.add_argument("--gsm8k-dir", help="train and test on real GSM8K from this folder (train.jsonl, test.jsonl)")
     d.add_argument("--dry-run", action="store_true", help="print the plan only")
+    d.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a run folder that holds another command's files or a run")
+    add_lock_arguments(d)
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
 
@@ -131,6 +141,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_judge_arguments(j, default_text="the run's")
     j.add_argument("--scorer", choices=SCORERS, default=None, help="GSM8K/math scorer (default: the run's)")
     j.add_argument("--out", default=None, help="write the re-judged run here instead of rewriting RUN_DIR")
+    add_lock_arguments(j)
     j.add_argument("--quiet", action="store_true", help="no progress bars")
     j.set_defaults(func=_rejudge)
 
@@ -226,6 +237,8 @@ def _add_study_summary(sub: argparse._SubParsersAction) -> None:
                         "compared with the same vanilla and seed cells); default: one group per folder")
     p.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
                    help="only these training seeds (e.g. 0: the seed every method has finished)")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out that holds other files")
+    add_lock_arguments(p)
     p.set_defaults(func=_study_summary)
 
 
@@ -241,6 +254,7 @@ def _seed_list(text: str) -> list[int]:
 
 def _study_summary(args: argparse.Namespace) -> int:
     from ..io import atomic_write_json, atomic_write_text, output_folder, refuse_overwrite
+    from ..provenance import take_output
     from ..report.study import figures, markdown
     from .cells import check_distinct_groups, load_cells, pool_groups
     from .summary import summarise
@@ -257,10 +271,8 @@ def _study_summary(args: argparse.Namespace) -> int:
             raise UserError(f"no trained cell has a training seed in --seeds {','.join(map(str, args.seeds))}")
     summary = summarise(cells, forecasts)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError("exists and is not a folder", path=str(out))
     text = markdown(summary)
-    with output_folder(out):
+    with take_output(out, "study-summary", wait=args.wait, overwrite=args.overwrite), output_folder(out):
         atomic_write_json(out / "summary.json", summary)
         atomic_write_text(out / "summary.md", text)
         names = figures(summary, out)

@@ -42,6 +42,7 @@ RUNNER_KEYS = {
     "out": "cells are written under the run folder ('output' or --out)",
     "method": "the method is the entry's 'name'", "seed": "training seeds are the top-level 'seeds' list",
     "resume": "the runner always resumes", "quiet": "use run --quiet",
+    "overwrite": "use run --overwrite", "wait": "use run --wait",
 }
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..methods import SEED_ROW, get_method, point_name, sweep_axis
 from ..provenance import settings_fingerprint
+from ..train.config import train_identity
 from .config import ExperimentConfig, MethodSpec, TaskSpec
 
 
@@ -76,40 +77,6 @@ class Cell(BaseModel):
             blob["eval_system_prompt"] = self.eval_system_prompt(cfg)  # PTST's prompt text decides its numbers
 
         return settings_fingerprint(blob)
-
-
-# Training keys that decide no number (where logs go), left out of fingerprints.
-_UNHASHED_TRAIN = ("report_to",)
-# Training keys added after cells were committed, with the behaviour those cells were trained with. At
-# that value a key is left out of the hash (old cells keep their fingerprints); any other *effective*
-# value is hashed, including a new default, so a cell trained the old way is never reused for the new.
-_LEGACY_TRAIN = {"sampling": "random"}
-
-
-def train_identity(values: dict[str, Any]) -> dict[str, Any]:
-    """A cell's training settings as fingerprints hash them: without the keys that decide no number,
-    and with the effective value of every key newer than the committed cells (see ``_LEGACY_TRAIN``).
-
-    ``reference_precision`` decides numbers only where a frozen reference exists (the constrained loss
-    with full fine-tuning), and committed cells there ran it in fp32: it is hashed only there, and only
-    when it is not fp32."""
-    from ..train.config import TrainConfig
-
-    def effective(key: str) -> Any:
-        return out.get(key, TrainConfig.model_fields[key].default)
-
-    out = {k: v for k, v in values.items() if k not in _UNHASHED_TRAIN}
-    for key, legacy in _LEGACY_TRAIN.items():
-        if effective(key) == legacy:
-            out.pop(key, None)
-        else:
-            out[key] = effective(key)
-    frozen_copy = (effective("loss") or get_method(effective("method")).loss) == "constrained" and not effective("lora")
-    if frozen_copy and effective("reference_precision") != "fp32":
-        out["reference_precision"] = effective("reference_precision")
-    else:
-        out.pop("reference_precision", None)
-    return out
 
 
 def train_settings(cfg: ExperimentConfig, task: TaskSpec, method: MethodSpec, seed: int,

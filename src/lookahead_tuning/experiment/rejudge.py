@@ -122,18 +122,37 @@ def changes_table(cells: dict[str, dict]) -> str:
 
 
 def rejudge(run_dir: str | Path, *, judge: str | None = None, scorer: str | None = None,
-            judge_options: dict | None = None, out: str | Path | None = None, progress: bool = True) -> Path:
+            judge_options: dict | None = None, out: str | Path | None = None, progress: bool = True,
+            wait: bool = False) -> Path:
     """Re-judge every finished cell of ``run_dir``; returns the folder written (``out`` or ``run_dir``).
 
-    ``out`` must be new (or empty): a failure leaves no half-written record there."""
-    from .config import load_experiment, make_experiment
+    ``out`` must be new (or empty): a failure leaves no half-written record there. The run's own lock
+    (and its cells_dir's) is held throughout, so a ``run`` still writing cells cannot interleave with a
+    re-judgement that would leave them judged by two judges while config.yaml names one."""
+    from ..io import within
+    from ..provenance import output_lock
+    from .config import load_experiment
 
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise UserError("no config.yaml here (is it a run folder?)", path=str(run_dir))
-    cfg = load_experiment(config_path)
-    cells_dir = Path(cfg.cells_dir) if cfg.cells_dir else run_dir / "cells"
+    with contextlib.ExitStack() as held:
+        held.enter_context(output_lock(run_dir, "rejudge", wait=wait))
+        config_path = run_dir / "config.yaml"
+        if not config_path.is_file():
+            raise UserError("no config.yaml here (is it a run folder?)", path=str(run_dir))
+        cfg = load_experiment(config_path)
+        cells_dir = Path(cfg.cells_dir) if cfg.cells_dir else run_dir / "cells"
+        if not within(cells_dir, run_dir):
+            held.enter_context(output_lock(cells_dir, "rejudge", wait=wait))
+        if out is not None:
+            held.enter_context(output_lock(out, "rejudge", wait=wait))
+        return _rejudge(run_dir, cfg, config_path, cells_dir, judge=judge, scorer=scorer,
+                        judge_options=judge_options, out=out, progress=progress)
+
+
+def _rejudge(run_dir: Path, cfg, config_path: Path, cells_dir: Path, *, judge: str | None, scorer: str | None,
+             judge_options: dict | None, out: str | Path | None, progress: bool) -> Path:
+    from .config import make_experiment
+
     cells, found = _load_cells(cfg, cells_dir)
 
     values = cfg.model_dump(mode="json")

@@ -715,20 +715,46 @@ def run_experiment(
     progress: bool = True,
     command: list[str] | None = None,
     config_text: str | None = None,
+    overwrite: bool = False,
+    wait: bool = False,
 ) -> Path:
     """Run (or resume) every cell of ``cfg`` and write the results and the report; returns the run folder.
 
-    Every check runs before the run folder is made; if the run fails before any cell left work to
-    resume from, a new run folder is removed again (:func:`lookahead_tuning.io.output_folder`).
+    The run folder (and a ``cells_dir`` outside it) is locked for the whole run, and must be new, empty
+    or a run's (``overwrite`` deletes a run's files there and starts afresh). Every check runs before the
+    run folder is made; if the run fails before any cell left work to resume from, a new run folder is
+    removed again (:func:`lookahead_tuning.io.output_folder`).
     """
-    from ..io import output_folder
+    from ..io import output_folder, within
+    from ..provenance import check_owner, output_lock
 
     run_dir = resolve_output(cfg, out)
-    preflight(cfg, run_dir)
     cells_dir = Path(cfg.cells_dir) if cfg.cells_dir else run_dir / "cells"
-    with output_folder(run_dir, durable=has_resumable_work), \
-            output_folder(cells_dir, durable=lambda p: any(p.glob("*.json"))):
-        return _run_grid(cfg, run_dir, cells_dir, progress=progress, command=command, config_text=config_text)
+    verb = command[1] if command and len(command) > 1 else "run"
+    with output_lock(run_dir, verb, wait=wait), \
+            (contextlib.nullcontext() if within(cells_dir, run_dir) else output_lock(cells_dir, verb, wait=wait)):
+        preflight(cfg, run_dir)
+        if check_owner(run_dir, "run", overwrite=overwrite):
+            clear_run_folder(run_dir)
+        with output_folder(run_dir, durable=has_resumable_work), \
+                output_folder(cells_dir, durable=lambda p: any(p.glob("*.json"))):
+            return _run_grid(cfg, run_dir, cells_dir, progress=progress, command=command, config_text=config_text)
+
+
+# What a run writes into its folder, all deleted by --overwrite (a cells_dir elsewhere is shared and kept:
+# its cells are reused only under their own fingerprints).
+RUN_FILES = ("config.yaml", "cells", "work", "models", "figures", "results.json", "results.csv", "report.md",
+             "rejudged.md")
+
+
+def clear_run_folder(run_dir: Path) -> None:
+    """``--overwrite``: delete what a run writes into ``run_dir``, nothing else."""
+    for name in RUN_FILES:
+        entry = run_dir / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink()
 
 
 def _run_grid(cfg: ExperimentConfig, run_dir: Path, cells_dir: Path, *, progress: bool,

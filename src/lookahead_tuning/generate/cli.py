@@ -11,6 +11,7 @@ from ..chat import TEMPLATES
 from ..errors import UserError
 from ..io import iter_located_records, read_utf8, refuse_overwrite
 from ..models import add_model_arguments, load_model_from_args, load_tokenizer
+from ..provenance import add_lock_arguments
 from ..validate import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, TEMPERATURE, TOP_P, text_arg
 from .engine import BACKENDS, DEFAULT_MAX_BATCH_TOKENS, check_prompts, generate, prefill_text
 
@@ -167,8 +168,17 @@ def run(args: argparse.Namespace) -> int:
     if not str(args.out).endswith(".jsonl"):
         raise UserError("the output must be a .jsonl file (it is appended to as answers finish)", path=args.out)
     refuse_overwrite([("--out", args.out)], [("--prompts", args.prompts), ("--prefill-file", args.prefill_file)])
-    rows = read_prompts(args.prompts)  # validate inputs before the (slow) model load
     from .. import provenance
+
+    # One process at a time appends to OUT: two would each answer every prompt the other had not yet.
+    with provenance.take_output(args.out, "generate", wait=args.wait, folder=False):
+        return _answer(args)
+
+
+def _answer(args: argparse.Namespace) -> int:
+    from .. import provenance
+
+    rows = read_prompts(args.prompts)  # validate inputs before the (slow) model load
 
     sidecar = provenance_file(args.out)
     wanted = generation_provenance(args, rows)
@@ -225,5 +235,6 @@ def add_parser(subparsers) -> None:
     add_backend_arguments(p)
     p.add_argument("--overwrite", action="store_true",
                    help="start OUT afresh even if it holds answers made with other settings (refused otherwise)")
+    add_lock_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)

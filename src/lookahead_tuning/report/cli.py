@@ -160,10 +160,16 @@ def check_results(results: dict, path: str) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from ..provenance import output_lock
+
+    with output_lock(args.run_dir, "report", wait=args.wait):  # a run or rejudge rewriting it waits, or this does
+        return _render(Path(args.run_dir))
+
+
+def _render(run_dir: Path) -> int:
     from ..io import atomic_write_text
     from .writer import draw_figures, render_report
 
-    run_dir = Path(args.run_dir)
     path = run_dir / "results.json"
     if not path.is_file():
         raise UserError("no results.json here (is it a run folder?)", path=str(run_dir))
@@ -178,4 +184,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``report``."""
     r = subparsers.add_parser("report", help="re-render report.md and figures from a run's results.json")
     r.add_argument("run_dir")
+    from ..provenance import add_lock_arguments
+
+    add_lock_arguments(r)
     r.set_defaults(func=_report)

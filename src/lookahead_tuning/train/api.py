@@ -29,7 +29,7 @@ import torch
 
 from ..errors import UserError, shorten
 from ..provenance import cpu_info
-from .config import TrainConfig, make_config
+from .config import TrainConfig, make_config, recorded
 
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "train_log.jsonl"
@@ -252,48 +252,113 @@ def _save_final(trainer, tokenizer, cfg: TrainConfig, run_dir: Path, state) -> N
 def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """Train one model as ``config`` says and return the run summary (also in ``summary.json``).
 
-    A finished run folder is returned as is with ``resume``; without it, an existing run folder is an
-    error so results are never overwritten by accident.
+    ``--out`` is locked for the whole run (:func:`lookahead_tuning.provenance.take_output`) and must be
+    new, empty or a training run folder; ``overwrite`` starts afresh in any folder. A finished run is
+    returned as is with ``resume``, and a checkpoint resumed, only when the folder's config.yaml agrees
+    on every setting that decides the weights; without ``resume`` an existing run is an error, so
+    results are never overwritten by accident.
     """
     from accelerate import PartialState
 
-    from ..io import output_folder, refuse_overwrite
+    from ..provenance import take_output
 
     started = time.perf_counter()
     cfg = make_config(config).resolved()
     run_dir = Path(cfg.out).expanduser()
-    summary_path = run_dir / SUMMARY_FILE
-    if summary_path.is_file():
-        if cfg.resume:
-            from ..io import read_json
+    state = PartialState()
+    # Only the main process locks (the others are its workers).
+    lock = take_output(run_dir, "train", wait=cfg.wait, folder=False) if state.is_main_process else contextlib.nullcontext()
+    with lock:
+        return _checked_train(cfg, run_dir, state, started)
 
-            return read_json(summary_path, "a JSON object")
-        raise UserError(f"{run_dir} already holds a finished run; choose another --out")
-    checkpoint = last_checkpoint(run_dir) if cfg.resume else None
-    if not cfg.resume and (run_dir / CHECKPOINTS).is_dir() and any((run_dir / CHECKPOINTS).iterdir()):
-        raise UserError(f"{run_dir} holds checkpoints of an unfinished run; pass --resume or choose another --out")
 
+def _checked_train(cfg: TrainConfig, run_dir: Path, state, started: float) -> dict[str, Any]:
     from ..chat import render_prompt
+    from ..io import output_folder, refuse_overwrite
     from ..models import check_model, load_tokenizer
+    from ..provenance import check_owner
     from .methods import load_examples
 
-    # A missing model, unsafe weights, a tokenizer that cannot format chats, bad data or an --out that
-    # is one of the inputs fail before the run folder is made: no half-made run is left behind.
+    # A missing model, unsafe weights, an --out that is one of the inputs or that holds something else,
+    # a tokenizer that cannot format chats or bad data fail before the run folder is made (or, with
+    # --overwrite, emptied): no half-made run is left behind.
     cfg.check_post()
     source = check_model(cfg.model, allow_pickle=cfg.allow_pickle)
     if cfg.post == "safelora":
         check_model(safelora_base(cfg), allow_pickle=cfg.allow_pickle)
     refuse_overwrite([("--out", run_dir)], run_inputs(cfg, source))
+    replace = check_owner(run_dir, "train", overwrite=cfg.overwrite)
+    checkpoint = None
+    if not replace:
+        finished = _resume_point(cfg, run_dir)
+        if finished is not None:
+            return finished
+        checkpoint = last_checkpoint(run_dir) if cfg.resume else None
     check_report_to(cfg.report_to)
     tokenizer = load_tokenizer(cfg.model)
     render_prompt(tokenizer, "check", system_prompt=cfg.system_prompt, template=cfg.chat_template)
     task_rows = load_examples(cfg, tokenizer)
-    state = PartialState()
+    if replace and state.is_main_process:
+        clear_run_folder(run_dir)
+    state.wait_for_everyone()
     # Checks that need the model (an unknown LoRA target module) come after the folder is made; if one
     # fails, or the run stops before it saved anything to resume from, a new folder is removed again.
     folder = output_folder(run_dir, durable=_resumable) if state.is_main_process else contextlib.nullcontext()
     with folder:
         return _train(cfg, run_dir, state, checkpoint, task_rows, started)
+
+
+def _resume_point(cfg: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The finished run's summary when ``resume`` returns it; ``None`` when training goes ahead. Work
+    in the folder (a summary, checkpoints, SDFT rewrites) is reused only when its config.yaml agrees
+    with ``cfg`` on every key that decides the weights (:func:`~lookahead_tuning.train.config.settings_difference`),
+    else the first differing key is the error."""
+    from ..io import has_content, read_json, read_yaml
+    from .config import settings_difference
+
+    summary_path = run_dir / SUMMARY_FILE
+    finished = summary_path.is_file()
+    unfinished = (run_dir / CHECKPOINTS).is_dir() and any((run_dir / CHECKPOINTS).iterdir())
+    if finished and not cfg.resume:
+        raise UserError(f"{run_dir} already holds a finished run; choose another --out (or pass --resume to "
+                        "return it, --overwrite to train afresh)")
+    if unfinished and not cfg.resume:
+        raise UserError(f"{run_dir} holds checkpoints of an unfinished run; pass --resume, or choose another --out "
+                        "(--overwrite trains afresh)")
+    reused = finished or unfinished or has_content(run_dir / "sdft_rewrites.jsonl")
+    stored_path = run_dir / "config.yaml"
+    if reused and stored_path.is_file():
+        stored = read_yaml(stored_path)
+        diff = (settings_difference(stored, cfg, source=str(stored_path)) if isinstance(stored, dict)
+                else "a config.yaml that is not a mapping")
+        if diff is not None:
+            what = "its summary" if finished else "its checkpoints" if unfinished else "its SDFT rewrites"
+            raise UserError(f"this run was trained with other settings ({diff}); {what} would be reused under "
+                            "a false label: choose another --out, or pass --overwrite to train afresh",
+                            path=str(stored_path))
+    if finished:
+        return read_json(summary_path, "a JSON object")
+    return None
+
+
+# What a run writes into its folder (besides the model files), all deleted by --overwrite.
+RUN_FILES = ("config.yaml", SUMMARY_FILE, LOG_FILE, CHECKPOINTS, TENSORBOARD_DIR, "sdft_rewrites.jsonl", "sdft.json",
+             ".final-model")
+
+
+def clear_run_folder(run_dir: Path) -> None:
+    """``--overwrite``: delete what a run writes and every model file (another model's shards would be
+    loaded with this one's), nothing else."""
+    from ..provenance import is_model_file
+
+    for name in os.listdir(run_dir):
+        entry = run_dir / name
+        if name not in RUN_FILES and not is_model_file(name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def run_inputs(cfg: TrainConfig, source) -> list[tuple[str, Any]]:
@@ -332,7 +397,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state, checkpoint: Path | None, task
 
     summary_path = run_dir / SUMMARY_FILE
     if state.is_main_process:
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(recorded(cfg), sort_keys=False))
         if checkpoint is None:
             (run_dir / LOG_FILE).unlink(missing_ok=True)
         else:

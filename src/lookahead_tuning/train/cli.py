@@ -98,7 +98,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     _bool_flag(f, "--allow-pickle", "load pickled (.bin) weights; they can run code, so only from sources you trust")
     f.add_argument("--save-steps", type=NON_NEGATIVE_INT, default=S, help="checkpoint every N steps (0: none)")
     f.add_argument("--save-total-limit", type=POSITIVE_INT, default=S)
-    _bool_flag(f, "--resume", "continue from the last checkpoint in --out")
+    _bool_flag(f, "--resume", "continue from the last checkpoint in --out (only under the settings it was trained with)")
+    f.add_argument("--overwrite", action="store_true", default=S,
+                   help="train afresh in an --out that holds another run, a model or other files (deletes the "
+                        "run files and model files there)")
+    f.add_argument("--wait", action="store_true", default=S,
+                   help="if another lookahead-tuning process is writing --out, wait until it has finished")
     f.add_argument("--log-every", type=POSITIVE_INT, default=S, help="log per-position answer loss every N steps")
     f.add_argument("--report-to", choices=("none", "tensorboard", "wandb"), default=S,
                    help="also send the Trainer's logs to TensorBoard (<out>/tensorboard/) or W&B (default none)")

@@ -123,6 +123,10 @@ class TrainConfig(BaseModel):
     save_steps: NonNegativeInt = Field(default=0, description="checkpoint every N steps (0 = only at the end)")
     save_total_limit: PositiveInt | None = 2
     resume: bool = False
+    # Start afresh in an --out that holds something else (another run, a model, other files): the
+    # files a run writes and every model file there are deleted first. Never recorded in config.yaml.
+    overwrite: bool = False
+    wait: bool = False  # another process writing --out: wait for it instead of stopping (never recorded)
     log_every: PositiveInt = Field(default=10, description="log the per-position answer loss every N steps")
     # Where the Trainer also sends its logs (loss, lr, grad norm per step): <out>/tensorboard/ for
     # TensorBoard, the W&B project of WANDB_PROJECT for wandb. train_log.jsonl is written either way.
@@ -189,6 +193,79 @@ class TrainConfig(BaseModel):
             else:
                 out.append(self.beta_base)
         return out
+
+
+# Keys of one invocation, not of the run: left out of config.yaml, which stays what it always was.
+INVOCATION_KEYS = frozenset({"overwrite", "wait"})
+# Keys that decide no number of a run: where it is, how it is driven, where logs and checkpoints go.
+# Everything else decides the weights, so a resume under another value of it is refused.
+BOOKKEEPING_KEYS = frozenset({"out", "resume", "quiet", "report_to", "save_steps", "save_total_limit", "log_every",
+                              "allow_pickle", *INVOCATION_KEYS})
+# Keys added after runs and cells were made, with the behaviour those were trained with: a run folder's
+# config.yaml without the key ran with this value, and a cell's fingerprint leaves the key out at this
+# value (committed cells keep their fingerprints; any other effective value is hashed, a new default
+# included, so work done the old way is never reused for the new).
+LEGACY_TRAIN = {"sampling": "random", "reference_precision": "fp32"}
+# Keys that decide no number, left out of cell fingerprints (only keys a run config may set).
+_UNHASHED_TRAIN = ("report_to",)
+
+
+def train_identity(values: dict[str, Any]) -> dict[str, Any]:
+    """Training settings as they decide numbers: without the keys that decide none, with the effective
+    value of every key newer than the committed cells (:data:`LEGACY_TRAIN`) and ``reference_precision``
+    only where a frozen reference exists (the constrained loss with full fine-tuning) and it is not the
+    fp32 every committed cell ran. Cell fingerprints hash this of a cell's keys; a training resume
+    compares it (:func:`settings_difference`)."""
+    def effective(key: str) -> Any:
+        return out.get(key, TrainConfig.model_fields[key].default)
+
+    out = {k: v for k, v in values.items() if k not in _UNHASHED_TRAIN}
+    for key, legacy in LEGACY_TRAIN.items():
+        if effective(key) == legacy:
+            out.pop(key, None)
+        else:
+            out[key] = effective(key)
+    frozen_copy = (effective("loss") or get_method(effective("method")).loss) == "constrained" and not effective("lora")
+    if not frozen_copy:
+        out.pop("reference_precision", None)
+    return out
+
+
+def recorded(cfg: TrainConfig) -> dict[str, Any]:
+    """What a run folder's config.yaml records of ``cfg``."""
+    return cfg.model_dump(exclude=set(INVOCATION_KEYS))
+
+
+def settings_difference(stored: dict[str, Any], wanted: TrainConfig, *, source: str) -> str | None:
+    """The first key that decides numbers on which a run folder's config.yaml (``stored``; keys missing
+    from older folders take :data:`LEGACY_TRAIN`) and the resolved ``wanted`` disagree, as words;
+    ``None`` when they agree. ``model`` and ``data`` agree when they name one file or folder."""
+    from ..io import same_place
+
+    values = {k: v for k, v in stored.items() if k not in INVOCATION_KEYS}
+    for key, legacy in LEGACY_TRAIN.items():
+        # LoRA's reference was always the adapters-off model in the training precision: no fp32 there
+        if key not in values and not (key == "reference_precision" and values.get("lora")):
+            values[key] = legacy
+    try:
+        old = make_config(values, source=source).resolved()
+    except UserError as exc:
+        return f"a config.yaml this version does not read ({exc.message})"
+    full_a, full_b = old.model_dump(), wanted.model_dump()
+    a = {k: v for k, v in train_identity(full_a).items() if k not in BOOKKEEPING_KEYS}
+    b = {k: v for k, v in train_identity(full_b).items() if k not in BOOKKEEPING_KEYS}
+    for key in TrainConfig.model_fields:
+        if key not in a and key not in b or a.get(key) == b.get(key):
+            continue
+        if key in ("model", "data") and same_place(str(a[key]), str(b[key])):
+            continue
+        return f"{key}: {_show(full_a[key])} in this folder, {_show(full_b[key])} now"  # effective values
+    return None
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:28] + "..." + text[-28:]
 
 
 def make_config(values: TrainConfig | dict[str, Any], *, source: str | None = None) -> TrainConfig:
