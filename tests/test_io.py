@@ -348,6 +348,7 @@ def test_a_repeated_key_is_refused_on_every_path(text, key):
     {"a": 1, "b": {"a": 2}},  # the same key in two objects
     {"t": 'he said "a": b', "u": ":x", "v": "a\\\": y"},  # strings that look like key ends
     {"a\\": 1, "a\\\\": 2, "m": [{"k": 1}, {"k": 2}]},
+    {"m": [{"é": "ü", "k": {"é": 2, "x/y": "1e-05"}}], "n": 1e-05},  # \u escapes, numbers orjson writes otherwise
 ])
 def test_texts_that_look_like_repeats_are_read(value):
     from lookahead_tuning.io import parse_json

@@ -225,27 +225,38 @@ _WHITESPACE = b" \t\r\n"
 
 
 def _may_repeat_a_key(raw: bytes, obj: Any) -> bool:
-    """False when ``raw`` (which parsed as ``obj``) provably names no key twice in one object.
+    """False when ``raw`` (which orjson parsed as ``obj``) provably names no key twice in one object.
 
-    orjson keeps the last of two equal keys without a word, so count instead: with JSON's whitespace
-    removed, every key ends in ``":``, and a ``":`` that is no key end is either an escaped quote
-    (an odd run of backslashes before it) or a string that starts with a colon. ``bound`` is thus at
-    least the number of keys written in ``raw``, and the parsed objects hold at most that many; equal
-    counts leave no room for a repeat. A string starting with ``:`` (or a repeat) makes the bound
-    larger, and the exact, slower parse decides.
+    orjson keeps the last of two equal keys without a word, so count instead. With JSON's whitespace
+    and every escaped backslash removed, a quote is a string's delimiter unless a backslash precedes
+    it, and a delimiter followed by ``:`` ends a key or opens a string starting with a colon. That
+    count (:func:`_key_ends`) is at least the number of keys written in ``raw``; the parsed objects
+    hold at most that many, and equal counts leave no room for a repeat. orjson writes ``obj`` back
+    with the same escapes ``raw`` must use when it has no ``\\u`` escape, so then the two texts' counts
+    are equal exactly when no key was dropped (and a text orjson itself wrote is simply equal to that);
+    with ``\\u`` escapes the parsed keys are counted one by one. Doubt (a repeat, or a count the escapes
+    blur) sends the text to the exact, slower parse.
     """
     if type(obj) is not dict and type(obj) is not list:
         return False
-    packed = raw.translate(None, _WHITESPACE)  # inside strings JSON allows spaces only, never a backslash-space
-    bound = packed.count(b'":')
-    if type(obj) is dict and bound == len(obj):
-        return False  # the usual flat record: no nested object to count
-    keys = _key_count(obj)
-    if bound != keys and b'\\":' in packed:
-        # a quote after one backslash is escaped: no key end. After two or more it may be one (a key
-        # ending in an escaped backslash), so those stay counted.
-        bound -= packed.count(b'\\":') - packed.count(b'\\\\":')
-    return bound != keys
+    packed = raw.translate(None, _WHITESPACE)
+    if type(obj) is dict and packed.count(b'":') == len(obj):
+        return False  # the usual flat record: every key end, and no more, is one of these
+    again = _orjson.dumps(obj).translate(None, _WHITESPACE)
+    if packed == again:
+        return False  # the same structure, byte for byte, as what was parsed: no pair was dropped
+    written, escapes = _key_ends(packed)
+    if escapes:
+        return written != _key_count(obj)
+    return written != _key_ends(again)[0]
+
+
+def _key_ends(packed: bytes) -> tuple[int, bool]:
+    """``":`` after an unescaped quote in a JSON text without whitespace, and whether it holds a ``\\u``
+    escape. Pairs of backslashes are escaped backslashes, removed left to right as JSON reads them (in
+    valid JSON a run of backslashes before a removed space has even length, so none change parity)."""
+    packed = packed.replace(b"\\\\", b"")
+    return packed.count(b'":') - packed.count(b'\\":'), b"\\u" in packed
 
 
 def _key_count(obj: Any) -> int:
