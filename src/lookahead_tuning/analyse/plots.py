@@ -53,17 +53,23 @@ def grouped_bars(series: dict[str, Sequence[float]], path: str | Path, *, xlabel
         ys = [0.0 if v is None or math.isnan(v) else v for v in series[name]]
         ax.bar(xs, ys, width=width, label=figure_text(name), color=color)
     ax.set_xticks(range(1, k + 1))
+    _label(ax, len(names), xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(axis="y", alpha=0.3)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def _label(ax, n_series: int, *, xlabel: str, ylabel: str, title: str) -> None:
+    """Axis labels, the title and the legend; past four series the legend moves outside the axes so it
+    never covers the data."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
-    if len(names) > 4:
+    if n_series > 4:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     else:
         ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    save_figure(fig, path)
-    plt.close(fig)
 
 
 def position_lines(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str, ylabel: str,
@@ -93,19 +99,13 @@ def depth_curves(series: dict[str, tuple[Sequence[int], Sequence[float | None]]]
     for name, color in zip(names, series_colors(len(names)), strict=True):
         ks, values = series[name]
         shown = [(k, v) for k, v in zip(ks, values, strict=True) if v is not None and not math.isnan(v)]
-        ax.plot([k for k, _ in shown], [v for _, v in shown], marker="o", label=name, color=color)
+        ax.plot([k for k, _ in shown], [v for _, v in shown], marker="o", label=figure_text(name), color=color)
     ks = sorted({k for xs, _ in series.values() for k in xs})
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xticks(ks)
     ax.set_xticklabels([str(k) for k in ks])
     ax.set_ylim(-2, 102)
-    ax.set_xlabel("prefilled harmful-answer tokens k")
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=10)
-    if len(names) > 4:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    else:
-        ax.legend(fontsize=8)
+    _label(ax, len(names), xlabel="prefilled harmful-answer tokens k", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
     save_figure(fig, path)
     plt.close(fig)
