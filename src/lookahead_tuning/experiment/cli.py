@@ -12,6 +12,8 @@ from ..errors import UserError
 from ..io import read_json
 from ..methods import SEED_ROW
 from ..provenance import add_lock_arguments
+from ..validate import POSITIVE_INT
+from .executors import EXECUTORS
 
 
 def _finish(run_dir: Path, started: float) -> None:
@@ -34,7 +36,7 @@ def _run(args: argparse.Namespace) -> int:
     from .config import load_experiment
     from .runner import resolve_output, run_experiment
 
-    cfg = load_experiment(args.config, {"data_dir": args.data_dir})
+    cfg = with_executor(load_experiment(args.config, {"data_dir": args.data_dir}), args)
     if args.dry_run:
         from .dryrun import dry_run, format_plan
 
@@ -59,7 +61,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.gsm8k_dir:
         check_gsm8k_dir(args.gsm8k_dir)
-    cfg = demo_config(quick=args.quick, full=args.full, gsm8k_dir=args.gsm8k_dir)
+    cfg = with_executor(demo_config(quick=args.quick, full=args.full, gsm8k_dir=args.gsm8k_dir), args)
     if args.dry_run:
         from .dryrun import dry_run, format_plan
 
@@ -81,6 +83,35 @@ def _demo(args: argparse.Namespace) -> int:
                              overwrite=args.overwrite, wait=args.wait)
     _finish(run_dir, started)
     return 0
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor --workers --threads --ray-address``: how the cells are spread (never what they compute)."""
+    parser.add_argument("--executor", choices=EXECUTORS, default=None,
+                        help="local: one cell after another here (default); processes: --workers processes on "
+                             "this machine; ray: Ray tasks (a local Ray, or the cluster at --ray-address)")
+    parser.add_argument("--workers", type=POSITIVE_INT, default=None, help="cells computed at once (default 1)")
+    parser.add_argument("--threads", type=POSITIVE_INT, default=None,
+                        help="torch threads per worker (default: the cores divided among the workers)")
+    parser.add_argument("--ray-address", default=None, help="with --executor ray: the cluster to join")
+
+
+def with_executor(cfg, args: argparse.Namespace):
+    """``cfg`` with the executor flags given on the command line over its ``executor:`` block."""
+    flags = {"kind": args.executor, "workers": args.workers, "threads": args.threads, "address": args.ray_address}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given:
+        return cfg
+    from pydantic import ValidationError
+
+    from ..validate import explain
+    from .executors import ExecutorSpec
+
+    try:
+        spec = ExecutorSpec(**{**cfg.executor.model_dump(), **given})
+    except ValidationError as exc:
+        raise explain(exc, None, prefix="executor.") from None
+    return cfg.model_copy(update={"executor": spec})
 
 
 def _rejudge(args: argparse.Namespace) -> int:
@@ -113,6 +144,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "files a run writes there)")
     add_lock_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_executor_arguments(p)
     p.set_defaults(func=_run)
 
     d = subparsers.add_parser("demo", help="the paper's experiment on the embedded model (offline, CPU)",
@@ -128,6 +160,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="start afresh in a run folder that holds another command's files or a run")
     add_lock_arguments(d)
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_executor_arguments(d)
     d.set_defaults(func=_demo)
 
     from ..analyse.cli import add_judge_arguments

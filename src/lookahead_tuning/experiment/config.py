@@ -32,6 +32,7 @@ from ..errors import UserError, describe
 from ..methods import MethodName, sweep_axes
 from ..models import EMBEDDED_ALIAS
 from ..validate import NonNegativeInt, Positive, PositiveInt, PrefillDepth, Seed, explain, floats
+from .executors import ExecutorSpec
 
 ParamCount = floats(0.0, 1e15, lo_open=True).field()
 JudgeTemperature = floats(0.0, 2.0).field()
@@ -305,6 +306,9 @@ class ExperimentConfig(_Strict):
     keep_models: Literal["all", "table"] = Field(
         default="table", description="table: delete a cell's weights after evaluation unless a table row links it")
     launcher: Launcher | None = None
+    # How the cells are spread over processes or a Ray cluster: decides no number, so it is left out of
+    # the recorded config.yaml and of every fingerprint (docs/experiment.md, "Many workers").
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec, exclude=True)
     params: ParamCount | None = Field(default=None, description="parameter count for the dry run's cost estimate")
     assumed_tflops: Positive = Field(default=400.0, description="sustained bf16 TFLOP/s per GPU assumed by the dry run")
 

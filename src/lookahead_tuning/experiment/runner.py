@@ -794,26 +794,72 @@ def _run_grid(cfg: ExperimentConfig, run_dir: Path, cells_dir: Path, *, progress
                       config_text=config_text if config_text is not None else resolved)
 
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="cells", unit="cell", disable=not progress)
-    timed: list[float] = []  # seconds of the trained cells this run computed, for the next one's estimate
+    spec = cfg.executor
+
+    def done(result: dict) -> None:
+        results[result["cell_id"]] = result
+        bar.update(1)
+        if len(todo) > 1:
+            publish({})  # a partial report to look at while a long grid runs
+
     try:
-        for i, cell in enumerate(todo, start=1):
-            bar.set_postfix_str(cell.cell_id)
+        if spec.kind == "local":
+            _run_here(ctx, todo, keep, bar, done)
+        else:
+            seed_path = ctx.seed_path() if todo else None  # aligned once, here, before any worker needs it
             if progress:
-                bar.write(f"cell {i}/{len(todo)}: {cell.cell_id} ({cell_stages(cell, cfg)}"
-                          f"{expected_time(timed) if cell.method != SEED_ROW else ''})")
-            started = time.perf_counter()
-            results[cell.cell_id] = run_cell(ctx, cell, keep_weights=cell.cell_id in keep)
-            if cell.method != SEED_ROW:
-                timed.append(time.perf_counter() - started)
-            bar.update(1)
-            if len(todo) > 1:
-                publish({})  # a partial report to look at while a long grid runs
+                bar.write(f"{len(todo)} cells on {spec.workers} {spec.kind} workers, "
+                          f"{spec.threads_per_worker()} threads each")
+            from .executors import run_jobs
+
+            run_jobs(spec, compute_cell, [(cfg, str(run_dir), str(cells_dir), seed_path, cell, cell.cell_id in keep)
+                                          for cell in todo], done)
     finally:
         bar.close()
     if progress:
         print(f"writing results.json and report.md -> {run_dir}", flush=True)
     publish({t.name: f for t in cfg.tasks if (f := run_forecast(ctx, t)) is not None})
     return run_dir
+
+
+def _run_here(ctx: RunContext, todo: list[Cell], keep: set[str], bar: Any, done: Any) -> None:
+    """The cells one after another in this process, which keeps the seed model (and its KL logits)
+    loaded from one cell to the next."""
+    timed: list[float] = []  # seconds of the trained cells this run computed, for the next one's estimate
+    for i, cell in enumerate(todo, start=1):
+        bar.set_postfix_str(cell.cell_id)
+        if ctx.progress:
+            bar.write(f"cell {i}/{len(todo)}: {cell.cell_id} ({cell_stages(cell, ctx.cfg)}"
+                      f"{expected_time(timed) if cell.method != SEED_ROW else ''})")
+        started = time.perf_counter()
+        done(claimed_cell(ctx, cell, keep_weights=cell.cell_id in keep))
+        if cell.method != SEED_ROW:
+            timed.append(time.perf_counter() - started)
+
+
+CLAIMS = ".claims"  # in the cells folder, which every worker of a run shares (on a cluster too)
+
+
+def claimed_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool) -> dict[str, Any]:
+    """Compute ``cell`` while holding its claim, or return it as stored when another process finished it
+    meanwhile: no cell is computed twice at once, by workers of one run or by two runs sharing a cells
+    folder. A claim left by a process that died is released by the kernel; the next claimant resumes the
+    cell from the work folder the dead one left (checkpoints, answer logs)."""
+    from ..io import exclusive_lock
+
+    holder = {"pid": os.getpid(), "command": f"a worker computing {cell.cell_id}",
+              "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with exclusive_lock(ctx.cells_dir / CLAIMS / f"{cell.cell_id}.lock", holder, target=str(cell_file(ctx, cell)),
+                        wait=True):
+        stored = load_cell(ctx, cell)
+        return stored if stored is not None else run_cell(ctx, cell, keep_weights=keep_weights)
+
+
+def compute_cell(cfg: ExperimentConfig, run_dir: str, cells_dir: str, seed_path: str | None, cell: Cell,
+                 keep_weights: bool) -> dict[str, Any]:
+    """One cell in a worker process or a Ray task (a module-level function: it is sent by reference)."""
+    ctx = RunContext(cfg=cfg, out=Path(run_dir), cells_dir=Path(cells_dir), progress=False, _seed_path=seed_path)
+    return claimed_cell(ctx, cell, keep_weights=keep_weights)
 
 
 def cell_stages(cell: Cell, cfg: ExperimentConfig) -> str:

@@ -1,0 +1,141 @@
+"""The executors on a tiny grid: processes and Ray give the sequential runner's cells, results.json and
+report (clock fields aside); a worker killed mid-cell is resumed by the next claimant; one claim per cell."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lookahead_tuning.errors import UserError
+from lookahead_tuning.experiment import runner as runner_mod
+from lookahead_tuning.experiment.config import make_experiment
+from lookahead_tuning.experiment.executors import ExecutorSpec
+
+# What a cell records of the clock and the machine's load; everything else must not depend on the executor.
+CLOCK = {"cell_seconds", "finished_at", "train_seconds", "total_seconds", "peak_rss_mb", "peak_cuda_mb",
+         "seconds", "generated_at", "started_at", "elapsed_seconds"}
+
+
+def tiny_grid(model_dir, **extra):
+    return make_experiment({
+        "name": "tiny",
+        "model": str(model_dir),
+        "tasks": [{"name": "math", "n_train": 4, "n_test": 2, "max_new_tokens": 4}],
+        "methods": ["vanilla", {"name": "lookahead-real", "m": 6}],
+        "train": {"epochs": 1, "batch_size": 4, "max_length": 128, "warmup_ratio": 0.0, "lr": 1e-3},
+        "eval": {"limit": 2, "max_new_tokens": 4, "batch_size": 2, "forecast_limit": 2, "kl_positions": 4},
+        "seeds": [0],
+        **extra,
+    })
+
+
+def without_clocks(value):
+    if isinstance(value, dict):
+        return {k: without_clocks(v) for k, v in value.items() if k not in CLOCK}
+    if isinstance(value, list):
+        return [without_clocks(v) for v in value]
+    return value
+
+
+def cells_of(run_dir: Path) -> dict[str, dict]:
+    return {p.name: without_clocks(json.loads(p.read_text())) for p in sorted((run_dir / "cells").glob("*.json"))}
+
+
+def test_workers_without_an_executor_that_runs_them_are_refused():
+    with pytest.raises(ValueError, match="workers > 1 needs executor"):
+        ExecutorSpec(kind="local", workers=2)
+    assert ExecutorSpec(kind="processes", workers=2, threads=3).threads_per_worker() == 3
+
+
+def test_the_executor_is_no_part_of_the_recorded_config_or_any_fingerprint(tiny_model_dir):
+    plain = tiny_grid(tiny_model_dir)
+    spread = tiny_grid(tiny_model_dir, executor={"kind": "processes", "workers": 2})
+    assert spread.executor.workers == 2 and "executor" not in spread.model_dump(mode="json")
+    assert [c.fingerprint(plain) for c in runner_mod.plan_cells(plain)] == \
+        [c.fingerprint(spread) for c in runner_mod.plan_cells(spread)]
+
+
+def test_the_ray_executor_without_ray_is_one_line(tiny_model_dir, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *a, **k):
+        if name == "ray":
+            raise ImportError("no ray")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    from lookahead_tuning.experiment.executors import run_jobs
+
+    with pytest.raises(UserError, match=r"pip install 'lookahead-tuning\[ray\]'"):
+        run_jobs(ExecutorSpec(kind="ray"), len, [("x",)], lambda r: None)
+
+
+@pytest.mark.slow  # three tiny grids on 2 cores, about two minutes
+def test_processes_match_the_sequential_runner_and_a_killed_worker_is_resumed(tmp_path, tiny_model_dir,
+                                                                           one_torch_thread):
+    cfg = tiny_grid(tiny_model_dir)
+    sequential = runner_mod.run_experiment(cfg, out=tmp_path / "sequential", progress=False)
+
+    spread = cfg.model_copy(update={"executor": ExecutorSpec(kind="processes", workers=2, threads=1)})
+    parallel = runner_mod.run_experiment(spread, out=tmp_path / "processes", progress=False)
+    assert cells_of(parallel) == cells_of(sequential)
+    assert without_clocks(json.loads((parallel / "results.json").read_text()))["models"] == \
+        without_clocks(json.loads((sequential / "results.json").read_text()))["models"]
+
+    # A worker killed mid-cell: the run goes on, the next claimant resumes the cell from its work folder.
+    killed_dir = tmp_path / "killed"
+    script = (
+        "import sys, yaml\n"
+        "from lookahead_tuning.experiment.config import make_experiment\n"
+        "from lookahead_tuning.experiment.executors import ExecutorSpec\n"
+        "from lookahead_tuning.experiment.runner import run_experiment\n"
+        "cfg = make_experiment(yaml.safe_load(open(sys.argv[1])))\n"
+        "cfg = cfg.model_copy(update={'executor': ExecutorSpec(kind='processes', workers=2, threads=1)})\n"
+        "run_experiment(cfg, out=sys.argv[2], progress=False)\n")
+    config = tmp_path / "grid.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    proc = subprocess.Popen([sys.executable, "-c", script, str(config), str(killed_dir)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    target = "math--lookahead-real--seed0"
+    trained = killed_dir / "work" / target / "train" / "summary.json"
+    claim = killed_dir / "cells" / runner_mod.CLAIMS / f"{target}.lock"
+    deadline = time.monotonic() + 600
+    killed_before_done = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if trained.is_file() and claim.is_file():
+            holder = claim.read_text() or "{}"
+            pid = json.loads(holder).get("pid")
+            if pid:
+                killed_before_done = not (killed_dir / "cells" / f"{target}.json").is_file()
+                trained_at = trained.stat().st_mtime_ns
+                os.kill(pid, signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    else:
+        pytest.fail("the worker never reached the point to kill it")
+    assert proc.wait(timeout=600) == 0
+    assert cells_of(killed_dir) == cells_of(sequential)
+    if killed_before_done:  # the cell was resumed, not trained again
+        assert trained.stat().st_mtime_ns == trained_at
+
+
+@pytest.mark.slow  # a local Ray with 2 CPUs and the tiny grid
+def test_ray_matches_the_sequential_runner(tmp_path, tiny_model_dir, one_torch_thread):
+    import ray  # noqa: F401  (the [ray] extra; the dev extra that `make test` installs includes it)
+
+    cfg = tiny_grid(tiny_model_dir)
+    sequential = runner_mod.run_experiment(cfg, out=tmp_path / "sequential", progress=False)
+    spread = cfg.model_copy(update={"executor": ExecutorSpec(kind="ray", workers=2, threads=1)})
+    on_ray = runner_mod.run_experiment(spread, out=tmp_path / "ray", progress=False)
+    assert cells_of(on_ray) == cells_of(sequential)
