@@ -136,7 +136,7 @@ def test_processes_match_the_sequential_runner_and_a_killed_worker_is_resumed(tm
     proc = start_grid(cfg, tmp_path, killed_dir, "processes")
     target = "math--lookahead-real--seed0"
     trained = killed_dir / "work" / target / "train" / "summary.json"
-    claim = killed_dir / "cells" / runner_mod.CLAIMS / f"{target}.lock"
+    claim = killed_dir / "work" / runner_mod.CLAIMS / f"{target}.lock"
     deadline = time.monotonic() + 600
     killed_before_done = False
     while time.monotonic() < deadline and proc.poll() is None:

@@ -837,19 +837,19 @@ def _run_here(ctx: RunContext, todo: list[Cell], keep: set[str], bar: Any, done:
             timed.append(time.perf_counter() - started)
 
 
-CLAIMS = ".claims"  # in the cells folder, which every worker of a run shares (on a cluster too)
+CLAIMS = ".claims"  # in the run's work folder, which every worker of a run shares (on a cluster too)
 
 
 def claimed_cell(ctx: RunContext, cell: Cell, *, keep_weights: bool) -> dict[str, Any]:
     """Compute ``cell`` while holding its claim, or return it as stored when another process finished it
-    meanwhile: no cell is computed twice at once, by workers of one run or by two runs sharing a cells
-    folder. A claim left by a process that died is released by the kernel; the next claimant resumes the
-    cell from the work folder the dead one left (checkpoints, answer logs)."""
+    meanwhile: no cell is computed twice at once by the workers of a run (the run folder's own lock keeps
+    a second run out). A claim left by a process that died is released by the kernel; the next claimant
+    resumes the cell from the work folder the dead one left (checkpoints, answer logs)."""
     from ..io import exclusive_lock
 
     holder = {"pid": os.getpid(), "command": f"a worker computing {cell.cell_id}",
               "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with exclusive_lock(ctx.cells_dir / CLAIMS / f"{cell.cell_id}.lock", holder, target=str(cell_file(ctx, cell)),
+    with exclusive_lock(ctx.work / CLAIMS / f"{cell.cell_id}.lock", holder, target=str(cell_file(ctx, cell)),
                         wait=True):
         stored = load_cell(ctx, cell)
         return stored if stored is not None else run_cell(ctx, cell, keep_weights=keep_weights)
