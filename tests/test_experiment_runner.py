@@ -467,3 +467,12 @@ def test_prefill_depths_leave_existing_fingerprints_alone(tiny_model_dir):
     for bad in ([0, 0], [-1], [1.5], [], "3", [True]):
         with pytest.raises(UserError, match="prefill_depths"):
             make_experiment({**cfg.model_dump(), "eval": {**cfg.eval.model_dump(), "prefill_depths": bad}})
+
+
+def test_a_dry_run_names_the_depth_curve(tiny_model_dir):
+    from lookahead_tuning.experiment.dryrun import dry_run, format_plan
+
+    cfg = tiny_config(tiny_model_dir)
+    assert "depth curve" not in format_plan(dry_run(cfg)) and "prefill_depths" not in dry_run(cfg)["evaluation"]
+    deep = make_experiment({**cfg.model_dump(), "eval": {**cfg.eval.model_dump(), "prefill_depths": [0, 3, 40]}})
+    assert "depth curve at k = 0, 3, 40" in format_plan(dry_run(deep))

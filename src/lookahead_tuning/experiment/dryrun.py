@@ -201,7 +201,8 @@ def dry_run(cfg: ExperimentConfig) -> dict[str, Any]:
         "evaluation": {"safety": cfg.eval.safety or "built-in held-out harmful set",
                        "safety_files_present": _present(cfg.eval.safety, cfg.eval.harmful_answers),
                        "judge": cfg.eval.judge, "prefill_tokens": cfg.eval.prefill_tokens,
-                       "max_new_tokens": cfg.eval.max_new_tokens},
+                       "max_new_tokens": cfg.eval.max_new_tokens,
+                       **({"prefill_depths": cfg.eval.prefill_depths} if cfg.eval.prefill_depths else {})},
     }
 
 
@@ -219,7 +220,9 @@ def format_plan(plan: dict[str, Any]) -> str:
         lines.append(f"  {name} [{t['kind']}]: train rows {train}; test rows {test}")
     ev = plan["evaluation"]
     lines.append(f"  safety: {ev['safety']}" + ("" if ev["safety_files_present"] else " (FILES MISSING)")
-                 + f"; judge {ev['judge']}; JSR prefill {ev['prefill_tokens']} tokens")
+                 + f"; judge {ev['judge']}; JSR prefill {ev['prefill_tokens']} tokens"
+                 + (f"; depth curve at k = {', '.join(map(str, ev['prefill_depths']))}" if ev.get("prefill_depths")
+                    else ""))
     lines += ["", f"tokens counted with: {plan['tokenizer']}{est}", "", "cells:"]
     for c in plan["cells"]:
         if c["method"] == SEED_ROW:
