@@ -266,10 +266,21 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     cfg = make_config(config).resolved()
     run_dir = Path(cfg.out).expanduser()
     state = PartialState()
-    # Only the main process locks (the others are its workers).
-    lock = take_output(run_dir, "train", wait=cfg.wait, folder=False) if state.is_main_process else contextlib.nullcontext()
+    # Only the main process locks (the others are its workers). Before the Trainer sets up the process
+    # group every rank of a CPU launch may still call itself main, so the launcher's rank decides too.
+    lock = (take_output(run_dir, "train", wait=cfg.wait, folder=False) if state.is_main_process and launch_rank() == 0
+            else contextlib.nullcontext())
     with lock:
         return _checked_train(cfg, run_dir, state, started)
+
+
+def launch_rank() -> int:
+    """This process's global rank as its launcher set it (torchrun/accelerate ``RANK``, MPI's), 0 alone."""
+    for name in ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 def _checked_train(cfg: TrainConfig, run_dir: Path, state, started: float) -> dict[str, Any]:
@@ -298,7 +309,7 @@ def _checked_train(cfg: TrainConfig, run_dir: Path, state, started: float) -> di
     tokenizer = load_tokenizer(cfg.model)
     render_prompt(tokenizer, "check", system_prompt=cfg.system_prompt, template=cfg.chat_template)
     task_rows = load_examples(cfg, tokenizer)
-    if replace and state.is_main_process:
+    if replace and state.is_main_process and launch_rank() == 0:
         clear_run_folder(run_dir)
     state.wait_for_everyone()
     # Checks that need the model (an unknown LoRA target module) come after the folder is made; if one
