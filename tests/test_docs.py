@@ -5,6 +5,7 @@ script is listed in docs/ARCHITECTURE.md."""
 from __future__ import annotations
 
 import ast
+import errno
 import re
 from pathlib import Path
 
@@ -17,6 +18,8 @@ OUTSIDE = {
     "SEED_D": "a shell variable of a command shown in docs/data.md",
     "WANDB_PROJECT": "Weights & Biases' environment variable",
     "AVX2": "a CPU instruction set",
+    # and every errno name (ENOSPC, EROFS, ...): the operating system's, which the docs of write errors name
+    **{name: "an errno code" for name in errno.errorcode.values()},
 }
 
 
