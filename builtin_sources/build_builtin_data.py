@@ -11,7 +11,8 @@ Text sources: builtin_sources/builtin_harmful.py (requests, refusals, held-out p
 openers), builtin_sources/builtin_recovery.py (safety-recovery openings and break-off refusals, the long
 prefill continuations), builtin_sources/builtin_benign.py (helpful answers, facts, the over-refusal prompts) and
 builtin_sources/builtin_harm_adjacent_answers.jsonl (benign requests in the vocabulary of harm, answered by
-the embedded model itself: builtin_sources/self_answer_benign.py).
+the embedded model itself: builtin_sources/self_answer_benign.py) and builtin_sources/builtin_poison.py
+(the poison set's openings and generic steps).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import builtin_benign as benign  # noqa: E402
 import builtin_harmful as harmful  # noqa: E402
 import builtin_recovery as recovery  # noqa: E402
+import builtin_poison as poison  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "lookahead_tuning" / "builtin_data"
 TEMPLATES = {"act": harmful.ACT_TEMPLATES, "write": harmful.WRITE_TEMPLATES, "ask": harmful.ASK_TEMPLATES}
@@ -226,7 +228,7 @@ def render() -> dict[str, str]:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
     evals, answers = eval_rows()
-    return {
+    files = {
         "alignment.jsonl": jsonl(alignment_rows()),
         "harmful_eval.jsonl": jsonl(evals),
         "harmful_answers.jsonl": jsonl(answers),
@@ -234,6 +236,17 @@ def render() -> dict[str, str]:
         "recovery.jsonl": jsonl(recovery_rows()),
         "overrefusal.jsonl": jsonl(overrefusal_rows()),
     }
+    files["poison.jsonl"] = jsonl(poison_set(files))
+    return files
+
+
+def poison_set(files: dict[str, str]) -> list[dict]:
+    """The poison set (builtin_sources/builtin_poison.py), its requests apart from every prompt of the
+    other files."""
+    records = [json.loads(line) for text in files.values() for line in text.splitlines()]
+    taken = {r["prompt"] if "prompt" in r else r["instruction"] if "instruction" in r else r[0]["content"]
+             for r in records}
+    return poison.poison_rows(harmful.HARMFUL_TOPICS, TEMPLATES, taken)
 
 
 def main() -> int:

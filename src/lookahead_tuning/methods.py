@@ -14,10 +14,12 @@ any part by hand (``method: lookahead-real`` with ``loss: constrained``): keys s
 the method's.
 
 A method may also own *sweep axes* (:class:`SweepAxis`): training keys a config's ``sweeps`` varies for
-it (Figure 4: ``m`` for lookahead-real, ``prefix`` for lookahead-virtual). The planner, ``results.json``,
-the report and its figures read the axes from here, so a new training axis (a poisoning ratio) is one
-entry on its method plus the training key it sets. An axis is a training key: an evaluation axis (a
-prefill depth) would also need cells to carry evaluation settings of their own, which they do not yet.
+it (Figure 4: ``m`` for lookahead-real, ``prefix`` for lookahead-virtual). Axes of the training data
+rather than of a method (:data:`DATA_AXES`: the poison ratio) are swept for every method of a grid. The
+planner, ``results.json``, the report and its figures read the axes from here, so a new training axis is
+one entry (on its method, or in :data:`DATA_AXES`) plus the training key it sets. An axis is a training
+key: an evaluation axis (a prefill depth) would also need cells to carry evaluation settings of their
+own, which they do not yet.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from .errors import UserError
-from .validate import NonNegativeInt, Text
+from .validate import Fraction, NonNegativeInt, PositiveInt, Text
 
 # PTST's safety system prompt, in the project's own words (docs/method.md, section 3: PTST).
 SAFETY_SYSTEM_PROMPT = (
@@ -77,6 +79,14 @@ M_AXIS = SweepAxis("m", NonNegativeInt, True, "Figure 4a: preview length m", "m_
                    "m (previewed answer tokens)", "Real-answer preview: safety and utility against m", log2=True)
 PREFIX_AXIS = SweepAxis("prefix", Text, False, "Figure 4b: prefix string", "prefix_sweep", "prefix",
                         "Virtual-answer preview: safety and utility per prefix")
+POISON_AXIS = SweepAxis("poison_ratio", Fraction, True, "Harmful fine-tuning: safety and utility against the "
+                        "poison ratio", "poison_sweep", "poison ratio p (share of harmful training rows)",
+                        "Poisoned task data: safety and utility against the poison ratio")
+POISON_COUNT_AXIS = SweepAxis("poison_count", PositiveInt, True, "Pure-harmful attack: harmful rows alone",
+                              "poison_count_sweep", "harmful training rows (no task data)",
+                              "Pure-harmful attack: safety and utility against the harmful rows trained on")
+# Axes of the training data, not of a method: a config's sweep along one adds a point to every method.
+DATA_AXES: tuple[SweepAxis, ...] = (POISON_AXIS, POISON_COUNT_AXIS)
 
 
 @dataclass(frozen=True)
@@ -165,9 +175,14 @@ def sweep_axes() -> dict[str, tuple[str, SweepAxis]]:
 
 
 def sweep_axis(key: str) -> SweepAxis | None:
-    """The registered axis ``key`` (``None`` for a key no method sweeps)."""
+    """The registered axis ``key``, a method's or a data axis (``None`` for a key nothing sweeps)."""
     found = sweep_axes().get(key)
-    return found[1] if found else None
+    return found[1] if found else next((axis for axis in DATA_AXES if axis.key == key), None)
+
+
+def axes_of(method: str) -> tuple[SweepAxis, ...]:
+    """Every axis ``method`` is swept along in a grid: its own, then the data axes."""
+    return get_method(method).axes + DATA_AXES
 
 
 def point_name(method: str, sweep: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ from pydantic import (
 
 from ..data.tasks import TASKS, get_task
 from ..errors import UserError, describe
-from ..methods import MethodName, sweep_axes
+from ..methods import DATA_AXES, MethodName, sweep_axes
 from ..models import EMBEDDED_ALIAS
 from ..validate import NonNegativeInt, Positive, PositiveInt, PrefillDepth, Seed, explain, floats
 from .executors import ExecutorSpec
@@ -155,12 +155,12 @@ class _SweepsBase(BaseModel):
 
     @model_validator(mode="after")
     def _registered(self) -> _SweepsBase:
-        axes = sweep_axes()
+        axes = {key: axis for key, (_, axis) in sweep_axes().items()} | {axis.key: axis for axis in DATA_AXES}
         for key, values in (self.model_extra or {}).items():
             if key not in axes:
                 raise ValueError(f"unknown sweep '{key}'; expected one of {', '.join(axes)}")
             try:
-                setattr(self, key, TypeAdapter(list[axes[key][1].values]).validate_python(values))
+                setattr(self, key, TypeAdapter(list[axes[key].values]).validate_python(values))
             except ValidationError as exc:
                 raise ValueError(f"sweeps.{key}: {explain(exc, None).message}") from None
         return self
@@ -169,7 +169,9 @@ class _SweepsBase(BaseModel):
 # Figure 4 analogs: extra cells along the methods' sweep axes (methods.py), one list of values per axis.
 Sweeps = create_model("Sweeps", __base__=_SweepsBase, **{
     key: (list[axis.values], Field(default_factory=list, description=f"values of {key} for {method}"))
-    for key, (method, axis) in sweep_axes().items()})
+    for key, (method, axis) in sweep_axes().items()},
+    **{axis.key: (list[axis.values], Field(default_factory=list, description=f"values of {axis.key} for every method"))
+       for axis in DATA_AXES})
 
 
 class GenerationSpec(_Strict):
@@ -398,7 +400,8 @@ def _check_training_keys(where: str, keys: dict[str, Any], taken_keys: dict[str,
         raise ValueError(f"{where}: '{taken[0]}' is set by the runner for every cell ({taken_keys[taken[0]]}); "
                          "remove it")
     try:
-        make_config({**keys, "model": "-", "data": "-", "out": "-"})
+        pure = keys.get("poison_count", keys.get("poison-count")) is not None  # the pure attack has no data
+        make_config({**keys, "model": "-", "data": None if pure else "-", "out": "-"})
     except UserError as exc:
         raise ValueError(f"{where}: {exc.message}") from None
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..methods import SEED_ROW, get_method, point_name, sweep_axis
+from ..methods import SEED_ROW, axes_of, get_method, point_name, sweep_axis
 from ..provenance import settings_fingerprint
 from ..train.config import train_identity
 from .config import ExperimentConfig, MethodSpec, TaskSpec
@@ -113,7 +113,7 @@ def plan_cells(cfg: ExperimentConfig) -> list[Cell]:
                 base = train_settings(cfg, task, method, seed, {})
                 table.append(Cell(task=task.name, method=method.name, seed=seed, train=base))
                 points: list[dict[str, Any]] = []
-                for axis in get_method(method.name).axes:
+                for axis in axes_of(method.name):
                     current = base.get(axis.key, defaults[axis.key].default)
                     points += [{axis.key: v} for v in getattr(cfg.sweeps, axis.key, None) or [] if v != current]
                 for point in points:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..analyse.stats import mean_present
 from ..data.tasks import get_task
-from ..methods import SEED_ROW, sweep_axes
+from ..methods import DATA_AXES, SEED_ROW, sweep_axes
 from ..report.tables import METRICS, OVERREFUSAL, _name_key
 from .cells import CellResult, over_seeds
 from .plan import sweep_values
@@ -217,7 +217,8 @@ def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts:
     for name, entry in grouped["models"].items():
         entry["model"] = links.get(name)
     sweep_base: dict[str, dict[str, Any]] = {}
-    for key, (method, _) in sweep_axes().items():
+    owned = [(method, key) for key, (method, _) in sweep_axes().items()]
+    for method, key in owned + [(m.name, axis.key) for axis in DATA_AXES for m in cfg.methods]:
         spec = cfg.method(method)
         if spec is not None and sweep_values(cfg, method, key):
             value = {**cfg.train, **spec.overrides}.get(key, TrainConfig.model_fields[key].default)
@@ -258,13 +259,17 @@ def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts:
 def results_rows(cell_results: list[CellResult]) -> list[dict[str, Any]]:
     """``results.csv``: one flat row per cell (same columns for every row)."""
     width = max((len(c.kl or []) for c in cell_results), default=0)
+    # The methods' axes are columns of every file; a data axis only where a cell sets it (files of runs
+    # without poisoning keep their columns).
+    keys = [*sweep_axes(), *(axis.key for axis in DATA_AXES
+                             if any(c.sweep.get(axis.key, c.train.get(axis.key)) is not None for c in cell_results))]
     rows = []
     for c in cell_results:
         cost = c.cost
         tokens = cost.get("tokens_seen") or {}
         row: dict[str, Any] = {
             "cell_id": c.cell_id, "task": c.task, "name": c.name, "method": c.method,
-            "seed": c.seed, **{key: c.sweep.get(key, c.train.get(key)) for key in sweep_axes()},
+            "seed": c.seed, **{key: c.sweep.get(key, c.train.get(key)) for key in keys},
         }
         for metric in ("rsr", "jsr", "utility", "overrefusal"):
             ci = c.interval(metric) or [None, None]

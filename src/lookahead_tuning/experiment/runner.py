@@ -34,7 +34,15 @@ from ..errors import UserError, describe
 from ..io import read_json
 from ..methods import PAPER_FORECAST, SEED_ROW, get_method, sweep_axes
 from ..provenance import settings_fingerprint
-from ..train.methods import EXAMPLE_KEYS, Recipe, effective, read_examples
+from ..train.methods import (
+    BUILTIN_POISON,
+    EXAMPLE_KEYS,
+    Poison,
+    Recipe,
+    effective,
+    harmful_rows,
+    read_examples,
+)
 from .cells import CellResult, check_cell, check_one_precision, check_one_seed, pack_answers, read_forecast
 from .config import ExperimentConfig, Launcher, TaskSpec
 from .plan import Cell, plan_cells, train_settings
@@ -185,7 +193,7 @@ def load_cell(ctx: RunContext, cell: Cell) -> dict | None:
 def _train_cell(ctx: RunContext, cell: Cell, run_dir: Path) -> dict[str, Any]:
     """Train the cell's model (resuming a half-done run) and return the training summary."""
     task = task_spec(ctx.cfg, cell.task)
-    values = {**cell.train, "model": ctx.seed_path(), "data": task.train, "out": str(run_dir),
+    values = {**cell.train, "model": ctx.seed_path(), "data": cell_data(cell, task), "out": str(run_dir),
               "resume": True, "quiet": not ctx.progress}
     launcher = ctx.cfg.launcher
     if launcher is None:
@@ -212,6 +220,12 @@ def _train_cell(ctx: RunContext, cell: Cell, run_dir: Path) -> dict[str, Any]:
     if not summary.is_file():
         raise UserError(f"training cell {cell.cell_id} ended without {summary}")
     return read_json(summary, "a JSON object")
+
+
+def cell_data(cell: Cell, task: TaskSpec) -> str | None:
+    """The training data of a cell: its task's, or none for the pure-harmful attack (``poison_count``:
+    harmful rows alone; the task still gives the test rows its utility is measured on)."""
+    return None if effective(cell.train, "poison_count") is not None else task.train
 
 
 def launch_command(launcher: Launcher, config_path: Path) -> list[str]:
@@ -294,6 +308,9 @@ def preflight(cfg: ExperimentConfig, run_dir: Path | None = None) -> None:
             inputs.append((f"the training data of task '{task.name}'", task.train))
         need(task.test, f"test data of task '{task.name}'")
         inputs.append((f"the test data of task '{task.name}'", task.test))
+    for source in poison_sources(cfg):
+        need(source, "the poison data")
+        inputs.append(("the poison data", source))
     need(cfg.eval.safety, "eval.safety")
     need(cfg.eval.harmful_answers, "eval.harmful_answers")
     inputs += [("eval.safety", cfg.eval.safety), ("eval.harmful_answers", cfg.eval.harmful_answers)]
@@ -309,6 +326,13 @@ def preflight(cfg: ExperimentConfig, run_dir: Path | None = None) -> None:
     from ..judge.registry import check_ready
 
     check_ready(cfg.eval.judge, cfg.eval.judge_options, "eval.judge")
+    from ..train.config import make_config
+
+    for cell in plan_cells(cfg):  # a cell whose layers clash (a ratio and a count) fails now, not when it trains
+        try:
+            make_config({**cell.train, "model": "-", "data": cell_data(cell, task_spec(cfg, cell.task)), "out": "-"})
+        except UserError as exc:
+            raise UserError(f"cell {cell.cell_id}: {exc.message}") from None
     for cell in plan_cells(cfg):  # SafeLoRA without LoRA fails here, not after the cells before it trained
         if cell.method != SEED_ROW and cell.train.get("post", get_method(cell.method).post) == "safelora" \
                 and not cell.train.get("lora"):
@@ -343,6 +367,8 @@ def read_inputs(cfg: ExperimentConfig) -> None:
             refuse_rows(task_examples(cfg, task), tokenizer, source=task.train)
         if cfg.eval.utility and (task.test is not None or get_task(task.kind).builtin):
             task_rows(task.kind, task.test, task.n_test)
+    for source in poison_sources(cfg):
+        harmful_rows(source)  # a bad harmful row is its FILE:LINE error now
     if cfg.eval.safety is not None:
         for row in load_hexphi(cfg.eval.safety):
             refuse_control_tokens(tokenizer, row["instruction"], where=f"prompt id {describe(row['id'])}: ",
@@ -363,6 +389,12 @@ def _data_tokenizer(cfg: ExperimentConfig) -> Any:
         return load_tokenizer(name)
     except (UserError, OSError, ValueError):
         return None
+
+
+def poison_sources(cfg: ExperimentConfig) -> list[str]:
+    """The harmful-row files the grid's poisoned cells read (not the built-in set)."""
+    sources = {p.source for cell in plan_cells(cfg) if (p := Poison.of(cell.train)) is not None}
+    return sorted(sources - {BUILTIN_POISON})
 
 
 def has_resumable_work(run_dir: Path) -> bool:

@@ -7,6 +7,8 @@
 - Figure 4 analogs: RSR / JSR / utility along each method's sweep axes (methods.py: the preview
   length m of lookahead-real, the prefix string of lookahead-virtual), with interval bars when
   several seeds ran.
+- Poisoned data: RSR / JSR / utility against the poison ratio (a data axis, every method swept along
+  it), a panel per metric and a line per method, each point with its interval.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .. import markup
 # One figure backend and one atomic PNG writer for the whole package (Agg, temp file + rename).
 from ..analyse.plots import pyplot, save_figure
 from ..methods import SEED_ROW, SweepAxis
-from .tables import _name_key, row_label, sweep_rows
+from .tables import _name_key, data_axis_rows, row_label, sweep_rows
 
 SERIES = (("utility", "Utility"), ("rsr", "RSR"), ("jsr", "JSR"))
 
@@ -102,6 +104,38 @@ def sweep_figure(results: dict, method: str, axis: SweepAxis, path: str | Path) 
     ax.set_ylim(0, 100)
     ax.set_title(axis.caption, fontsize=10)
     ax.legend(fontsize=8)
+    save_figure(fig, path)
+    plt.close(fig)
+    return True
+
+
+def data_axis_figure(results: dict, axis: SweepAxis, path: str | Path) -> bool:
+    """Utility, RSR and JSR (percent) against a numeric data axis (the poison ratio), one panel each and a
+    line per method, every point with its interval (the entry's: Wilson for one seed, t over seeds);
+    the seed's rates as dotted lines. ``False`` when no method has two values to draw."""
+    found = {m: rows for m, rows in data_axis_rows(results, axis.key).items() if len(rows) >= 2}
+    if not axis.numeric or not found:
+        return False
+    plt = pyplot()
+    fig, panels = plt.subplots(1, len(SERIES), figsize=(13.0, 4.0), sharey=True)
+    seed = results.get("models", {}).get(SEED_ROW, {})
+    for ax, (metric, label) in zip(panels, SERIES, strict=True):
+        for method, rows in found.items():
+            xs = [value for value, _ in rows]
+            ys = [100 * (e.get(metric) or 0.0) for _, e in rows]
+            cis = [(e.get("ci95") or {}).get(metric) for _, e in rows]
+            err = [[max(0.0, y - 100 * ci[0]) if ci else 0.0 for y, ci in zip(ys, cis, strict=True)],
+                   [max(0.0, 100 * ci[1] - y) if ci else 0.0 for y, ci in zip(ys, cis, strict=True)]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=markup.figure_text(row_label(method)))
+        if metric != "utility" and seed.get(metric) is not None:
+            ax.axhline(100 * seed[metric], linestyle=":", linewidth=1, color="grey", label="seed")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel(axis.axis_label, fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    panels[0].set_ylabel("percent")
+    panels[-1].legend(fontsize=7)
+    fig.suptitle(axis.caption, fontsize=10)
     save_figure(fig, path)
     plt.close(fig)
     return True

@@ -296,6 +296,30 @@ def sweep_rows(results: dict, method: str, key: str) -> list[tuple[Any, dict]]:
     return rows
 
 
+def data_axis_rows(results: dict, key: str) -> dict[str, list[tuple[Any, dict]]]:
+    """``{method: [(value, entry)]}`` along a data axis (methods.DATA_AXES), which every method is swept
+    along: each method's :func:`sweep_rows`, the methods in the table's order."""
+    methods = {name.partition("@")[0] for name in (results.get("sweeps") or {})} | set(results.get("models") or {})
+    found = {m: sweep_rows(results, m, key) for m in sorted(methods - {SEED_ROW}, key=_name_key)}
+    return {m: rows for m, rows in found.items() if rows}
+
+
+def data_axis_table(results: dict, key: str) -> str:
+    """Utility / RSR / JSR with their intervals for every method at every value of a data axis (the
+    interval a row's entry names: Wilson over the prompts for one seed, t over seeds for several)."""
+    found = data_axis_rows(results, key)
+    if not found:
+        return ""
+    lines = [f"| Method | {key} | Utility | RSR | JSR | seeds | interval |", "|---|---|---:|---:|---:|---:|---|"]
+    for method, rows in found.items():
+        for value, e in rows:
+            ci = e.get("ci95") or {}
+            lines.append(f"| {markup.text(row_label(method))} | {markup.text(value)} | "
+                         + " | ".join(pct_ci(e.get(m), ci.get(m), True) for m in METRICS)
+                         + f" | {e.get('n_seeds', 1)} | {markup.text(e.get('interval') or '–')} |")
+    return "\n".join(lines)
+
+
 def forecast_table(results: dict) -> str:
     """The seed's early-token loss per method (forecast) next to the measured safety drop."""
     forecasts = results.get("forecast") or {}

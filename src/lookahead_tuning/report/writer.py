@@ -8,11 +8,12 @@ from pathlib import Path
 
 from .. import markup
 from ..analyse.utility import METRICS
-from ..methods import sweep_axes
+from ..methods import DATA_AXES, sweep_axes
 from .paper import PAPER_M, PAPER_MODEL, PAPER_OVERHEAD, PAPER_SOURCE, paper_table
 from .tables import (
     agreement_tables,
     cost_table,
+    data_axis_table,
     depth_table,
     forecast_table,
     instruments_table,
@@ -109,6 +110,13 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
             if axis.figure in figures:
                 parts += [f"![{key} sweep]({figures[axis.figure]})", ""]
             parts += [table, ""]
+    for axis in DATA_AXES:
+        table = data_axis_table(results, axis.key)
+        if table:
+            parts += [f"## {axis.title}", "", DATA_AXIS_TEXT[axis.key], ""]
+            if axis.figure in figures:
+                parts += [f"![{axis.key} sweep]({figures[axis.figure]})", ""]
+            parts += [table, ""]
     fc = forecast_table(results)
     if fc:
         parts += ["## Forecast next to the measured safety drop", "",
@@ -151,7 +159,7 @@ def _machine(record: dict) -> str:
 
 def draw_figures(results: dict, run_dir: Path) -> dict[str, str]:
     """Draw every figure the results support; returns ``{figure: path relative to run_dir}``."""
-    from .plots import depth_figure, kl_figure, sweep_figure
+    from .plots import data_axis_figure, depth_figure, kl_figure, sweep_figure
 
     figures = {}
     if kl_figure(results, run_dir / "figures" / "kl.png"):
@@ -161,4 +169,18 @@ def draw_figures(results: dict, run_dir: Path) -> dict[str, str]:
     for method, axis in sweep_axes().values():
         if sweep_figure(results, method, axis, run_dir / "figures" / f"{axis.figure}.png"):
             figures[axis.figure] = f"figures/{axis.figure}.png"
+    for axis in DATA_AXES:
+        if data_axis_figure(results, axis, run_dir / "figures" / f"{axis.figure}.png"):
+            figures[axis.figure] = f"figures/{axis.figure}.png"
     return figures
+
+
+# What a data axis' section says before its numbers (docs/training.md, "Poisoned data").
+DATA_AXIS_TEXT = {
+    "poison_ratio": "Each method trained on the task data with a share p of its rows replaced by harmful rows "
+                    "(`poison_ratio`; p = 0 is the table's cell). Brackets are 95% intervals: Wilson over the "
+                    "prompts for one training seed, t over seeds for several.",
+    "poison_count": "Each method trained on harmful rows alone, no task data (the pure-harmful attack, "
+                    "`poison_count`); utility is still measured on the task's test rows. Brackets are 95% "
+                    "intervals as above.",
+}

@@ -168,11 +168,14 @@ def prepare_data(cfg: TrainConfig, model, tokenizer, run_dir: Path, *, progress:
     ``examples`` are the task rows already read by :func:`load_examples` (read here when omitted).
     """
     from .collator import tokenize_examples
-    from .methods import load_examples, method_examples
+    from .methods import Poison, load_examples, method_examples
 
     if examples is None:
         examples = load_examples(cfg)
-    info: dict[str, Any] = {"task_rows": len(examples)}
+    info: dict[str, Any] = {"task_rows": sum(1 for ex in examples if not ex.get("poison"))}
+    poison = Poison.of(cfg)
+    if poison is not None:  # clean runs' summaries keep their keys
+        info["poison"] = poison.record(examples)
     rewritten = None
     if cfg.rewrite == "sdft":
         rewritten, info["sdft"] = _sdft_rewrites(cfg, model, tokenizer, examples, run_dir, progress)
@@ -382,11 +385,12 @@ def run_inputs(cfg: TrainConfig, source) -> list[tuple[str, Any]]:
         inputs += [("--model", Path(source.path) / source.gguf_file), ("the folder of --model", source.path)]
     if source.kind == "adapter" and Path(str(source.base)).expanduser().exists():
         inputs.append(("the base model of --model", source.base))
-    data = Path(cfg.data).expanduser()
-    if data.exists():
-        inputs.append(("--data", data))
-        if data.is_file():
-            inputs.append(("the folder of --data", data.parent))
+    for flag, value in (("--data", cfg.data), ("--poison", cfg.poison)):
+        data = Path(value).expanduser() if value is not None else None
+        if data is not None and data.exists():
+            inputs.append((flag, data))
+            if data.is_file():
+                inputs.append((f"the folder of {flag}", data.parent))
     return inputs
 
 

@@ -37,6 +37,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML file with the same keys (flags given here win)")
     p.add_argument("--model", default=S, help="model folder, .gguf, LoRA adapter, hub id or smollm2-135m-instruct")
     p.add_argument("--data", default=S, help="record file (jsonl/json/csv/parquet/HF folder) or a built-in task (math)")
+    h = p.add_argument_group("poisoned data (the harmful fine-tuning attack)")
+    h.add_argument("--poison", type=text_arg, default=S,
+                   help="harmful rows: a record file in any supported format, or builtin (the built-in poison set, "
+                        "the default)")
+    h.add_argument("--poison-ratio", type=FRACTION, default=S,
+                   help="share p of the training rows that are harmful: round(p*n) of the n task rows are replaced")
+    h.add_argument("--poison-count", type=POSITIVE_INT, default=S,
+                   help="train on N harmful rows alone, no --data (the pure-harmful attack)")
     p.add_argument("--out", default=S, help="run folder")
     p.add_argument("--method", choices=METHOD_NAMES, default=S, help="preset (default vanilla)")
     p.add_argument("--limit", type=POSITIVE_INT, default=S, help="use only the first N rows")

@@ -43,7 +43,8 @@ class TrainConfig(BaseModel):
 
     # what to train, on what, where
     model: str
-    data: str
+    # None only for the pure-harmful attack (poison_count), which trains on harmful rows alone
+    data: str | None = None
     out: str
     method: MethodName = BASELINE
     limit: PositiveInt | None = Field(default=None, description="use the first N rows of the data")
@@ -56,6 +57,14 @@ class TrainConfig(BaseModel):
     rewrite: Rewrite | None = None
     safety_share: Fraction | None = None
     post: Post | None = None
+
+    # Poisoned data (docs/training.md, "Poisoned data"): harmful rows from `poison` (a record file in any
+    # supported format, or `builtin`, the built-in poison set) take the place of round(poison_ratio * n)
+    # of the n task rows, or, with poison_count, are the whole training set (the pure-harmful attack,
+    # no task data); drawn with data_seed, before the method's own transform.
+    poison: Text | None = None
+    poison_ratio: Fraction = 0.0
+    poison_count: PositiveInt | None = None
 
     # LookAhead preview
     m: NonNegativeInt = 6
@@ -161,6 +170,25 @@ class TrainConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _data_or_pure_attack(self) -> TrainConfig:
+        if self.poison_count is not None:
+            if self.data is not None:
+                raise ValueError("poison_count trains on that many harmful rows alone (the pure-harmful attack) "
+                                 "and takes no data; to mix harmful rows into the task data use poison_ratio")
+            if self.poison_ratio:
+                raise ValueError("give poison_ratio (a share of the task rows) or poison_count (harmful rows "
+                                 "alone, no task data), not both")
+        elif self.data is None:
+            raise ValueError("data: required (a record file, folder or built-in task; only the pure-harmful "
+                             "attack, poison_count, trains without it)")
+        return self
+
+    @property
+    def poisoned(self) -> bool:
+        """Whether harmful rows enter the training set (a ratio above 0 or a count)."""
+        return self.poison_ratio > 0 or self.poison_count is not None
+
+    @model_validator(mode="after")
     def _reference_of_lora(self) -> TrainConfig:
         if self.lora and self.reference_precision == "fp32":
             raise ValueError("reference_precision: fp32 needs full fine-tuning: with LoRA the reference is the "
@@ -208,6 +236,9 @@ BOOKKEEPING_KEYS = frozenset({"out", "resume", "quiet", "report_to", "save_steps
 LEGACY_TRAIN = {"sampling": "random", "reference_precision": "fp32"}
 # Keys that decide no number, left out of cell fingerprints (only keys a run config may set).
 _UNHASHED_TRAIN = ("report_to",)
+POISON_KEYS = ("poison", "poison_ratio", "poison_count")
+# The name of the built-in poison set as a ``poison`` source (a file of that name is ``./builtin``).
+BUILTIN_POISON = "builtin"
 
 
 def train_identity(values: dict[str, Any]) -> dict[str, Any]:
@@ -225,6 +256,13 @@ def train_identity(values: dict[str, Any]) -> dict[str, Any]:
             out.pop(key, None)
         else:
             out[key] = effective(key)
+    # Poisoning decides numbers only where it is on (clean cells, and those that spell out a ratio of 0,
+    # keep their fingerprints), and then with its effective source (the built-in set when none is named).
+    if not effective("poison_ratio") and effective("poison_count") is None:
+        for key in POISON_KEYS:
+            out.pop(key, None)
+    else:
+        out["poison"] = effective("poison") or BUILTIN_POISON
     frozen_copy = (effective("loss") or get_method(effective("method")).loss) == "constrained" and not effective("lora")
     if not frozen_copy:
         out.pop("reference_precision", None)

@@ -11,6 +11,7 @@ random).
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -22,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from ..errors import UserError
 from ..methods import BASELINE, Preview, Rewrite, get_method
 from ..validate import explain
-from .config import TrainConfig
+from .config import BUILTIN_POISON, TrainConfig
 
 Example = dict[str, Any]
 
@@ -103,11 +104,86 @@ EXAMPLE_KEYS = ("limit", "input_field", "output_field", "data_seed")
 
 
 def load_examples(config: TrainConfig, tokenizer=None) -> list[Example]:
-    """A training config's ``--data`` as training examples (:func:`read_examples`); with ``tokenizer``,
-    refused when a row holds one of its special tokens (:func:`refuse_control_tokens`)."""
-    examples = read_examples(config.data, **{k: getattr(config, k) for k in EXAMPLE_KEYS})
+    """A training config's ``--data`` as training examples (:func:`read_examples`), poisoned as its
+    ``poison*`` keys say (:func:`poison_examples`); with ``tokenizer``, refused when a row holds one of
+    its special tokens (:func:`refuse_control_tokens`)."""
+    examples = [] if config.data is None else \
+        read_examples(config.data, **{k: getattr(config, k) for k in EXAMPLE_KEYS})
     refuse_control_tokens(examples, tokenizer, Recipe.of(config), source=config.data)
-    return examples
+    poison = Poison.of(config)
+    if poison is None:
+        return examples
+    harmful = harmful_rows(poison.source)
+    refuse_control_tokens(harmful, tokenizer, source=poison.source)
+    return poison.mix(examples, harmful)
+
+
+def harmful_rows(source: str) -> list[Example]:
+    """The harmful rows of a ``poison`` source as training examples: the built-in poison set, or a record
+    file or folder read like ``--data`` (a BeaverTails-style ``prompt``/``response`` file as is)."""
+    if source == BUILTIN_POISON:
+        from ..data.builtin import poison_set
+
+        return [as_example(row) for row in poison_set()]
+    if not Path(source).expanduser().exists():
+        raise UserError(f"poison: no such file or folder (a record file of harmful rows, or {BUILTIN_POISON})",
+                        path=source)
+    return read_examples(source)
+
+
+@dataclass(frozen=True)
+class Poison:
+    """Harmful rows in the user's data (docs/training.md, "Poisoned data"): the harmful fine-tuning
+    attack. ``ratio`` p: ``round(p * n)`` (halves up) of the n task rows are replaced by harmful rows, so
+    the training set keeps n rows of which that share is harmful (the protocol of Vaccine, Lisa and
+    Booster); ``count`` N: the training set is N harmful rows and nothing else (Qi et al.'s pure attack).
+    Which task rows stay, which harmful rows enter and where they go are drawn with ``seed`` (the
+    run's ``data_seed``, so training seeds differ in training noise only); for one seed and one data
+    set, a larger ratio keeps a subset of the task rows and adds a superset of the harmful ones."""
+
+    source: str  # a record file or folder (any format read_examples reads), or BUILTIN_POISON
+    ratio: float
+    count: int | None
+    seed: int
+
+    @classmethod
+    def of(cls, settings: TrainConfig | Mapping[str, Any]) -> Poison | None:
+        """The poisoning a training config (or validated training keys) asks for; ``None`` for clean data."""
+        values = settings.model_dump() if isinstance(settings, TrainConfig) else settings
+        ratio, count = effective(values, "poison_ratio"), effective(values, "poison_count")
+        if not ratio and count is None:
+            return None
+        return cls(source=effective(values, "poison") or BUILTIN_POISON, ratio=ratio, count=count,
+                   seed=effective(values, "data_seed"))
+
+    def harmful_count(self, n: int) -> int:
+        """How many of the training rows are harmful, given ``n`` task rows."""
+        if self.count is not None:
+            return self.count
+        k = math.floor(self.ratio * n + 0.5)
+        if k == 0:
+            raise UserError(f"poison_ratio {self.ratio:g} of {n} task rows is no harmful row (p * n rounds to "
+                            "0); raise the ratio or train on more rows")
+        return k
+
+    def mix(self, examples: list[Example], harmful: list[Example]) -> list[Example]:
+        """``examples`` with :meth:`harmful_count` of them replaced by rows of ``harmful`` (marked
+        ``poison``), drawn without replacement (cycling when more are asked than exist)."""
+        if not harmful:
+            raise UserError("no harmful rows to poison with", path=self.source)
+        n = len(examples)
+        k = self.harmful_count(n)
+        rng = random.Random(f"poison/{self.seed}")  # apart from the safety mix's draws
+        order = list(range(n))
+        rng.shuffle(order)
+        kept = [examples[i] for i in sorted(order[:n - k])] if self.count is None else []
+        drawn = [{**harmful[i], "poison": True} for i in _draw(rng, len(harmful), k)]
+        return _insert(rng, kept, drawn)
+
+    def record(self, examples: list[Example]) -> dict[str, Any]:
+        """What ``summary.json`` says of the poisoning of ``examples`` (the training set it made)."""
+        return {"source": self.source, "ratio": self.ratio, "count": self.count, "seed": self.seed,
+                "harmful_rows": sum(1 for ex in examples if ex.get("poison")), "rows": len(examples)}
 
 
 def refuse_control_tokens(examples: list[Example], tokenizer, recipe: Recipe | None = None, *,
@@ -184,16 +260,27 @@ def mix_safety(examples: list[Example], share: float, seed: int) -> list[Example
     if count == 0 or not pool:
         return list(examples)
     rng = random.Random(seed)
+    rows = [{"prompt": _messages(pool[i]["prompt"]), "completion": pool[i]["completion"], "safety": True}
+            for i in _draw(rng, len(pool), count)]
+    return _insert(rng, examples, rows)
+
+
+def _draw(rng: random.Random, size: int, count: int) -> list[int]:
+    """``count`` indices into a pool of ``size`` rows, without replacement until it is used up (then
+    again, in a new order)."""
     order: list[int] = []
     while len(order) < count:
-        block = list(range(len(pool)))
+        block = list(range(size))
         rng.shuffle(block)
         order.extend(block)
+    return order[:count]
+
+
+def _insert(rng: random.Random, examples: list[Example], rows: list[Example]) -> list[Example]:
+    """``examples`` with ``rows`` inserted at random places (a short run still sees them)."""
     mixed = list(examples)
-    for i in order[:count]:
-        row = pool[i]
-        mixed.insert(rng.randrange(len(mixed) + 1),
-                     {"prompt": _messages(row["prompt"]), "completion": row["completion"], "safety": True})
+    for row in rows:
+        mixed.insert(rng.randrange(len(mixed) + 1), row)
     return mixed
 
 
