@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import builtin_benign as benign  # noqa: E402
 import builtin_harmful as harmful  # noqa: E402
-import builtin_recovery as recovery  # noqa: E402
 import builtin_poison as poison  # noqa: E402
+import builtin_recovery as recovery  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "lookahead_tuning" / "builtin_data"
 TEMPLATES = {"act": harmful.ACT_TEMPLATES, "write": harmful.WRITE_TEMPLATES, "ask": harmful.ASK_TEMPLATES}
