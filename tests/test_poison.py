@@ -217,3 +217,64 @@ def test_sweeps_check_their_values_and_a_cell_that_clashes_fails_before_any_work
     with pytest.raises(UserError, match="cell math--vanilla--poison_ratio0.5--seed0: .*not both"):
         preflight(clash, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _entry(utility, rsr, jsr, n_seeds=1):
+    ci = {m: [max(0.0, v - 0.1), min(1.0, v + 0.1)] for m, v in (("utility", utility), ("rsr", rsr), ("jsr", jsr))}
+    return {"utility": utility, "rsr": rsr, "jsr": jsr, "ci95": ci, "n_seeds": n_seeds,
+            "interval": "per run (Wilson for rates)"}
+
+
+def test_the_report_draws_safety_and_utility_against_the_poison_ratio_for_every_method(tmp_path):
+    from lookahead_tuning.report.writer import draw_figures, render_report
+
+    results = {
+        "models": {"seed": _entry(0.3, 0.95, 0.8), "vanilla": _entry(0.5, 0.9, 0.7),
+                   "lookahead-virtual": _entry(0.5, 0.92, 0.75)},
+        "sweeps": {"vanilla@poison_ratio=0.1": _entry(0.45, 0.6, 0.4), "vanilla@poison_ratio=0.2": _entry(0.4, 0.3, 0.2),
+                   "lookahead-virtual@poison_ratio=0.1": _entry(0.46, 0.7, 0.5),
+                   "vanilla@poison_count=100": _entry(0.2, 0.1, 0.05)},
+        "sweep_base": {"vanilla": {"poison_ratio": 0.0}, "lookahead-virtual": {"poison_ratio": 0.0}},
+    }
+    figures = draw_figures(results, tmp_path)
+    assert figures["poison_sweep"] == "figures/poison_sweep.png" and (tmp_path / figures["poison_sweep"]).is_file()
+    assert "poison_count_sweep" not in figures  # one point per method: a table, no line
+    text = render_report(results, figures)
+    section = text.split("## Harmful fine-tuning: safety and utility against the poison ratio")[1].split("\n## ")[0]
+    assert "![poison_ratio sweep](figures/poison_sweep.png)" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "Method" not in line]
+    assert [r.split(" | ")[:2] for r in rows] == [["| vanilla", "0.0"], ["| vanilla", "0.1"], ["| vanilla", "0.2"],
+                                                  ["| LookAhead virtual", "0.0"], ["| LookAhead virtual", "0.1"]]
+    assert "| vanilla | 0.2 | 40.00 [30.00, 50.00] | 30.00 [20.00, 40.00] | 20.00 [10.00, 30.00] | 1 |" in section
+    pure = text.split("## Pure-harmful attack: harmful rows alone")[1].split("\n## ")[0]
+    assert "| vanilla | 100 | 20.00 [10.00, 30.00] | 10.00 [0.00, 20.00] | 5.00 [0.00, 15.00] |" in pure
+
+
+@pytest.mark.slow  # a tiny grid: the seed and three trained cells, each evaluated on two prompts
+def test_a_run_config_sweeps_the_poison_ratio_and_the_pure_attack(tmp_path, tiny_model_dir, one_torch_thread):
+    from lookahead_tuning.experiment.runner import run_experiment
+
+    cfg = make_experiment({
+        "name": "poison", "model": str(tiny_model_dir),
+        "tasks": [{"name": "math", "n_train": 4, "n_test": 2, "max_new_tokens": 4}], "methods": ["vanilla"],
+        "train": {"epochs": 1, "batch_size": 4, "max_length": 96, "warmup_ratio": 0.0, "lr": 1e-3},
+        "sweeps": {"poison_ratio": [0.5], "poison_count": [3]},
+        "eval": {"limit": 2, "max_new_tokens": 4, "batch_size": 2, "forecast": False, "kl_positions": 2},
+    })
+    run = run_experiment(cfg, out=tmp_path / "run", progress=False)
+    summaries = {p.parent.parent.name: json.loads(p.read_text()) for p in (run / "work").glob("*/train/summary.json")}
+    assert "poison" not in summaries["math--vanilla--seed0"] and summaries["math--vanilla--seed0"]["data_rows"] == 4
+    assert summaries["math--vanilla--poison_ratio0.5--seed0"]["poison"]["harmful_rows"] == 2
+    assert summaries["math--vanilla--poison_ratio0.5--seed0"]["task_rows"] == 2
+    pure = summaries["math--vanilla--poison_count3--seed0"]
+    assert pure["poison"]["harmful_rows"] == 3 and pure["task_rows"] == 0
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["sweeps"]) == {"vanilla@poison_ratio=0.5", "vanilla@poison_count=3"}
+    assert results["sweep_base"]["vanilla"] == {"poison_ratio": 0.0}
+    assert (run / "figures" / "poison_sweep.png").is_file()
+    report = (run / "report.md").read_text()
+    assert "## Harmful fine-tuning" in report and "## Pure-harmful attack" in report
+    assert "poison_ratio" in (run / "results.csv").read_text().splitlines()[0]

@@ -134,5 +134,6 @@ def sweep_values(cfg: ExperimentConfig, method: str, key: str) -> list[Any]:
     points = list(getattr(cfg.sweeps, key, None) or [])
     if not points:
         return []
-    values = points if current in points else [current, *points]
+    # A table cell without a value of the axis (no poison_count: clean data) is not one of its points.
+    values = points if current is None or current in points else [current, *points]
     return sorted(values) if sweep_axis(key).numeric else values

@@ -222,7 +222,8 @@ def build_results(cfg, cells: list, cell_results: dict[str, dict], *, forecasts:
         spec = cfg.method(method)
         if spec is not None and sweep_values(cfg, method, key):
             value = {**cfg.train, **spec.overrides}.get(key, TrainConfig.model_fields[key].default)
-            sweep_base.setdefault(method, {})[key] = value
+            if value is not None:  # a table cell with no value of the axis (no poison_count) is no point of it
+                sweep_base.setdefault(method, {})[key] = value
     ev = cfg.eval
     rerun = ["lookahead-tuning", "run", "config.yaml"] + (["--out", str(run_dir)] if run_dir else [])
     agreement = {} if not any("agreement" in e for e in grouped["models"].values()) else \
