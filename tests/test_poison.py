@@ -278,3 +278,14 @@ def test_a_run_config_sweeps_the_poison_ratio_and_the_pure_attack(tmp_path, tiny
     report = (run / "report.md").read_text()
     assert "## Harmful fine-tuning" in report and "## Pure-harmful attack" in report
     assert "poison_ratio" in (run / "results.csv").read_text().splitlines()[0]
+
+
+def test_the_dry_run_counts_the_rows_each_poisoned_cell_trains_on():
+    from lookahead_tuning.experiment.dryrun import dry_run
+
+    cfg = make_experiment({"model": "smollm2-135m-instruct", "tasks": [{"name": "math", "n_train": 40}],
+                           "methods": ["vanilla"], "sweeps": {"poison_ratio": [0.5], "poison_count": [7]}})
+    cells = {c["cell_id"]: c for c in dry_run(cfg)["cells"]}
+    clean, half, pure = (cells[f"math--vanilla{tag}--seed0"] for tag in ("", "--poison_ratio0.5", "--poison_count7"))
+    assert (clean["train_rows"], half["train_rows"], pure["train_rows"]) == (40, 40, 7)
+    assert half["answer_tokens_per_epoch"] != clean["answer_tokens_per_epoch"]

@@ -23,7 +23,7 @@ from ..data.tasks import BUILTIN_TEST_N, get_task, load_task
 from ..errors import UserError
 from ..io import read_json
 from ..methods import SEED_ROW
-from ..train.methods import Recipe, effective, method_examples
+from ..train.methods import Poison, Recipe, effective, harmful_rows, method_examples
 from .config import ExperimentConfig, TaskSpec
 from .plan import plan_cells
 
@@ -104,7 +104,9 @@ def _data_key(values: dict[str, Any]) -> str:
     """The settings that change what a method's training data looks like (not the seed)."""
     recipe = dataclasses.asdict(Recipe.of(values))
     del recipe["seed"]
-    return json.dumps({**recipe, **{k: effective(values, k) for k in TOKEN_KEYS}}, sort_keys=True, default=str)
+    poison = Poison.of(values)
+    return json.dumps({**recipe, **{k: effective(values, k) for k in TOKEN_KEYS},
+                       **({"poison": dataclasses.asdict(poison)} if poison else {})}, sort_keys=True, default=str)
 
 
 def _tokens(examples: list[dict], values: dict[str, Any], tokenizer) -> dict[str, Any]:
@@ -119,6 +121,9 @@ def _tokens(examples: list[dict], values: dict[str, Any], tokenizer) -> dict[str
     from ..train.collator import count_tokens, tokenize_examples
 
     setting = {k: effective(values, k) for k in (*TOKEN_KEYS, "epochs")}
+    poison = Poison.of(values)
+    if poison is not None:  # the rows a poisoned cell trains on (harmful rows alone for the pure attack)
+        examples = poison.mix([] if poison.count is not None else examples, harmful_rows(poison.source))
     step = max(1, -(-len(examples) // SAMPLE_ROWS))
     sample = examples[::step]
     rows = method_examples(sample, Recipe.of(values), tokenizer, rewritten=sample)
