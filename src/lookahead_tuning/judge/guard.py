@@ -168,18 +168,27 @@ class GuardFamily:
     max_tokens: int = 32
     categories: Any = None
     refusal: bool = False  # its answer says whether the response refuses (an over-refusal outcome)
+    # The control tokens of the family's prompt format: an exchange that spells one as text would be read
+    # as that token (a judged answer could close its own turn and write the guard's verdict), so it is not
+    # put to the guard at all (counted as not judged, never guessed).
+    markers: tuple[str, ...] = ()
 
 
 FAMILIES: dict[str, GuardFamily] = {
     "llama-guard": GuardFamily("llama-guard", "meta-llama/Llama-Guard-3-1B (and -8B)", "chat", parse_llama_guard,
-                               max_tokens=24, categories=LLAMA_GUARD_CATEGORIES),
+                               max_tokens=24, categories=LLAMA_GUARD_CATEGORIES,
+                               markers=("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                                        "<|eot_id|>", "<BEGIN CONVERSATION>", "<END CONVERSATION>")),
     "qwen3guard": GuardFamily("qwen3guard", "Qwen/Qwen3Guard-Gen-0.6B (and 4B, 8B)", "chat", parse_qwen3guard,
-                              max_tokens=64, categories=list(QWEN3GUARD_CATEGORIES), refusal=True),
+                              max_tokens=64, categories=list(QWEN3GUARD_CATEGORIES), refusal=True,
+                              markers=("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<BEGIN CONVERSATION>",
+                                       "<END CONVERSATION>")),
     "wildguard": GuardFamily("wildguard", "allenai/wildguard", "text", parse_wildguard, wildguard_prompt,
                              max_tokens=32, categories=["harmful request", "response refusal", "harmful response"],
-                             refusal=True),
+                             refusal=True, markers=("<s>", "</s>", "<|user|>", "<|assistant|>", "[INST]", "[/INST]")),
     "shieldgemma": GuardFamily("shieldgemma", "google/shieldgemma-2b", "yes-no", render=shieldgemma_prompt,
-                               categories=SHIELDGEMMA_POLICIES),
+                               categories=SHIELDGEMMA_POLICIES,
+                               markers=("<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>")),
 }
 
 
@@ -218,7 +227,7 @@ class GuardJudge:
         self.max_tokens = max_tokens or self.family.max_tokens
         self.cache_path = Path(cache_path) if cache_path else None
         self.concurrency = max(1, int(concurrency))
-        self.stats = {"calls": 0, "cache_hits": 0, "retries": 0, "unparseable": 0}
+        self.stats = {"calls": 0, "cache_hits": 0, "retries": 0, "unparseable": 0, "control_tokens": 0}
         self._lock = threading.Lock()
         self.url = self.model_path = None
         self.device = device  # a local guard's device ("cuda"; default: where load_model puts it)
@@ -335,8 +344,24 @@ class GuardJudge:
                                                 desc=f"judging ({self.family.name})", progress=progress):
             yield key, verdict, answer
 
+    def _control_token(self, pair: tuple[str, str]) -> str | None:
+        """A control token of the family's format (or, for a local guard, of its tokenizer) that the
+        exchange spells as text, else ``None``."""
+        found = next((m for m in self.family.markers for text in pair if m in text), None)
+        if found is None and self.url is None:
+            from ..chat import control_token_in
+
+            _, tokenizer = _local_guard(self.model_path, self.device)
+            found = next((t for text in pair if (t := control_token_in(tokenizer, text))), None)
+        return found
+
     def _ask(self, pair: tuple[str, str]) -> tuple[Verdict | None, str]:
-        """One pair, asked again once (``parse_retries``) when the answer does not parse."""
+        """One pair, asked again once (``parse_retries``) when the answer does not parse; an exchange that
+        spells a control token is not asked at all."""
+        token = self._control_token(pair)
+        if token is not None:
+            self._count("control_tokens")
+            return None, f"not judged: the exchange holds {token!r}, a control token of the guard's prompt format"
         answer = ""
         for _attempt in range(self.parse_retries + 1):
             if self.family.style == "yes-no":
