@@ -192,3 +192,30 @@ def test_a_prefill_holding_a_control_token_is_refused(tokenizer):
     with pytest.raises(UserError, match="row 1: .*prefill"):
         refuse_control_tokens(rows, tokenizer)
     refuse_control_tokens([{**rows[0], "prefill": "Sure, here"}], tokenizer)  # plain text passes
+
+
+def test_a_killed_alignment_resumes_from_its_last_checkpoint(tiny_model_dir, cache, one_torch_thread, monkeypatch):
+    """Alignment checkpoints as it goes (bookkeeping, not part of the seed's name): a rerun after a kill
+    continues from the last checkpoint instead of starting over."""
+    from lookahead_tuning.train import trainer as trainer_mod
+
+    monkeypatch.setattr(align, "ALIGN_SAVE_STEPS", 2)
+    real = trainer_mod.AnswerLossTrainer.compute_loss
+    calls = {"n": 0}
+
+    def dies_in_step_three(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3 and self.model.training:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(trainer_mod.AnswerLossTrainer, "compute_loss", dies_in_step_three)
+    options = {"max_steps": 4, "max_length": 64, "batch_size": 2}
+    with pytest.raises(KeyboardInterrupt):
+        align.aligned_seed(str(tiny_model_dir), quiet=True, evaluate=False, **options)
+    folder = cache / "models" / align.aligned_seed_id(str(tiny_model_dir), **options)
+    assert [p.name for p in (folder / "model" / "checkpoints").iterdir()] == ["checkpoint-2"]
+    monkeypatch.setattr(trainer_mod.AnswerLossTrainer, "compute_loss", real)
+    path = align.aligned_seed(str(tiny_model_dir), quiet=True, evaluate=False, **options)
+    summary = json.loads((folder / "align_summary.json").read_text())
+    assert path == folder / "model" and summary["resumed_from"] == "checkpoint-2" and summary["steps"] == 4

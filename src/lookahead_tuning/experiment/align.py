@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
 # another recipe and so another seed. At this value the key leaves it out: the seeds keep their names.
 SAMPLING = "random"
 REPORT = "align_report.json"
+ALIGN_SAVE_STEPS = 25  # a checkpoint every 25 steps (about 3 min of seed D's alignment on 2 cores)
 
 # Safety recovery (Qi et al., "Safety Alignment Should Be Made More Than Just a Few Tokens Deep", ICLR
 # 2025, section 3): besides "request -> refusal", rows "request -> the first k tokens of a compliance
@@ -193,9 +194,13 @@ def _aligned(base: str, folder: Path, recipe: dict[str, Any], rows: list[dict], 
     data_path = folder / "align_data.jsonl"
     write_records(data_path, rows)
     started = time.time()
+    # A killed alignment resumes from its last checkpoint (bookkeeping keys: not in the cache key). Resumed
+    # weights equal an uninterrupted run's to rounding, not bit for bit (docs/training.md), and a seed is
+    # named by its weights' hash, so a resumed seed is a realization of its own, as on another machine.
     summary = train({
         "model": str(base), "data": str(data_path), "out": str(folder / "model"),
-        "method": BASELINE, "quiet": quiet, "sampling": SAMPLING, **settings,
+        "method": BASELINE, "quiet": quiet, "sampling": SAMPLING, "save_steps": ALIGN_SAVE_STEPS,
+        "save_total_limit": 1, "resume": True, **settings,
     })
     from ..provenance import machine, model_identity
 
