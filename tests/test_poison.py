@@ -54,6 +54,13 @@ def test_the_mix_holds_exactly_the_requested_rows(ratio, harmful):
     assert len(set(texts)) == min(len(texts), len(pool))
 
 
+def test_the_count_is_p_times_n_as_written_halves_up():
+    """0.58 x 25 = 14.5 exactly: 15 harmful rows (the float product, 14.499..., would give 14)."""
+    assert Poison(source="x", ratio=0.58, count=None, seed=0).harmful_count(25) == 15
+    assert Poison(source="x", ratio=0.1, count=None, seed=0).harmful_count(1000) == 100
+    assert Poison(source="x", ratio=0.05, count=None, seed=0).harmful_count(30) == 2
+
+
 def test_the_mix_is_seeded_and_nested_across_ratios():
     task, pool = _examples(TASK), _examples(HARMFUL)
     mix = lambda p, seed=0: Poison(source="x", ratio=p, count=None, seed=seed).mix(task, pool)  # noqa: E731

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from .errors import UserError
-from .validate import Fraction, NonNegativeInt, PositiveInt, Text
+from .validate import Fraction, NonNegativeInt, PoisonCount, Text
 
 # PTST's safety system prompt, in the project's own words (docs/method.md, section 3: PTST).
 SAFETY_SYSTEM_PROMPT = (
@@ -82,7 +82,7 @@ PREFIX_AXIS = SweepAxis("prefix", Text, False, "Figure 4b: prefix string", "pref
 POISON_AXIS = SweepAxis("poison_ratio", Fraction, True, "Harmful fine-tuning: safety and utility against the "
                         "poison ratio", "poison_sweep", "poison ratio p (share of harmful training rows)",
                         "Poisoned task data: safety and utility against the poison ratio")
-POISON_COUNT_AXIS = SweepAxis("poison_count", PositiveInt, True, "Pure-harmful attack: harmful rows alone",
+POISON_COUNT_AXIS = SweepAxis("poison_count", PoisonCount, True, "Pure-harmful attack: harmful rows alone",
                               "poison_count_sweep", "harmful training rows (no task data)",
                               "Pure-harmful attack: safety and utility against the harmful rows trained on")
 # Axes of the training data, not of a method: a config's sweep along one adds a point to every method.

@@ -14,6 +14,7 @@ from ..validate import (
     LEARNING_RATE,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
+    POISON_COUNT,
     POSITIVE,
     POSITIVE_INT,
     SEED,
@@ -43,7 +44,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "the default)")
     h.add_argument("--poison-ratio", type=FRACTION, default=S,
                    help="share p of the training rows that are harmful: round(p*n) of the n task rows are replaced")
-    h.add_argument("--poison-count", type=POSITIVE_INT, default=S,
+    h.add_argument("--poison-count", type=POISON_COUNT, default=S,
                    help="train on N harmful rows alone, no --data (the pure-harmful attack)")
     p.add_argument("--out", default=S, help="run folder")
     p.add_argument("--method", choices=METHOD_NAMES, default=S, help="preset (default vanilla)")

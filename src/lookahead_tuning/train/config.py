@@ -24,6 +24,7 @@ from ..validate import (
     LearningRate,
     NonNegative,
     NonNegativeInt,
+    PoisonCount,
     Positive,
     PositiveInt,
     Seed,
@@ -62,9 +63,9 @@ class TrainConfig(BaseModel):
     # supported format, or `builtin`, the built-in poison set) take the place of round(poison_ratio * n)
     # of the n task rows, or, with poison_count, are the whole training set (the pure-harmful attack,
     # no task data); drawn with data_seed, before the method's own transform.
-    poison: Text | None = None
+    poison: Text | None = Field(default=None, min_length=1)
     poison_ratio: Fraction = 0.0
-    poison_count: PositiveInt | None = None
+    poison_count: PoisonCount | None = None
 
     # LookAhead preview
     m: NonNegativeInt = 6

@@ -11,6 +11,7 @@ random).
 from __future__ import annotations
 
 import contextlib
+import fractions
 import math
 import random
 from collections.abc import Iterator, Mapping
@@ -160,7 +161,8 @@ class Poison:
         """How many of the training rows are harmful, given ``n`` task rows."""
         if self.count is not None:
             return self.count
-        k = math.floor(self.ratio * n + 0.5)
+        # p as written (0.15, not the float just below it), so a half rounds up exactly
+        k = math.floor(fractions.Fraction(repr(self.ratio)) * n + fractions.Fraction(1, 2))
         if k == 0:
             raise UserError(f"poison_ratio {self.ratio:g} of {n} task rows is no harmful row (p * n rounds to "
                             "0); raise the ratio or train on more rows")
