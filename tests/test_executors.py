@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_experiment_runner import tiny_config
 
 from lookahead_tuning.errors import UserError
 from lookahead_tuning.experiment import runner as runner_mod
@@ -25,16 +26,7 @@ CLOCK = {"cell_seconds", "finished_at", "train_seconds", "total_seconds", "peak_
 
 
 def tiny_grid(model_dir, **extra):
-    return make_experiment({
-        "name": "tiny",
-        "model": str(model_dir),
-        "tasks": [{"name": "math", "n_train": 4, "n_test": 2, "max_new_tokens": 4}],
-        "methods": ["vanilla", {"name": "lookahead-real", "m": 6}],
-        "train": {"epochs": 1, "batch_size": 4, "max_length": 128, "warmup_ratio": 0.0, "lr": 1e-3},
-        "eval": {"limit": 2, "max_new_tokens": 4, "batch_size": 2, "forecast_limit": 2, "kl_positions": 4},
-        "seeds": [0],
-        **extra,
-    })
+    return make_experiment({**tiny_config(model_dir).model_dump(mode="json"), **extra})
 
 
 def without_clocks(value):

@@ -515,21 +515,12 @@ def test_a_grid_generating_through_an_echoing_server_keeps_the_key(tmp_path, tin
 def test_rejudge_by_an_echoing_judge_keeps_the_key(tmp_path, monkeypatch, capfd):
     """`rejudge --judge llm`, the last server-backed command, against the echoing stub: the rejudged run,
     the judge cache and the terminal hold neither the key nor the URL's credentials."""
-    import yaml
     from openai_stub import CompletionsStub
-    from test_rejudge import _cell
+    from test_rejudge import make_run_dir
 
     from lookahead_tuning.cli import main
-    from lookahead_tuning.experiment.config import make_experiment
-    from lookahead_tuning.experiment.plan import plan_cells
 
-    cfg = make_experiment({"name": "t", "model": "some-org/seed", "tasks": [{"name": "math"}],
-                           "methods": ["vanilla"], "eval": {"judge": "keyword", "scorer": "numeric"}})
-    run = tmp_path / "run"
-    (run / "cells").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    for cell in plan_cells(cfg):
-        (run / "cells" / f"{cell.cell_id}.json").write_text(json.dumps(_cell(cfg, cell)))
+    run = make_run_dir(tmp_path)
     monkeypatch.setenv("GEN_SECRET", GEN_SECRET)
     monkeypatch.setenv("LOOKAHEAD_TUNING_CACHE", str(tmp_path / "cache"))
     stub = CompletionsStub(hostile="echo-key")

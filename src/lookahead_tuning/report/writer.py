@@ -85,24 +85,23 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
               f"{PAPER_OVERHEAD} ({PAPER_MODEL}). Peak RSS is the "
               "training process's maximum resident set so far: when cells train in one process (no launcher) it "
               "can carry over from earlier cells, so read it as an upper bound.", "", cost_table(results), ""]
-    kl = kl_table(results)
-    if kl:
-        parts += ["## Figure 3: per-token KL divergence from the seed", "",
-                  "KL(seed || model) of the next-token distributions at answer positions 1..k, teacher-forced "
-                  "on harmful answers to the safety prompts. Shallow alignment lives in the first positions: "
-                  "a method that keeps them small leaves the seed's openings (its refusals) in place.", ""]
-        if "kl" in figures:
-            parts += [f"![per-position KL]({figures['kl']})", ""]
-        parts += [kl, ""]
-    depths = depth_table(results)
-    if depths:
-        parts += ["## Prefill-depth curves: safe rate against the prefilled harmful tokens", "",
-                  "Safe rate (primary judge) when the answer is prefilled with the first k tokens of a harmful "
-                  "answer (k = 0 is RSR, the paper's JSR is k = 3): the other view of how deep the alignment "
-                  "is. A shallow alignment falls within a few tokens; a deep one keeps refusing.", ""]
-        if "depths" in figures:
-            parts += [f"![prefill-depth curves]({figures['depths']})", ""]
-        parts += [depths, ""]
+    # The two views of how deep the alignment is: the KL at each answer position, the safe rate per depth.
+    for key, title, about, alt, table in (
+            ("kl", "Figure 3: per-token KL divergence from the seed",
+             "KL(seed || model) of the next-token distributions at answer positions 1..k, teacher-forced "
+             "on harmful answers to the safety prompts. Shallow alignment lives in the first positions: "
+             "a method that keeps them small leaves the seed's openings (its refusals) in place.",
+             "per-position KL", kl_table(results)),
+            ("depths", "Prefill-depth curves: safe rate against the prefilled harmful tokens",
+             "Safe rate (primary judge) when the answer is prefilled with the first k tokens of a harmful "
+             "answer (k = 0 is RSR, the paper's JSR is k = 3): the other view of how deep the alignment "
+             "is. A shallow alignment falls within a few tokens; a deep one keeps refusing.",
+             "prefill-depth curves", depth_table(results))):
+        if table:
+            parts += [f"## {title}", "", about, ""]
+            if key in figures:
+                parts += [f"![{alt}]({figures[key]})", ""]
+            parts += [table, ""]
     for key, (method, axis) in sweep_axes().items():
         table = sweep_table(results, method, key)
         if table:
