@@ -210,6 +210,12 @@ def test_a_poisoned_cell_has_its_own_fingerprint_and_clean_cells_keep_theirs():
     assert fp(default) == cells["math--vanilla--poison_ratio0.1--seed0"].fingerprint(swept)
 
 
+def test_a_poison_path_takes_the_data_dir_like_the_tasks():
+    cfg = _grid(data_dir="/d", train={"poison": "{data_dir}/harmful.jsonl", "poison_ratio": 0.1},
+                methods=["vanilla", {"name": "sdft", "poison": "{data_dir}/other.jsonl"}])
+    assert [c.train.get("poison") for c in plan_cells(cfg) if c.trained] == ["/d/harmful.jsonl", "/d/other.jsonl"]
+
+
 def test_sweeps_check_their_values_and_a_cell_that_clashes_fails_before_any_work(tmp_path, tiny_model_dir):
     from lookahead_tuning.experiment.runner import preflight
 

@@ -355,6 +355,9 @@ class ExperimentConfig(_Strict):
             task.test = _fill(task.test, self.data_dir)
         self.eval.safety = _fill(self.eval.safety, self.data_dir)
         self.eval.harmful_answers = _fill(self.eval.harmful_answers, self.data_dir)
+        for keys in [self.train, *(m.overrides for m in self.methods), *(t.train_overrides for t in self.tasks)]:
+            if isinstance(keys.get("poison"), str):  # a data path like the tasks' (train_settings reads it as is)
+                keys["poison"] = _fill(keys["poison"], self.data_dir)
         names = [m.name for m in self.methods]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
