@@ -291,6 +291,10 @@ def test_a_run_config_sweeps_the_poison_ratio_and_the_pure_attack(tmp_path, tiny
     report = (run / "report.md").read_text()
     assert "## Harmful fine-tuning" in report and "## Pure-harmful attack" in report
     assert "poison_ratio" in (run / "results.csv").read_text().splitlines()[0]
+    assert main(["study-summary", str(run / "cells"), "--out", str(tmp_path / "summary")]) == 0
+    rows = {r["name"]: r for r in json.loads((tmp_path / "summary" / "summary.json").read_text())["groups"]}
+    assert rows["vanilla@poison_ratio=0.5"]["poison_ratio"] == 0.5 and rows["vanilla@poison_count=3"]["poison_count"] == 3
+    assert "poison_ratio" not in rows["vanilla"] and "poison_count" not in rows["vanilla"]
 
 
 def test_the_dry_run_counts_the_rows_each_poisoned_cell_trains_on():

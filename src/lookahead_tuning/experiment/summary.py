@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from ..methods import BASELINE, SEED_ROW, get_method, point_name, sweep_axis
+from ..methods import BASELINE, DATA_AXES, SEED_ROW, get_method, point_name, sweep_axis
 from .cells import CellResult, check_one_precision, check_one_seed, over_seeds
 
 
@@ -82,6 +82,9 @@ def summarise(cells: list[CellResult], forecasts: dict[str, dict]) -> dict[str, 
         for axis in get_method(members[0].method).axes:  # a numeric axis' value, as the cell trained it
             if axis.numeric:
                 row[axis.key] = members[0].train.get(axis.key)
+        for axis in DATA_AXES:  # only where a cell set it: summaries of clean cells keep their keys
+            if members[0].train.get(axis.key) is not None:
+                row[axis.key] = members[0].train[axis.key]
         for key in ("rsr", "jsr", "utility"):
             per_seed, row[key] = over_seeds(members, key, run_interval=False)
             values = [v for v in per_seed if v is not None]
