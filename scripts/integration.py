@@ -61,7 +61,9 @@ def start(vllm_python: str, model_dir: Path, port: int, out: Path, tag: str):
 
     command = [vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--served-model-name", SERVED, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-               "--max-model-len", "2048", "--seed", "0"]
+               "--max-model-len", "2048", "--seed", "0",
+               # the llama-guard phase sends its chat template with each request, which vLLM refuses unless told
+               "--trust-request-chat-template"]
     print(f"[{tag}] starting vLLM on 127.0.0.1:{port} ...", flush=True)
     server = start_server(command, f"http://127.0.0.1:{port}/v1", log_path=out / f"vllm-{tag}.log",
                           env=vllm_env(out), startup_timeout=900, cwd=str(out))
