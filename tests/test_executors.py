@@ -47,6 +47,19 @@ def test_workers_without_an_executor_that_runs_them_are_refused():
     assert ExecutorSpec(kind="processes", workers=2, threads=3).threads_per_worker() == 3
 
 
+def test_workers_without_an_executor_on_the_command_line_is_one_line(tiny_model_dir, tmp_path, capsys):
+    import yaml
+
+    from lookahead_tuning.cli import main
+
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump(tiny_grid(tiny_model_dir).model_dump(mode="json")))
+    assert main(["run", str(config), "--dry-run", "--workers", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --workers 2: workers > 1 needs executor 'processes' or 'ray' (local computes one cell "
+                   "at a time)"]
+
+
 def test_the_executor_is_no_part_of_the_recorded_config_or_any_fingerprint(tiny_model_dir):
     plain = tiny_grid(tiny_model_dir)
     spread = tiny_grid(tiny_model_dir, executor={"kind": "processes", "workers": 2})

@@ -104,13 +104,13 @@ def with_executor(cfg, args: argparse.Namespace):
         return cfg
     from pydantic import ValidationError
 
-    from ..validate import explain
     from .executors import ExecutorSpec
 
     try:
         spec = ExecutorSpec(**{**cfg.executor.model_dump(), **given})
-    except ValidationError as exc:
-        raise explain(exc, None, prefix="executor.") from None
+    except ValidationError as exc:  # the flags are checked by argparse: what is left is how they combine
+        raise UserError(f"--workers {given.get('workers', cfg.executor.workers)}: "
+                        f"{str(exc.errors()[0].get('msg', exc)).removeprefix('Value error, ')}") from None
     return cfg.model_copy(update={"executor": spec})
 
 
